@@ -1,0 +1,133 @@
+//! Wire types of the host's user-facing API (`/api/*`), shaped like KohakuRiver's so its clients
+//! keep working. Field order follows the original's responses.
+
+use crate::{TaskId, TaskStatus};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Body of `POST /api/submit`. Numbers are read as signed integers so that a negative value
+/// gets a message about the field rather than a generic type error.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SubmitRequest {
+    pub task_type: Option<String>,
+    pub command: String,
+    pub arguments: Vec<String>,
+    pub env_vars: BTreeMap<String, String>,
+    pub required_cores: Option<i64>,
+    pub required_gpus: Option<Vec<Vec<i64>>>,
+    pub required_memory_bytes: Option<i64>,
+    pub targets: Option<Vec<String>>,
+    pub container_name: Option<String>,
+    pub registry_image: Option<String>,
+    pub working_dir: Option<String>,
+    pub privileged: Option<bool>,
+    pub additional_mounts: Option<Vec<String>>,
+    pub ip_reservation_token: Option<String>,
+    /// Ferry extension: higher runs first; FIFO within one priority. Default 0.
+    pub priority: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeRef {
+    pub hostname: String,
+    pub url: String,
+}
+
+/// Reply of `POST /api/submit` (202).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmitResponse {
+    pub message: String,
+    pub task_ids: Vec<TaskId>,
+    /// The node of the last task when it was placed at once; null while it waits in the queue.
+    pub assigned_node: Option<NodeRef>,
+    pub runner_response: serde_json::Value,
+    /// Ferry extension: tasks waiting for resources, with their queue positions (1 = next).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queued: Vec<QueuedTask>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QueuedTask {
+    pub task_id: TaskId,
+    pub queue_position: u64,
+}
+
+/// A task as `/api/status/{id}` and `/api/tasks` show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskResponse {
+    pub task_id: TaskId,
+    pub task_type: String,
+    pub batch_id: Option<TaskId>,
+    pub name: Option<String>,
+    pub owner_id: Option<i64>,
+    pub owner_username: Option<String>,
+    pub approval_status: Option<String>,
+    pub approved_by_id: Option<i64>,
+    pub approved_by_username: Option<String>,
+    pub approved_at: Option<String>,
+    pub rejection_reason: Option<String>,
+    pub command: String,
+    pub arguments: Vec<String>,
+    pub env_vars: BTreeMap<String, String>,
+    pub required_cores: u32,
+    pub required_gpus: Vec<u32>,
+    pub required_memory_bytes: Option<u64>,
+    pub target_numa_node_id: Option<u32>,
+    pub status: TaskStatus,
+    pub assigned_node: Option<String>,
+    pub container_name: Option<String>,
+    pub docker_image_name: Option<String>,
+    pub docker_privileged: bool,
+    pub docker_mount_dirs: Vec<String>,
+    pub ssh_port: Option<u16>,
+    pub vps_backend: String,
+    pub vm_image: Option<String>,
+    pub vm_disk_size: Option<String>,
+    pub vm_ip: Option<String>,
+    pub stdout_path: String,
+    pub stderr_path: String,
+    pub exit_code: Option<i64>,
+    pub error_message: Option<String>,
+    pub submitted_at: Option<String>,
+    pub started_at: Option<String>,
+    pub completed_at: Option<String>,
+    /// Ferry extensions.
+    pub priority: i64,
+    pub working_dir: Option<String>,
+    /// 1-based place in the queue while the task is `pending`, else null.
+    pub queue_position: Option<u64>,
+}
+
+/// A node as `GET /api/nodes` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub hostname: String,
+    pub url: String,
+    pub total_cores: u32,
+    /// Always a number (the original sent the string "N/A" for offline nodes).
+    pub cores_in_use: u32,
+    pub available_cores: u32,
+    pub status: String,
+    pub last_heartbeat: Option<String>,
+    pub numa_topology: serde_json::Value,
+    pub gpu_info: Vec<serde_json::Value>,
+    pub cpu_percent: Option<f64>,
+    pub memory_percent: Option<f64>,
+    pub current_avg_temp: Option<f64>,
+    pub current_max_temp: Option<f64>,
+    pub memory_used_bytes: Option<u64>,
+    pub memory_total_bytes: Option<u64>,
+    pub vm_capable: bool,
+    pub vfio_gpus: Vec<serde_json::Value>,
+    pub runner_version: Option<String>,
+    /// Ferry extensions: memory booked by tasks on the node, and tasks holding resources there.
+    pub memory_reserved_bytes: u64,
+    pub tasks_holding: u32,
+}
+
+/// `{"message": ...}` replies of control routes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessageResponse {
+    pub message: String,
+}

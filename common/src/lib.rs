@@ -1,0 +1,43 @@
+//! Types and pure helpers shared by every Ferry crate.
+//!
+//! What lives here: the wire types of the host API ([`api`]) and of the runner protocol
+//! ([`runner_proto`]), task ids ([`ids`]), task states and their allowed transitions
+//! ([`status`]), the target syntax ([`target`]), byte-size and duration parsing ([`units`]),
+//! timestamps ([`time`]), the JSON error shape ([`error`]) and a log-tail reader ([`logtail`]).
+//! No async runtime and no network I/O: the host, the runner and the CLI talk only through these.
+
+pub mod api;
+pub mod error;
+pub mod ids;
+pub mod logtail;
+pub mod runner_proto;
+pub mod secret;
+pub mod status;
+pub mod target;
+pub mod time;
+pub mod units;
+
+pub use error::ErrorBody;
+pub use ids::TaskId;
+pub use status::TaskStatus;
+
+/// The version both daemons report (registration, heartbeats, `--version`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Docker label carrying the task id on every container Ferry starts.
+pub const LABEL_TASK_ID: &str = "ferry.task_id";
+/// Docker label carrying the kind of workload (`command`, `vps`).
+pub const LABEL_KIND: &str = "ferry.kind";
+/// Docker label carrying the name of the runner that started the container, so several
+/// runners sharing one engine only ever touch their own containers.
+pub const LABEL_RUNNER: &str = "ferry.runner";
+
+/// Container name of a command task (kept from the original so its tooling still finds them).
+pub fn task_container_name(id: TaskId) -> String {
+    format!("kohakuriver-task-{id}")
+}
+
+/// Image tag an environment name resolves to.
+pub fn environment_image(container_name: &str) -> String {
+    format!("kohakuriver/{container_name}:base")
+}

@@ -1,0 +1,135 @@
+//! The runner protocol: what a runner sends the host (register, heartbeat, status updates) and
+//! what the host sends a runner (execute, kill, pause, resume). Field names follow the original
+//! so mixed clusters keep talking; every call carries `Authorization: Bearer <cluster secret>`.
+
+use crate::{TaskId, TaskStatus};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// `POST <host>/api/register`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    pub hostname: String,
+    pub url: String,
+    pub total_cores: u32,
+    #[serde(default)]
+    pub total_ram_bytes: Option<u64>,
+    #[serde(default)]
+    pub numa_topology: Option<serde_json::Value>,
+    #[serde(default)]
+    pub gpu_info: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub runner_version: Option<String>,
+    /// The runner's heartbeat period in milliseconds, so the host can judge silence by it.
+    #[serde(default)]
+    pub heartbeat_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    pub message: String,
+    pub created: bool,
+    #[serde(default)]
+    pub overlay: Option<serde_json::Value>,
+}
+
+/// `PUT <host>/api/heartbeat/{hostname}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Heartbeat {
+    /// Every task the runner currently has a container for (running or paused).
+    pub running_tasks: Vec<TaskId>,
+    pub killed_tasks: Vec<KilledTask>,
+    pub cpu_percent: Option<f64>,
+    pub memory_percent: Option<f64>,
+    pub memory_used_bytes: Option<u64>,
+    pub memory_total_bytes: Option<u64>,
+    pub current_avg_temp: Option<f64>,
+    pub current_max_temp: Option<f64>,
+    pub gpu_info: Vec<serde_json::Value>,
+    pub vm_capable: bool,
+    pub vfio_gpus: Option<Vec<serde_json::Value>>,
+    pub runner_version: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KilledTask {
+    pub task_id: TaskId,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HeartbeatResponse {
+    pub message: String,
+    /// Tasks the runner still runs that the host already considers ended (killed while the
+    /// runner was unreachable, say): the runner kills them.
+    pub kill_tasks: Vec<TaskId>,
+}
+
+/// `POST <runner>/api/execute`. Idempotent on the runner: a task id it already has is accepted
+/// again without starting a second container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecuteRequest {
+    pub task_id: TaskId,
+    pub command: String,
+    #[serde(default)]
+    pub arguments: Vec<String>,
+    #[serde(default)]
+    pub env_vars: BTreeMap<String, String>,
+    #[serde(default = "one")]
+    pub required_cores: u32,
+    #[serde(default)]
+    pub required_gpus: Vec<u32>,
+    #[serde(default)]
+    pub required_memory_bytes: Option<u64>,
+    #[serde(default)]
+    pub target_numa_node_id: Option<u32>,
+    /// Environment name (image `kohakuriver/<name>:base`); optional when `registry_image` is set.
+    #[serde(default)]
+    pub container_name: Option<String>,
+    #[serde(default)]
+    pub registry_image: Option<String>,
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    #[serde(default)]
+    pub reserved_ip: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `POST <runner>/api/kill|pause|resume`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControlRequest {
+    pub task_id: TaskId,
+    #[serde(default)]
+    pub container_name: Option<String>,
+}
+
+/// `POST <host>/api/update`: one status report from a runner. `seq` numbers a task's reports in
+/// the order the runner made them, so the host can drop duplicates and stale ones.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskUpdate {
+    pub task_id: TaskId,
+    pub status: TaskStatus,
+    #[serde(default)]
+    pub exit_code: Option<i64>,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub completed_at: Option<String>,
+    #[serde(default)]
+    pub ssh_port: Option<u16>,
+    #[serde(default)]
+    pub seq: Option<u64>,
+}
+
+/// `GET <runner>/api/tasks/{id}/stdout|stderr?lines=N` and the host route of the same shape.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LogQuery {
+    pub lines: Option<usize>,
+}

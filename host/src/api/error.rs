@@ -1,0 +1,125 @@
+//! The one error type handlers return, rendered as `{"detail": "..."}` with the right status,
+//! and extractors whose rejections use the same shape (naming the bad field).
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{header, request::Parts, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use ferry_common::{ErrorBody, TaskId};
+use serde::de::DeserializeOwned;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub detail: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> ApiError {
+        ApiError { status, detail: detail.into() }
+    }
+    pub fn bad_request(detail: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::BAD_REQUEST, detail)
+    }
+    pub fn unprocessable(detail: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, detail)
+    }
+    pub fn not_found(detail: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::NOT_FOUND, detail)
+    }
+    pub fn conflict(detail: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::CONFLICT, detail)
+    }
+    pub fn unavailable(detail: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, detail)
+    }
+    pub fn bad_gateway(detail: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::BAD_GATEWAY, detail)
+    }
+    pub fn internal(detail: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, detail)
+    }
+    pub fn unauthorized(detail: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::UNAUTHORIZED, detail)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(status = %self.status, detail = %self.detail, "request failed");
+        }
+        let mut resp = (self.status, Json(ErrorBody::new(self.detail))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::internal(e.to_string())
+    }
+}
+
+/// A JSON body whose errors name the offending field (`required_cores: invalid type ...`).
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
+            ApiError::new(e.status(), format!("cannot read request body: {}", e.body_text()))
+        })?;
+        if bytes.is_empty() {
+            return Err(ApiError::unprocessable("request body is empty; expected a JSON object"));
+        }
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(de).map(ApiJson).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                ApiError::unprocessable(format!("request body is not valid JSON: {inner}"))
+            } else if path == "." {
+                ApiError::unprocessable(format!("invalid request body: {inner}"))
+            } else {
+                ApiError::unprocessable(format!("{path}: {inner}"))
+            }
+        })
+    }
+}
+
+/// Query parameters with rejections in the house shape.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e: QueryRejection| ApiError::unprocessable(format!("query: {}", e.body_text())))
+    }
+}
+
+/// The `{task_id}` path segment: a non-numeric id is a 422 naming `task_id` (as the original),
+/// never a 404.
+pub struct TaskIdPath(pub TaskId);
+
+impl<S: Send + Sync> FromRequestParts<S> for TaskIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let params = axum::extract::Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e: PathRejection| ApiError::unprocessable(e.body_text()))?;
+        let raw = params.0.get("task_id").cloned().unwrap_or_default();
+        raw.parse::<TaskId>()
+            .map(TaskIdPath)
+            .map_err(|e| ApiError::unprocessable(format!("task_id: {e}")))
+    }
+}

@@ -1,0 +1,215 @@
+//! Host configuration: defaults < TOML file < `FERRY_*` environment < flags. Every key is
+//! documented in docs/configuration.md; an unknown key or a bad value stops the host with exit
+//! code 2 and a message naming the key.
+
+use clap::Parser;
+use ferry_common::units::parse_duration;
+use serde::{Deserialize, Deserializer, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Keys as read from flags, environment and file; all optional until [`HostArgs::resolve`].
+#[derive(Debug, Default, Parser, Deserialize)]
+#[command(name = "ferry-host", version, about = "Ferry host: cluster state, scheduler and the user API")]
+#[serde(deny_unknown_fields)]
+pub struct HostArgs {
+    /// TOML config file [default: /etc/ferry/host.toml, when present]
+    #[arg(long, env = "FERRY_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit
+    #[arg(long)]
+    #[serde(skip)]
+    pub print_config: bool,
+    /// Address the API listens on [default: 0.0.0.0:8000]
+    #[arg(long, env = "FERRY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the database and generated secrets [default: /var/lib/ferry/host]
+    #[arg(long, env = "FERRY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Shared secret every host<->runner call carries [default: generated into the data dir]
+    #[arg(long, env = "FERRY_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// File holding the cluster secret (first line)
+    #[arg(long, env = "FERRY_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Silence after which a node is offline [default: 30s]
+    #[arg(long, env = "FERRY_NODE_TIMEOUT", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub node_timeout: Option<Duration>,
+    /// Timeout of one call to a runner [default: 10s]
+    #[arg(long, env = "FERRY_RUNNER_TIMEOUT", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub runner_timeout: Option<Duration>,
+    /// Shared filesystem mounted on the host and every runner (logs are read from it) [default: none]
+    #[arg(long, env = "FERRY_SHARED_DIR")]
+    pub shared_dir: Option<PathBuf>,
+    /// Environment used when a task names neither container_name nor registry_image [default: kohakuriver-base]
+    #[arg(long, env = "FERRY_DEFAULT_CONTAINER_NAME")]
+    pub default_container_name: Option<String>,
+    /// Largest request body accepted, e.g. 1M [default: 2M]
+    #[arg(long, env = "FERRY_MAX_BODY")]
+    pub max_body: Option<String>,
+    /// Log format: text or json [default: text]
+    #[arg(long, env = "FERRY_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map(Some).map_err(serde::de::Error::custom)
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    #[serde(skip)]
+    pub cluster_secret: String,
+    pub cluster_secret_file: Option<PathBuf>,
+    #[serde(serialize_with = "ser_duration")]
+    pub node_timeout: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub runner_timeout: Duration,
+    pub shared_dir: Option<PathBuf>,
+    pub default_container_name: String,
+    pub max_body: String,
+    #[serde(skip)]
+    pub max_body_bytes: usize,
+    pub log_format: LogFormat,
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&ferry_common::units::format_duration(*d))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("config file {path}: {error}")]
+    Parse { path: PathBuf, error: String },
+    #[error("{key}: {message}")]
+    Value { key: &'static str, message: String },
+}
+
+const DEFAULT_CONFIG: &str = "/etc/ferry/host.toml";
+
+impl HostArgs {
+    /// Merges flags/env (in `self`) over the file over defaults. The cluster secret is left
+    /// empty when none is configured; the caller generates one.
+    pub fn resolve(self) -> Result<HostConfig, ConfigError> {
+        let file = load_file(self.config.as_deref(), DEFAULT_CONFIG)?;
+        let m = Merged { cli: self, file };
+        let max_body = m.pick(|a| a.max_body.clone()).unwrap_or_else(|| "2M".into());
+        let max_body_bytes = ferry_common::units::parse_size(&max_body)
+            .map_err(|e| ConfigError::Value { key: "max_body", message: e.to_string() })? as usize;
+        let node_timeout = m.pick(|a| a.node_timeout).unwrap_or(Duration::from_secs(30));
+        if node_timeout < Duration::from_millis(500) {
+            return Err(ConfigError::Value { key: "node_timeout", message: "must be at least 500ms".into() });
+        }
+        let secret_file = m.pick(|a| a.cluster_secret_file.clone());
+        let secret = match (m.pick(|a| a.cluster_secret.clone()), &secret_file) {
+            (Some(s), _) => s,
+            (None, Some(path)) => read_secret(path)?,
+            (None, None) => String::new(),
+        };
+        Ok(HostConfig {
+            listen: m.pick(|a| a.listen).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8000))),
+            data_dir: m.pick(|a| a.data_dir.clone()).unwrap_or_else(|| "/var/lib/ferry/host".into()),
+            cluster_secret: secret,
+            cluster_secret_file: secret_file,
+            node_timeout,
+            runner_timeout: m.pick(|a| a.runner_timeout).unwrap_or(Duration::from_secs(10)),
+            shared_dir: m.pick(|a| a.shared_dir.clone()),
+            default_container_name: m
+                .pick(|a| a.default_container_name.clone())
+                .unwrap_or_else(|| "kohakuriver-base".into()),
+            max_body,
+            max_body_bytes,
+            log_format: m.pick(|a| a.log_format).unwrap_or_default(),
+        })
+    }
+}
+
+struct Merged {
+    cli: HostArgs,
+    file: HostArgs,
+}
+
+impl Merged {
+    fn pick<T>(&self, f: impl Fn(&HostArgs) -> Option<T>) -> Option<T> {
+        f(&self.cli).or_else(|| f(&self.file))
+    }
+}
+
+fn load_file<T: for<'de> Deserialize<'de> + Default>(explicit: Option<&Path>, default: &str) -> Result<T, ConfigError> {
+    let (path, required) = match explicit {
+        Some(p) => (p.to_path_buf(), true),
+        None => (PathBuf::from(default), false),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).map_err(|e| ConfigError::Parse { path, error: e.to_string() }),
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(error) => Err(ConfigError::Read { path, error }),
+    }
+}
+
+fn read_secret(path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Value {
+        key: "cluster_secret_file",
+        message: format!("cannot read {}: {e}", path.display()),
+    })?;
+    let secret = text.lines().next().unwrap_or("").trim().to_string();
+    if secret.is_empty() {
+        return Err(ConfigError::Value { key: "cluster_secret_file", message: format!("{} is empty", path.display()) });
+    }
+    Ok(secret)
+}
+
+impl HostConfig {
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("host.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nnode_timeout = \"7s\"\ncluster_secret = \"s\"\n").unwrap();
+        let args = HostArgs::parse_from(["ferry-host", "--config", file.to_str().unwrap(), "--node-timeout", "3s"]);
+        let c = args.resolve().unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.node_timeout, Duration::from_secs(3));
+        assert_eq!(c.runner_timeout, Duration::from_secs(10));
+        assert_eq!(c.cluster_secret, "s");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("host.toml");
+        std::fs::write(&file, "listne = \"x\"\n").unwrap();
+        let err = HostArgs::parse_from(["ferry-host", "--config", file.to_str().unwrap()]).resolve().unwrap_err();
+        assert!(err.to_string().contains("listne"), "{err}");
+        std::fs::write(&file, "node_timeout = \"soon\"\n").unwrap();
+        let err = HostArgs::parse_from(["ferry-host", "--config", file.to_str().unwrap()]).resolve().unwrap_err();
+        assert!(err.to_string().contains("node_timeout"), "{err}");
+        assert!(HostArgs::try_parse_from(["ferry-host", "--node-timeout", "soon"]).is_err());
+    }
+}

@@ -1,0 +1,82 @@
+//! Kill, pause and resume: the runner is asked first where a container exists, and the new
+//! state is recorded through the scheduler, which frees resources when the task ends.
+
+use crate::runner_client::RunnerError;
+use crate::store::tasks::{self, Applied, Change, TaskRow};
+use crate::AppState;
+use ferry_common::{TaskId, TaskStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("Task not found.")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Runner(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+async fn load(state: &AppState, id: TaskId) -> Result<TaskRow, ControlError> {
+    state.db.read(move |c| tasks::get(c, id)).await?.ok_or(ControlError::NotFound)
+}
+
+/// Kills a task in any non-final state. A queued task just leaves the queue; a placed one is
+/// killed on its runner when that runner answers (if not, the runner is told to kill it on its
+/// next heartbeat, because the host already records the task as ended).
+pub async fn kill(state: &AppState, id: TaskId) -> Result<(), ControlError> {
+    let t = load(state, id).await?;
+    if t.status.is_final() {
+        return Err(ControlError::Conflict(format!("Task cannot be killed (state: {})", t.status)));
+    }
+    let mut exit_code = None;
+    if t.status.holds_resources() {
+        if let Some(url) = t.assigned_node.as_deref().and_then(|n| state.cluster.url_of(n)) {
+            match state.runner.control(&url, "kill", id).await {
+                Ok(v) => exit_code = v.get("exit_code").and_then(|c| c.as_i64()),
+                Err(RunnerError::Refused { status: 404, .. }) => {}
+                Err(e) => tracing::warn!(task_id = %id, error = %e, "kill not delivered now; the runner will be told on its next heartbeat"),
+            }
+        }
+    }
+    let change = Change {
+        status: Some(TaskStatus::Killed),
+        message: Some("Kill requested by user.".into()),
+        exit_code,
+        ..Default::default()
+    };
+    match state.scheduler.change(id, change).await? {
+        Applied::Changed { .. } => Ok(()),
+        Applied::NotFound => Err(ControlError::NotFound),
+        Applied::Ignored(_) => {
+            let now = load(state, id).await?;
+            Err(ControlError::Conflict(format!("Task cannot be killed (state: {})", now.status)))
+        }
+    }
+}
+
+/// `pause` (from running) or `resume` (from paused), applied only when the runner succeeds.
+pub async fn pause_or_resume(state: &AppState, id: TaskId, pause: bool) -> Result<(), ControlError> {
+    let (verb, from, to) = if pause {
+        ("pause", TaskStatus::Running, TaskStatus::Paused)
+    } else {
+        ("resume", TaskStatus::Paused, TaskStatus::Running)
+    };
+    let t = load(state, id).await?;
+    if t.status != from {
+        return Err(ControlError::Conflict(format!("Invalid command or task state: {verb} for {}", t.status)));
+    }
+    let node = t.assigned_node.clone().ok_or_else(|| ControlError::Conflict("Task has no assigned node.".into()))?;
+    let url = state.cluster.url_of(&node).ok_or_else(|| ControlError::Conflict("Assigned node not found.".into()))?;
+    state
+        .runner
+        .control(&url, verb, id)
+        .await
+        .map_err(|e| ControlError::Runner(format!("{verb} failed on node '{node}': {e}")))?;
+    match state.scheduler.change(id, Change { status: Some(to), ..Default::default() }).await? {
+        Applied::Changed { .. } => Ok(()),
+        Applied::NotFound => Err(ControlError::NotFound),
+        Applied::Ignored(why) => Err(ControlError::Conflict(format!("task changed meanwhile: {why}"))),
+    }
+}

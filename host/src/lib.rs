@@ -1,0 +1,101 @@
+//! ferry-host: keeps the cluster's state, schedules work and serves the one API users talk to.
+//!
+//! Modules: `api` (HTTP routes, thin handlers), `store` (SQLite, one writer), `cluster` (node
+//! registry and liveness), `scheduler` (the single owner of the resource ledger and queue),
+//! `submit`/`control`/`logs` (services behind the handlers), `runner_client` (calls to
+//! runners), `views` (rows to wire types), `config`, `ids`.
+
+pub mod api;
+pub mod cluster;
+pub mod config;
+pub mod control;
+pub mod ids;
+pub mod logs;
+pub mod runner_client;
+pub mod scheduler;
+pub mod store;
+pub mod submit;
+pub mod views;
+
+use anyhow::Context;
+use cluster::health::HealthHistory;
+use cluster::Cluster;
+use config::HostConfig;
+use runner_client::RunnerClient;
+use scheduler::SchedulerHandle;
+use std::sync::Arc;
+use store::Db;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub cluster: Arc<Cluster>,
+    pub scheduler: SchedulerHandle,
+    pub runner: RunnerClient,
+    pub config: Arc<HostConfig>,
+    pub ids: Arc<ids::IdGen>,
+    pub health: Arc<HealthHistory>,
+}
+
+/// Reads the cluster secret from the config, or from `<data_dir>/cluster-secret`, generating
+/// that file (mode 0600) on first start.
+fn ensure_secret(config: &mut HostConfig) -> anyhow::Result<()> {
+    if !config.cluster_secret.is_empty() {
+        return Ok(());
+    }
+    let path = config.data_dir.join("cluster-secret");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let s = text.trim().to_string();
+        if !s.is_empty() {
+            config.cluster_secret = s;
+            return Ok(());
+        }
+    }
+    let secret: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+    write_private(&path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
+    tracing::warn!(path = %path.display(), "no cluster_secret configured: generated one; give runners the same secret (cluster_secret_file)");
+    config.cluster_secret = secret;
+    Ok(())
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
+}
+
+/// Opens the state, starts the scheduler and background loops, and serves until `shutdown`.
+pub async fn run(mut config: HostConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    ensure_secret(&mut config)?;
+    let db_path = config.data_dir.join("ferry.db");
+    let db = Db::open(&db_path).with_context(|| format!("cannot open database {}", db_path.display()))?;
+    let runner = RunnerClient::new(config.cluster_secret.clone(), config.runner_timeout);
+    let (tx, rx, view_tx, handle) = scheduler::channel();
+    let cluster = Cluster::load(db.clone(), handle.clone(), config.node_timeout).await?;
+    scheduler::start(db.clone(), cluster.clone(), runner.clone(), tx, rx, view_tx).await?;
+    let health = Arc::new(HealthHistory::default());
+    tokio::spawn(cluster.clone().watch_liveness());
+    tokio::spawn(health.clone().sample_forever(cluster.clone()));
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let state = AppState {
+        db,
+        cluster,
+        scheduler: handle,
+        runner,
+        config: Arc::new(config),
+        ids: Arc::new(ids::IdGen::new()),
+        health,
+    };
+    tracing::info!(%addr, version = ferry_common::VERSION, "ferry-host listening");
+    axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown).await?;
+    tracing::info!("ferry-host stopped");
+    Ok(())
+}

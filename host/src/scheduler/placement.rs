@@ -1,0 +1,256 @@
+//! Placement as a pure function: given the nodes, what is booked on them and the queue in
+//! order, decide which queued tasks start where. No I/O, so every rule is unit-tested here.
+//!
+//! Rules: the queue is ordered by priority (higher first), then by submission. A task that does
+//! not fit now keeps its place and *claims* the nodes it is waiting for: later tasks may not
+//! start on a claimed node, so a big task is never starved by a stream of small ones. Among
+//! nodes that fit, the one with the most free cores wins (ties: hostname order).
+
+use ferry_common::TaskId;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeCapacity {
+    pub hostname: String,
+    pub total_cores: u32,
+    /// `None` until the runner tells; memory requests cannot be placed there until then.
+    pub memory_total: Option<u64>,
+    pub gpu_count: u32,
+    /// NUMA node ids, `None` when the node reported no topology.
+    pub numa_ids: Option<Vec<u32>>,
+    pub online: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub id: TaskId,
+    pub cores: u32,
+    pub memory: Option<u64>,
+    pub gpus: Vec<u32>,
+    pub target: Option<String>,
+    pub numa: Option<u32>,
+    pub priority: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Usage {
+    pub cores: u32,
+    pub memory: u64,
+    pub gpus: BTreeSet<u32>,
+    pub tasks: u32,
+}
+
+impl Usage {
+    pub fn book(&mut self, r: &Request) {
+        self.cores += r.cores;
+        self.memory += r.memory.unwrap_or(0);
+        self.gpus.extend(r.gpus.iter().copied());
+        self.tasks += 1;
+    }
+
+    pub fn release(&mut self, r: &Request) {
+        self.cores = self.cores.saturating_sub(r.cores);
+        self.memory = self.memory.saturating_sub(r.memory.unwrap_or(0));
+        for g in &r.gpus {
+            self.gpus.remove(g);
+        }
+        self.tasks = self.tasks.saturating_sub(1);
+    }
+}
+
+/// Why a request can never run on a node, whatever frees up.
+pub fn never_fits_on(r: &Request, n: &NodeCapacity) -> Option<String> {
+    if r.cores > n.total_cores {
+        return Some(format!(
+            "required_cores={} but node '{}' has only {} cores",
+            r.cores, n.hostname, n.total_cores
+        ));
+    }
+    if let (Some(want), Some(total)) = (r.memory, n.memory_total) {
+        if want > total {
+            return Some(format!(
+                "required_memory_bytes={} but node '{}' has only {} bytes of memory",
+                want, n.hostname, total
+            ));
+        }
+    }
+    if let Some(g) = r.gpus.iter().find(|g| **g >= n.gpu_count) {
+        return Some(format!(
+            "GPU {} does not exist on node '{}' (it has {} GPUs)",
+            g, n.hostname, n.gpu_count
+        ));
+    }
+    if let Some(numa) = r.numa {
+        match &n.numa_ids {
+            None => return Some(format!("node '{}' reported no NUMA topology", n.hostname)),
+            Some(ids) if !ids.contains(&numa) => {
+                return Some(format!(
+                    "NUMA node {} does not exist on node '{}' (valid: {:?})",
+                    numa, n.hostname, ids
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    None
+}
+
+/// Whether `r` fits on `n` right now, given what is booked there.
+pub fn fits_now(r: &Request, n: &NodeCapacity, used: &Usage) -> bool {
+    if !n.online || never_fits_on(r, n).is_some() {
+        return false;
+    }
+    if used.cores + r.cores > n.total_cores {
+        return false;
+    }
+    if let Some(want) = r.memory {
+        match n.memory_total {
+            Some(total) if used.memory + want <= total => {}
+            _ => return false,
+        }
+    }
+    r.gpus.iter().all(|g| !used.gpus.contains(g))
+}
+
+/// Orders a queue: priority first, then submission (task ids grow with time).
+pub fn queue_order(a: &Request, b: &Request) -> std::cmp::Ordering {
+    b.priority.cmp(&a.priority).then(a.id.cmp(&b.id))
+}
+
+/// Decides placements for `queue` (already in queue order). Returns `(task, hostname)` pairs.
+pub fn plan(
+    nodes: &BTreeMap<String, NodeCapacity>,
+    usage: &BTreeMap<String, Usage>,
+    queue: &[Request],
+) -> Vec<(TaskId, String)> {
+    let mut usage = usage.clone();
+    let mut claimed: HashSet<String> = HashSet::new();
+    let mut out = Vec::new();
+    let empty = Usage::default();
+    for r in queue {
+        let candidates: Vec<&NodeCapacity> = match &r.target {
+            Some(t) => nodes.get(t).into_iter().collect(),
+            None => nodes.values().collect(),
+        };
+        // Nodes this task could ever run on and that are up: it waits for these.
+        let eligible: Vec<&NodeCapacity> = candidates
+            .into_iter()
+            .filter(|n| n.online && never_fits_on(r, n).is_none())
+            .collect();
+        let best = eligible
+            .iter()
+            .filter(|n| !claimed.contains(&n.hostname))
+            .filter(|n| fits_now(r, n, usage.get(&n.hostname).unwrap_or(&empty)))
+            .max_by(|a, b| {
+                let free = |n: &NodeCapacity| {
+                    n.total_cores - usage.get(&n.hostname).map(|u| u.cores).unwrap_or(0).min(n.total_cores)
+                };
+                free(a).cmp(&free(b)).then(b.hostname.cmp(&a.hostname))
+            });
+        match best {
+            Some(n) => {
+                usage.entry(n.hostname.clone()).or_default().book(r);
+                out.push((r.id, n.hostname.clone()));
+            }
+            None => claimed.extend(eligible.iter().map(|n| n.hostname.clone())),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, cores: u32) -> NodeCapacity {
+        NodeCapacity {
+            hostname: name.into(),
+            total_cores: cores,
+            memory_total: Some(1 << 30),
+            gpu_count: 2,
+            numa_ids: None,
+            online: true,
+        }
+    }
+
+    fn req(id: u64, cores: u32) -> Request {
+        Request { id: TaskId(id), cores, memory: None, gpus: vec![], target: None, numa: None, priority: 0 }
+    }
+
+    fn nodes(list: &[NodeCapacity]) -> BTreeMap<String, NodeCapacity> {
+        list.iter().map(|n| (n.hostname.clone(), n.clone())).collect()
+    }
+
+    #[test]
+    fn picks_the_node_with_most_free_cores() {
+        let ns = nodes(&[node("a", 4), node("b", 8)]);
+        let plan = plan(&ns, &BTreeMap::new(), &[req(1, 2)]);
+        assert_eq!(plan, vec![(TaskId(1), "b".to_string())]);
+    }
+
+    #[test]
+    fn tasks_wait_when_nothing_fits_and_order_is_fifo() {
+        let ns = nodes(&[node("a", 2)]);
+        let q = [req(1, 2), req(2, 2), req(3, 2)];
+        assert_eq!(plan(&ns, &BTreeMap::new(), &q), vec![(TaskId(1), "a".to_string())]);
+        // With the node busy nothing starts, and the small task behind does not jump the queue.
+        let mut used = BTreeMap::new();
+        used.entry("a".to_string()).or_insert_with(Usage::default).book(&req(1, 2));
+        let q = [req(2, 2), req(4, 1)];
+        assert!(plan(&ns, &used, &q).is_empty());
+    }
+
+    #[test]
+    fn a_blocked_task_does_not_hold_back_tasks_for_other_nodes() {
+        let ns = nodes(&[node("a", 2), node("b", 2)]);
+        let mut used = BTreeMap::new();
+        used.entry("a".to_string()).or_insert_with(Usage::default).book(&req(9, 2));
+        let mut big = req(1, 2);
+        big.target = Some("a".into());
+        let small = req(2, 1);
+        assert_eq!(plan(&ns, &used, &[big, small]), vec![(TaskId(2), "b".to_string())]);
+    }
+
+    #[test]
+    fn priority_goes_first() {
+        let mut q = vec![req(1, 2), req(2, 2)];
+        q[1].priority = 5;
+        q.sort_by(queue_order);
+        assert_eq!(q[0].id, TaskId(2));
+        let ns = nodes(&[node("a", 2)]);
+        assert_eq!(plan(&ns, &BTreeMap::new(), &q), vec![(TaskId(2), "a".to_string())]);
+    }
+
+    #[test]
+    fn memory_gpus_and_offline_nodes_are_respected() {
+        let mut ns = nodes(&[node("a", 8), node("b", 8)]);
+        ns.get_mut("b").unwrap().online = false;
+        let mut r = req(1, 1);
+        r.memory = Some(2 << 30);
+        assert!(never_fits_on(&r, &ns["a"]).is_some());
+        r.memory = Some(512 << 20);
+        let mut used = BTreeMap::new();
+        used.entry("a".to_string()).or_insert_with(Usage::default).memory = 600 << 20;
+        assert!(plan(&ns, &used, &[r.clone()]).is_empty(), "not enough free memory on a, b offline");
+        let mut g = req(2, 1);
+        g.target = Some("a".into());
+        g.gpus = vec![1];
+        used.get_mut("a").unwrap().gpus.insert(1);
+        assert!(plan(&ns, &used, &[g.clone()]).is_empty(), "GPU 1 is taken");
+        g.gpus = vec![0];
+        assert_eq!(plan(&ns, &used, &[g]), vec![(TaskId(2), "a".to_string())]);
+    }
+
+    #[test]
+    fn never_fits_explains_why() {
+        let n = node("a", 2);
+        assert!(never_fits_on(&req(1, 3), &n).unwrap().contains("only 2 cores"));
+        let mut r = req(1, 1);
+        r.gpus = vec![5];
+        assert!(never_fits_on(&r, &n).unwrap().contains("GPU 5"));
+        r.gpus = vec![];
+        r.numa = Some(1);
+        assert!(never_fits_on(&r, &n).unwrap().contains("NUMA"));
+        assert!(never_fits_on(&req(1, 2), &n).is_none());
+    }
+}

@@ -1,0 +1,233 @@
+//! Runner configuration: defaults < TOML file < `FERRY_*` environment < flags. Every key is
+//! documented in docs/configuration.md; an unknown key or a bad value stops the runner with exit
+//! code 2 and a message naming the key.
+
+use clap::Parser;
+use ferry_common::units::{parse_duration, parse_size};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Default, Parser, Deserialize)]
+#[command(name = "ferry-runner", version, about = "Ferry runner: runs the host's tasks in Docker on this node")]
+#[serde(deny_unknown_fields)]
+pub struct RunnerArgs {
+    /// TOML config file [default: /etc/ferry/runner.toml, when present]
+    #[arg(long, env = "FERRY_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit
+    #[arg(long)]
+    #[serde(skip)]
+    pub print_config: bool,
+    /// Address the runner API listens on [default: 0.0.0.0:8001]
+    #[arg(long, env = "FERRY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Base URL of the host [default: http://127.0.0.1:8000]
+    #[arg(long, env = "FERRY_HOST_URL")]
+    pub host_url: Option<String>,
+    /// Node name, unique in the cluster [default: this machine's hostname]
+    #[arg(long, env = "FERRY_NAME")]
+    pub name: Option<String>,
+    /// Directory for logs and runner state [default: /var/lib/ferry/runner]
+    #[arg(long, env = "FERRY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Shared secret every host<->runner call carries (required, or cluster_secret_file)
+    #[arg(long, env = "FERRY_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// File holding the cluster secret (first line)
+    #[arg(long, env = "FERRY_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Period of heartbeats to the host [default: 5s]
+    #[arg(long, env = "FERRY_HEARTBEAT_INTERVAL", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub heartbeat_interval: Option<Duration>,
+    /// URL the host should use to reach this runner [default: derived from listen and the route to the host]
+    #[arg(long, env = "FERRY_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// Shared filesystem: <shared_dir>/shared_data is mounted at /shared, logs go to <shared_dir>/logs [default: none]
+    #[arg(long, env = "FERRY_SHARED_DIR")]
+    pub shared_dir: Option<PathBuf>,
+    /// Node-local scratch directory mounted at /local_temp [default: <data_dir>/local_temp]
+    #[arg(long, env = "FERRY_LOCAL_TEMP_DIR")]
+    pub local_temp_dir: Option<PathBuf>,
+    /// Cores offered to the cluster [default: all logical CPUs]
+    #[arg(long, env = "FERRY_CORES")]
+    pub cores: Option<u32>,
+    /// Memory offered to the cluster, e.g. 16G [default: physical memory]
+    #[arg(long, env = "FERRY_MEMORY")]
+    pub memory: Option<String>,
+    /// Log format: text or json [default: text]
+    #[arg(long, env = "FERRY_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map(Some).map_err(serde::de::Error::custom)
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&ferry_common::units::format_duration(*d))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunnerConfig {
+    pub listen: SocketAddr,
+    pub host_url: String,
+    pub name: String,
+    pub data_dir: PathBuf,
+    #[serde(skip)]
+    pub cluster_secret: String,
+    pub cluster_secret_file: Option<PathBuf>,
+    #[serde(serialize_with = "ser_duration")]
+    pub heartbeat_interval: Duration,
+    pub advertise_url: Option<String>,
+    pub shared_dir: Option<PathBuf>,
+    pub local_temp_dir: PathBuf,
+    pub cores: Option<u32>,
+    pub memory: Option<u64>,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("config file {path}: {error}")]
+    Parse { path: PathBuf, error: String },
+    #[error("{key}: {message}")]
+    Value { key: &'static str, message: String },
+}
+
+const DEFAULT_CONFIG: &str = "/etc/ferry/runner.toml";
+
+impl RunnerArgs {
+    pub fn resolve(self) -> Result<RunnerConfig, ConfigError> {
+        let file: RunnerArgs = load_file(self.config.as_deref(), DEFAULT_CONFIG)?;
+        let pick = |f: &dyn Fn(&RunnerArgs) -> Option<String>| f(&self).or_else(|| f(&file));
+        let data_dir: PathBuf = self.data_dir.clone().or(file.data_dir.clone()).unwrap_or_else(|| "/var/lib/ferry/runner".into());
+        let secret_file = self.cluster_secret_file.clone().or(file.cluster_secret_file.clone());
+        let secret = match (pick(&|a| a.cluster_secret.clone()), &secret_file) {
+            (Some(s), _) if !s.trim().is_empty() => s.trim().to_string(),
+            (_, Some(path)) => read_secret(path)?,
+            _ => {
+                return Err(ConfigError::Value {
+                    key: "cluster_secret",
+                    message: "not set: give the host's secret as cluster_secret, FERRY_CLUSTER_SECRET or cluster_secret_file".into(),
+                })
+            }
+        };
+        let host_url = pick(&|a| a.host_url.clone()).unwrap_or_else(|| "http://127.0.0.1:8000".into());
+        let host_url = host_url.trim_end_matches('/').to_string();
+        if reqwest::Url::parse(&host_url).map(|u| u.host_str().is_none()).unwrap_or(true) {
+            return Err(ConfigError::Value { key: "host_url", message: format!("{host_url:?} is not an http URL") });
+        }
+        let name = match pick(&|a| a.name.clone()) {
+            Some(n) => n,
+            None => sysinfo::System::host_name().unwrap_or_else(|| "localhost".into()),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')) {
+            return Err(ConfigError::Value { key: "name", message: format!("{name:?}: use letters, digits, '.', '-', '_'") });
+        }
+        let heartbeat_interval = self.heartbeat_interval.or(file.heartbeat_interval).unwrap_or(Duration::from_secs(5));
+        if heartbeat_interval < Duration::from_millis(100) {
+            return Err(ConfigError::Value { key: "heartbeat_interval", message: "must be at least 100ms".into() });
+        }
+        let memory = match pick(&|a| a.memory.clone()) {
+            None => None,
+            Some(m) => Some(parse_size(&m).map_err(|e| ConfigError::Value { key: "memory", message: e.to_string() })?),
+        };
+        let cores = self.cores.or(file.cores);
+        if cores == Some(0) {
+            return Err(ConfigError::Value { key: "cores", message: "must be at least 1".into() });
+        }
+        Ok(RunnerConfig {
+            listen: self.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8001))),
+            host_url,
+            name,
+            local_temp_dir: self.local_temp_dir.clone().or(file.local_temp_dir.clone()).unwrap_or_else(|| data_dir.join("local_temp")),
+            data_dir,
+            cluster_secret: secret,
+            cluster_secret_file: secret_file,
+            heartbeat_interval,
+            advertise_url: pick(&|a| a.advertise_url.clone()).map(|u| u.trim_end_matches('/').to_string()),
+            shared_dir: self.shared_dir.clone().or(file.shared_dir.clone()),
+            cores,
+            memory,
+            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+        })
+    }
+}
+
+fn load_file<T: for<'de> Deserialize<'de> + Default>(explicit: Option<&Path>, default: &str) -> Result<T, ConfigError> {
+    let (path, required) = match explicit {
+        Some(p) => (p.to_path_buf(), true),
+        None => (PathBuf::from(default), false),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).map_err(|e| ConfigError::Parse { path, error: e.to_string() }),
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(error) => Err(ConfigError::Read { path, error }),
+    }
+}
+
+fn read_secret(path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Value {
+        key: "cluster_secret_file",
+        message: format!("cannot read {}: {e}", path.display()),
+    })?;
+    let secret = text.lines().next().unwrap_or("").trim().to_string();
+    if secret.is_empty() {
+        return Err(ConfigError::Value { key: "cluster_secret_file", message: format!("{} is empty", path.display()) });
+    }
+    Ok(secret)
+}
+
+impl RunnerConfig {
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// Where task logs are written: the shared dir when there is one, else the data dir.
+    pub fn log_dir(&self) -> PathBuf {
+        match &self.shared_dir {
+            Some(d) => d.join("logs"),
+            None => self.data_dir.join("logs"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_is_required_and_keys_are_checked() {
+        let err = RunnerArgs::parse_from(["ferry-runner", "--config", "/nonexistent/x.toml"]).resolve().unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/x.toml"));
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("r.toml");
+        std::fs::write(&f, "name = \"n1\"\n").unwrap();
+        let err = RunnerArgs::parse_from(["ferry-runner", "--config", f.to_str().unwrap()]).resolve().unwrap_err();
+        assert!(err.to_string().starts_with("cluster_secret"), "{err}");
+        std::fs::write(&f, "cluster_secret = \"s\"\nheartbeat_interval = \"2s\"\nmemory = \"1G\"\nbogus = 1\n").unwrap();
+        let err = RunnerArgs::parse_from(["ferry-runner", "--config", f.to_str().unwrap()]).resolve().unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+        std::fs::write(&f, "cluster_secret = \"s\"\nheartbeat_interval = \"2s\"\nmemory = \"1G\"\n").unwrap();
+        let c = RunnerArgs::parse_from(["ferry-runner", "--config", f.to_str().unwrap(), "--name", "n2"]).resolve().unwrap();
+        assert_eq!(c.name, "n2");
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(2));
+        assert_eq!(c.memory, Some(1 << 30));
+        assert_eq!(c.local_temp_dir, PathBuf::from("/var/lib/ferry/runner/local_temp"));
+    }
+}

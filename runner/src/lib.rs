@@ -1,0 +1,52 @@
+//! ferry-runner: runs the host's work on one node, in Docker containers.
+//!
+//! Modules: `api` (routes the host calls), `supervisor` (sole owner of the task table and each
+//! task's lifecycle), `docker` (Engine API through bollard), `host_link` (registration,
+//! heartbeats, report delivery), `outbox` (reports awaiting the host), `resources` (cores,
+//! memory, usage), `config`.
+
+pub mod api;
+pub mod config;
+pub mod docker;
+pub mod host_link;
+pub mod outbox;
+pub mod resources;
+pub mod supervisor;
+
+use anyhow::Context;
+use config::RunnerConfig;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct RunnerState {
+    pub config: Arc<RunnerConfig>,
+    pub supervisor: Arc<supervisor::Supervisor>,
+    pub link: host_link::HostLink,
+}
+
+pub async fn run(config: RunnerConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    for dir in [&config.data_dir, &config.local_temp_dir, &config.log_dir()] {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let engine = docker::Engine::connect()?;
+    if let Err(e) = engine.ping().await {
+        tracing::warn!(error = %e, "Docker engine not answering yet; tasks fail until it does");
+    }
+    let config = Arc::new(config);
+    let resources = resources::Resources::detect(config.cores, config.memory);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let bound = listener.local_addr()?;
+    let url = host_link::advertise_url(&config, bound).await;
+    let outbox = Arc::new(outbox::Outbox::default());
+    let supervisor = supervisor::Supervisor::new(engine, outbox.clone(), config.clone());
+    let link = host_link::HostLink::new(config.clone(), url.clone(), resources);
+    tokio::spawn(link.clone().run(supervisor.clone()));
+    tokio::spawn(link.clone().deliver_outbox(outbox));
+    let state = RunnerState { config: config.clone(), supervisor, link };
+    tracing::info!(addr = %bound, %url, name = %config.name, host = %config.host_url, "ferry-runner listening");
+    axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown).await?;
+    tracing::info!("ferry-runner stopped; containers keep running");
+    Ok(())
+}
