@@ -10,6 +10,8 @@ pub struct ErrorBody {
 
 impl ErrorBody {
     pub fn new(detail: impl Into<String>) -> Self {
-        ErrorBody { detail: detail.into() }
+        ErrorBody {
+            detail: detail.into(),
+        }
     }
 }

@@ -59,7 +59,9 @@ impl<'de> Deserialize<'de> for TaskId {
                 Ok(TaskId(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<TaskId, E> {
-                u64::try_from(v).map(TaskId).map_err(|_| E::custom("task id must not be negative"))
+                u64::try_from(v)
+                    .map(TaskId)
+                    .map_err(|_| E::custom("task id must not be negative"))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<TaskId, E> {
                 v.parse().map_err(E::custom)
@@ -76,7 +78,10 @@ mod tests {
     #[test]
     fn serialises_as_string_and_reads_both_forms() {
         let id = TaskId(7199539478398935040);
-        assert_eq!(serde_json::to_string(&id).unwrap(), "\"7199539478398935040\"");
+        assert_eq!(
+            serde_json::to_string(&id).unwrap(),
+            "\"7199539478398935040\""
+        );
         let a: TaskId = serde_json::from_str("\"7199539478398935040\"").unwrap();
         let b: TaskId = serde_json::from_str("7199539478398935040").unwrap();
         assert_eq!(a, id);

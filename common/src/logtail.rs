@@ -7,7 +7,11 @@ const BLOCK: u64 = 64 * 1024;
 
 /// Returns the last `lines` lines of `r` (all of it when `lines` is `None`), capped at
 /// `max_bytes` from the end so one huge line cannot exhaust memory.
-pub fn tail<R: Read + Seek>(r: &mut R, lines: Option<usize>, max_bytes: u64) -> io::Result<Vec<u8>> {
+pub fn tail<R: Read + Seek>(
+    r: &mut R,
+    lines: Option<usize>,
+    max_bytes: u64,
+) -> io::Result<Vec<u8>> {
     let len = r.seek(SeekFrom::End(0))?;
     let floor = len.saturating_sub(max_bytes);
     let Some(want) = lines else {
@@ -31,7 +35,12 @@ pub fn tail<R: Read + Seek>(r: &mut R, lines: Option<usize>, max_bytes: u64) -> 
         start = next;
         // A trailing newline ends the last line; it does not start a new one.
         let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        let breaks: Vec<usize> = body.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i).collect();
+        let breaks: Vec<usize> = body
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .map(|(i, _)| i)
+            .collect();
         if breaks.len() >= want {
             let cut = breaks[breaks.len() - want] + 1;
             return Ok(buf[cut..].to_vec());
@@ -48,7 +57,8 @@ mod tests {
     use std::io::Cursor;
 
     fn t(s: &str, n: Option<usize>) -> String {
-        String::from_utf8(tail(&mut Cursor::new(s.as_bytes().to_vec()), n, 1 << 30).unwrap()).unwrap()
+        String::from_utf8(tail(&mut Cursor::new(s.as_bytes().to_vec()), n, 1 << 30).unwrap())
+            .unwrap()
     }
 
     #[test]

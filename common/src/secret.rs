@@ -5,7 +5,9 @@ use subtle::ConstantTimeEq;
 /// Whether an `Authorization` header value is exactly `Bearer <secret>`, compared in constant
 /// time. An empty secret never matches.
 pub fn bearer_matches(header: Option<&str>, secret: &str) -> bool {
-    let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")) else { return false };
+    let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+        return false;
+    };
     !secret.is_empty() && bool::from(token.as_bytes().ct_eq(secret.as_bytes()))
 }
 

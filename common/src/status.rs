@@ -169,7 +169,10 @@ mod tests {
 
     #[test]
     fn resources_are_held_from_placement_to_end() {
-        let holding: Vec<_> = TaskStatus::ALL.into_iter().filter(|s| s.holds_resources()).collect();
+        let holding: Vec<_> = TaskStatus::ALL
+            .into_iter()
+            .filter(|s| s.holds_resources())
+            .collect();
         assert_eq!(holding, vec![Assigning, Running, Paused, Lost]);
     }
 
@@ -177,7 +180,10 @@ mod tests {
     fn parses_and_prints_wire_names() {
         for s in TaskStatus::ALL {
             assert_eq!(s.as_str().parse::<TaskStatus>().unwrap(), s);
-            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", s.as_str()));
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
         }
         assert!("Running".parse::<TaskStatus>().is_err());
     }

@@ -56,7 +56,10 @@ impl Target {
                     .map_err(|_| TargetError::BadNuma(raw.to_string()))?,
             ),
         };
-        Ok(Target { hostname: host.to_string(), numa_node })
+        Ok(Target {
+            hostname: host.to_string(),
+            numa_node,
+        })
     }
 }
 
@@ -77,11 +80,17 @@ mod tests {
     fn plain_and_numa_targets() {
         assert_eq!(
             Target::parse("node-1").unwrap(),
-            Target { hostname: "node-1".into(), numa_node: None }
+            Target {
+                hostname: "node-1".into(),
+                numa_node: None
+            }
         );
         assert_eq!(
             Target::parse(" gpu.lab:1 ").unwrap(),
-            Target { hostname: "gpu.lab".into(), numa_node: Some(1) }
+            Target {
+                hostname: "gpu.lab".into(),
+                numa_node: Some(1)
+            }
         );
         assert_eq!(Target::parse("a:0").unwrap().to_string(), "a:0");
     }
@@ -89,11 +98,29 @@ mod tests {
     #[test]
     fn malformed_targets_are_refused_with_a_reason() {
         assert_eq!(Target::parse(""), Err(TargetError::Empty));
-        assert_eq!(Target::parse(":1"), Err(TargetError::EmptyHostname(":1".into())));
-        assert_eq!(Target::parse("a::0,1"), Err(TargetError::GpuSuffix("a::0,1".into())));
-        assert_eq!(Target::parse("a:x"), Err(TargetError::BadNuma("a:x".into())));
-        assert_eq!(Target::parse("a:-1"), Err(TargetError::BadNuma("a:-1".into())));
-        assert_eq!(Target::parse("a:1:2"), Err(TargetError::TooManyParts("a:1:2".into())));
-        assert_eq!(Target::parse("a b"), Err(TargetError::BadHostname("a b".into())));
+        assert_eq!(
+            Target::parse(":1"),
+            Err(TargetError::EmptyHostname(":1".into()))
+        );
+        assert_eq!(
+            Target::parse("a::0,1"),
+            Err(TargetError::GpuSuffix("a::0,1".into()))
+        );
+        assert_eq!(
+            Target::parse("a:x"),
+            Err(TargetError::BadNuma("a:x".into()))
+        );
+        assert_eq!(
+            Target::parse("a:-1"),
+            Err(TargetError::BadNuma("a:-1".into()))
+        );
+        assert_eq!(
+            Target::parse("a:1:2"),
+            Err(TargetError::TooManyParts("a:1:2".into()))
+        );
+        assert_eq!(
+            Target::parse("a b"),
+            Err(TargetError::BadHostname("a b".into()))
+        );
     }
 }

@@ -26,7 +26,10 @@ mod tests {
     #[test]
     fn formats_with_offset() {
         assert_eq!(super::format_ms(0), "1970-01-01T00:00:00.000+00:00");
-        assert_eq!(super::format_ms(1_700_000_000_123), "2023-11-14T22:13:20.123+00:00");
+        assert_eq!(
+            super::format_ms(1_700_000_000_123),
+            "2023-11-14T22:13:20.123+00:00"
+        );
     }
 }
 
@@ -38,7 +41,9 @@ pub fn parse_ms(s: &str) -> Option<i64> {
         None => t.to_string(),
     };
     let st = humantime::parse_rfc3339_weak(zulu.trim_end_matches('Z')).ok()?;
-    st.duration_since(UNIX_EPOCH).ok().map(|d| d.as_millis() as i64)
+    st.duration_since(UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_millis() as i64)
 }
 
 #[cfg(test)]
@@ -47,7 +52,10 @@ mod parse_tests {
     fn round_trips() {
         let ms = 1_700_000_000_123;
         assert_eq!(super::parse_ms(&super::format_ms(ms)), Some(ms));
-        assert_eq!(super::parse_ms("2023-11-14T22:13:20Z"), Some(1_700_000_000_000));
+        assert_eq!(
+            super::parse_ms("2023-11-14T22:13:20Z"),
+            Some(1_700_000_000_000)
+        );
         assert_eq!(super::parse_ms("yesterday"), None);
     }
 }

@@ -11,7 +11,11 @@ use std::time::Duration;
 
 /// Keys as read from flags, environment and file; all optional until [`HostArgs::resolve`].
 #[derive(Debug, Default, Parser, Deserialize)]
-#[command(name = "ferry-host", version, about = "Ferry host: cluster state, scheduler and the user API")]
+#[command(
+    name = "ferry-host",
+    version,
+    about = "Ferry host: cluster state, scheduler and the user API"
+)]
 #[serde(deny_unknown_fields)]
 pub struct HostArgs {
     /// TOML config file [default: /etc/ferry/host.toml, when present]
@@ -66,7 +70,9 @@ pub enum LogFormat {
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let s = String::deserialize(d)?;
-    parse_duration(&s).map(Some).map_err(serde::de::Error::custom)
+    parse_duration(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// The effective configuration.
@@ -96,7 +102,10 @@ fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Er
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {error}")]
-    Read { path: PathBuf, error: std::io::Error },
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("config file {path}: {error}")]
     Parse { path: PathBuf, error: String },
     #[error("{key}: {message}")]
@@ -111,12 +120,22 @@ impl HostArgs {
     pub fn resolve(self) -> Result<HostConfig, ConfigError> {
         let file = load_file(self.config.as_deref(), DEFAULT_CONFIG)?;
         let m = Merged { cli: self, file };
-        let max_body = m.pick(|a| a.max_body.clone()).unwrap_or_else(|| "2M".into());
-        let max_body_bytes = ferry_common::units::parse_size(&max_body)
-            .map_err(|e| ConfigError::Value { key: "max_body", message: e.to_string() })? as usize;
-        let node_timeout = m.pick(|a| a.node_timeout).unwrap_or(Duration::from_secs(30));
+        let max_body = m
+            .pick(|a| a.max_body.clone())
+            .unwrap_or_else(|| "2M".into());
+        let max_body_bytes =
+            ferry_common::units::parse_size(&max_body).map_err(|e| ConfigError::Value {
+                key: "max_body",
+                message: e.to_string(),
+            })? as usize;
+        let node_timeout = m
+            .pick(|a| a.node_timeout)
+            .unwrap_or(Duration::from_secs(30));
         if node_timeout < Duration::from_millis(500) {
-            return Err(ConfigError::Value { key: "node_timeout", message: "must be at least 500ms".into() });
+            return Err(ConfigError::Value {
+                key: "node_timeout",
+                message: "must be at least 500ms".into(),
+            });
         }
         let secret_file = m.pick(|a| a.cluster_secret_file.clone());
         let secret = match (m.pick(|a| a.cluster_secret.clone()), &secret_file) {
@@ -125,12 +144,18 @@ impl HostArgs {
             (None, None) => String::new(),
         };
         Ok(HostConfig {
-            listen: m.pick(|a| a.listen).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8000))),
-            data_dir: m.pick(|a| a.data_dir.clone()).unwrap_or_else(|| "/var/lib/ferry/host".into()),
+            listen: m
+                .pick(|a| a.listen)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8000))),
+            data_dir: m
+                .pick(|a| a.data_dir.clone())
+                .unwrap_or_else(|| "/var/lib/ferry/host".into()),
             cluster_secret: secret,
             cluster_secret_file: secret_file,
             node_timeout,
-            runner_timeout: m.pick(|a| a.runner_timeout).unwrap_or(Duration::from_secs(10)),
+            runner_timeout: m
+                .pick(|a| a.runner_timeout)
+                .unwrap_or(Duration::from_secs(10)),
             shared_dir: m.pick(|a| a.shared_dir.clone()),
             default_container_name: m
                 .pick(|a| a.default_container_name.clone())
@@ -153,13 +178,19 @@ impl Merged {
     }
 }
 
-fn load_file<T: for<'de> Deserialize<'de> + Default>(explicit: Option<&Path>, default: &str) -> Result<T, ConfigError> {
+fn load_file<T: for<'de> Deserialize<'de> + Default>(
+    explicit: Option<&Path>,
+    default: &str,
+) -> Result<T, ConfigError> {
     let (path, required) = match explicit {
         Some(p) => (p.to_path_buf(), true),
         None => (PathBuf::from(default), false),
     };
     match std::fs::read_to_string(&path) {
-        Ok(text) => toml::from_str(&text).map_err(|e| ConfigError::Parse { path, error: e.to_string() }),
+        Ok(text) => toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path,
+            error: e.to_string(),
+        }),
         Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
         Err(error) => Err(ConfigError::Read { path, error }),
     }
@@ -172,7 +203,10 @@ fn read_secret(path: &Path) -> Result<String, ConfigError> {
     })?;
     let secret = text.lines().next().unwrap_or("").trim().to_string();
     if secret.is_empty() {
-        return Err(ConfigError::Value { key: "cluster_secret_file", message: format!("{} is empty", path.display()) });
+        return Err(ConfigError::Value {
+            key: "cluster_secret_file",
+            message: format!("{} is empty", path.display()),
+        });
     }
     Ok(secret)
 }
@@ -191,8 +225,18 @@ mod tests {
     fn flags_beat_file_beats_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("host.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nnode_timeout = \"7s\"\ncluster_secret = \"s\"\n").unwrap();
-        let args = HostArgs::parse_from(["ferry-host", "--config", file.to_str().unwrap(), "--node-timeout", "3s"]);
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nnode_timeout = \"7s\"\ncluster_secret = \"s\"\n",
+        )
+        .unwrap();
+        let args = HostArgs::parse_from([
+            "ferry-host",
+            "--config",
+            file.to_str().unwrap(),
+            "--node-timeout",
+            "3s",
+        ]);
         let c = args.resolve().unwrap();
         assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(c.node_timeout, Duration::from_secs(3));
@@ -205,10 +249,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("host.toml");
         std::fs::write(&file, "listne = \"x\"\n").unwrap();
-        let err = HostArgs::parse_from(["ferry-host", "--config", file.to_str().unwrap()]).resolve().unwrap_err();
+        let err = HostArgs::parse_from(["ferry-host", "--config", file.to_str().unwrap()])
+            .resolve()
+            .unwrap_err();
         assert!(err.to_string().contains("listne"), "{err}");
         std::fs::write(&file, "node_timeout = \"soon\"\n").unwrap();
-        let err = HostArgs::parse_from(["ferry-host", "--config", file.to_str().unwrap()]).resolve().unwrap_err();
+        let err = HostArgs::parse_from(["ferry-host", "--config", file.to_str().unwrap()])
+            .resolve()
+            .unwrap_err();
         assert!(err.to_string().contains("node_timeout"), "{err}");
         assert!(HostArgs::try_parse_from(["ferry-host", "--node-timeout", "soon"]).is_err());
     }

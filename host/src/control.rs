@@ -19,7 +19,11 @@ pub enum ControlError {
 }
 
 async fn load(state: &AppState, id: TaskId) -> Result<TaskRow, ControlError> {
-    state.db.read(move |c| tasks::get(c, id)).await?.ok_or(ControlError::NotFound)
+    state
+        .db
+        .read(move |c| tasks::get(c, id))
+        .await?
+        .ok_or(ControlError::NotFound)
 }
 
 /// Kills a task in any non-final state. A queued task just leaves the queue; a placed one is
@@ -28,15 +32,24 @@ async fn load(state: &AppState, id: TaskId) -> Result<TaskRow, ControlError> {
 pub async fn kill(state: &AppState, id: TaskId) -> Result<(), ControlError> {
     let t = load(state, id).await?;
     if t.status.is_final() {
-        return Err(ControlError::Conflict(format!("Task cannot be killed (state: {})", t.status)));
+        return Err(ControlError::Conflict(format!(
+            "Task cannot be killed (state: {})",
+            t.status
+        )));
     }
     let mut exit_code = None;
     if t.status.holds_resources() {
-        if let Some(url) = t.assigned_node.as_deref().and_then(|n| state.cluster.url_of(n)) {
+        if let Some(url) = t
+            .assigned_node
+            .as_deref()
+            .and_then(|n| state.cluster.url_of(n))
+        {
             match state.runner.control(&url, "kill", id).await {
                 Ok(v) => exit_code = v.get("exit_code").and_then(|c| c.as_i64()),
                 Err(RunnerError::Refused { status: 404, .. }) => {}
-                Err(e) => tracing::warn!(task_id = %id, error = %e, "kill not delivered now; the runner will be told on its next heartbeat"),
+                Err(e) => {
+                    tracing::warn!(task_id = %id, error = %e, "kill not delivered now; the runner will be told on its next heartbeat")
+                }
             }
         }
     }
@@ -51,13 +64,24 @@ pub async fn kill(state: &AppState, id: TaskId) -> Result<(), ControlError> {
         Applied::NotFound => Err(ControlError::NotFound),
         Applied::Ignored(_) => {
             let now = load(state, id).await?;
-            Err(ControlError::Conflict(format!("Task cannot be killed (state: {})", now.status)))
+            // The runner's own report of the kill may arrive first: that is success too.
+            if now.status == TaskStatus::Killed {
+                return Ok(());
+            }
+            Err(ControlError::Conflict(format!(
+                "Task cannot be killed (state: {})",
+                now.status
+            )))
         }
     }
 }
 
 /// `pause` (from running) or `resume` (from paused), applied only when the runner succeeds.
-pub async fn pause_or_resume(state: &AppState, id: TaskId, pause: bool) -> Result<(), ControlError> {
+pub async fn pause_or_resume(
+    state: &AppState,
+    id: TaskId,
+    pause: bool,
+) -> Result<(), ControlError> {
     let (verb, from, to) = if pause {
         ("pause", TaskStatus::Running, TaskStatus::Paused)
     } else {
@@ -65,18 +89,39 @@ pub async fn pause_or_resume(state: &AppState, id: TaskId, pause: bool) -> Resul
     };
     let t = load(state, id).await?;
     if t.status != from {
-        return Err(ControlError::Conflict(format!("Invalid command or task state: {verb} for {}", t.status)));
+        return Err(ControlError::Conflict(format!(
+            "Invalid command or task state: {verb} for {}",
+            t.status
+        )));
     }
-    let node = t.assigned_node.clone().ok_or_else(|| ControlError::Conflict("Task has no assigned node.".into()))?;
-    let url = state.cluster.url_of(&node).ok_or_else(|| ControlError::Conflict("Assigned node not found.".into()))?;
+    let node = t
+        .assigned_node
+        .clone()
+        .ok_or_else(|| ControlError::Conflict("Task has no assigned node.".into()))?;
+    let url = state
+        .cluster
+        .url_of(&node)
+        .ok_or_else(|| ControlError::Conflict("Assigned node not found.".into()))?;
     state
         .runner
         .control(&url, verb, id)
         .await
         .map_err(|e| ControlError::Runner(format!("{verb} failed on node '{node}': {e}")))?;
-    match state.scheduler.change(id, Change { status: Some(to), ..Default::default() }).await? {
+    match state
+        .scheduler
+        .change(
+            id,
+            Change {
+                status: Some(to),
+                ..Default::default()
+            },
+        )
+        .await?
+    {
         Applied::Changed { .. } => Ok(()),
         Applied::NotFound => Err(ControlError::NotFound),
-        Applied::Ignored(why) => Err(ControlError::Conflict(format!("task changed meanwhile: {why}"))),
+        Applied::Ignored(why) => Err(ControlError::Conflict(format!(
+            "task changed meanwhile: {why}"
+        ))),
     }
 }

@@ -11,7 +11,10 @@ pub struct IdGen {
 
 impl IdGen {
     pub fn new() -> IdGen {
-        IdGen { instance: rand::random::<u16>() & 0x3ff, last: Mutex::new((0, 0)) }
+        IdGen {
+            instance: rand::random::<u16>() & 0x3ff,
+            last: Mutex::new((0, 0)),
+        }
     }
 
     pub fn next(&self) -> TaskId {

@@ -51,7 +51,9 @@ fn ensure_secret(config: &mut HostConfig) -> anyhow::Result<()> {
             return Ok(());
         }
     }
-    let secret: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+    let secret: String = (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
     write_private(&path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
     tracing::warn!(path = %path.display(), "no cluster_secret configured: generated one; give runners the same secret (cluster_secret_file)");
     config.cluster_secret = secret;
@@ -61,18 +63,27 @@ fn ensure_secret(config: &mut HostConfig) -> anyhow::Result<()> {
 fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(text.as_bytes())?;
     f.sync_all()
 }
 
 /// Opens the state, starts the scheduler and background loops, and serves until `shutdown`.
-pub async fn run(mut config: HostConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    mut config: HostConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     ensure_secret(&mut config)?;
     let db_path = config.data_dir.join("ferry.db");
-    let db = Db::open(&db_path).with_context(|| format!("cannot open database {}", db_path.display()))?;
+    let db = Db::open(&db_path)
+        .with_context(|| format!("cannot open database {}", db_path.display()))?;
     let runner = RunnerClient::new(config.cluster_secret.clone(), config.runner_timeout);
     let (tx, rx, view_tx, handle) = scheduler::channel();
     let cluster = Cluster::load(db.clone(), handle.clone(), config.node_timeout).await?;
@@ -95,7 +106,9 @@ pub async fn run(mut config: HostConfig, shutdown: impl std::future::Future<Outp
         health,
     };
     tracing::info!(%addr, version = ferry_common::VERSION, "ferry-host listening");
-    axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
     tracing::info!("ferry-host stopped");
     Ok(())
 }

@@ -20,31 +20,54 @@ pub enum LogError {
     Store(#[from] crate::store::StoreError),
 }
 
-pub async fn read(state: &AppState, id: TaskId, stream: &'static str, lines: Option<usize>) -> Result<String, LogError> {
-    let t = state.db.read(move |c| tasks::get(c, id)).await?.ok_or(LogError::NotFound)?;
+pub async fn read(
+    state: &AppState,
+    id: TaskId,
+    stream: &'static str,
+    lines: Option<usize>,
+) -> Result<String, LogError> {
+    let t = state
+        .db
+        .read(move |c| tasks::get(c, id))
+        .await?
+        .ok_or(LogError::NotFound)?;
     if t.task_type == "vps" {
         return Err(LogError::Vps);
     }
     if let Some(dir) = &state.config.shared_dir {
-        let path = dir.join("logs").join(id.to_string()).join(format!("{stream}.log"));
+        let path = dir
+            .join("logs")
+            .join(id.to_string())
+            .join(format!("{stream}.log"));
         return tokio::task::spawn_blocking(move || match std::fs::File::open(&path) {
             Ok(mut f) => ferry_common::logtail::tail(&mut f, lines, MAX_LOG_BYTES)
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .map_err(|e| LogError::Unavailable(format!("cannot read {}: {e}", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-            Err(e) => Err(LogError::Unavailable(format!("cannot read {}: {e}", path.display()))),
+            Err(e) => Err(LogError::Unavailable(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))),
         })
         .await
         .map_err(|e| LogError::Unavailable(e.to_string()))?;
     }
     // Not placed yet: nothing has been written.
-    let Some(node) = t.assigned_node else { return Ok(String::new()) };
-    let Some(url) = state.cluster.url_of(&node) else { return Ok(String::new()) };
+    let Some(node) = t.assigned_node else {
+        return Ok(String::new());
+    };
+    let Some(url) = state.cluster.url_of(&node) else {
+        return Ok(String::new());
+    };
     if !state.cluster.is_online(&node) {
-        return Err(LogError::Unavailable(format!("node '{node}' is offline; its logs are kept on that node")));
+        return Err(LogError::Unavailable(format!(
+            "node '{node}' is offline; its logs are kept on that node"
+        )));
     }
     match state.runner.logs(&url, id, stream, lines).await {
         Ok(text) => Ok(text.unwrap_or_default()),
-        Err(e) => Err(LogError::Unavailable(format!("cannot fetch logs from node '{node}': {e}"))),
+        Err(e) => Err(LogError::Unavailable(format!(
+            "cannot fetch logs from node '{node}': {e}"
+        ))),
     }
 }

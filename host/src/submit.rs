@@ -17,64 +17,105 @@ fn invalid(msg: impl Into<String>) -> Invalid {
 fn valid_env_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
 }
 
 /// Validates `req` and builds one row per target (one row when there is none).
-pub fn build(req: SubmitRequest, default_env: &str, now_ms: i64, mut next_id: impl FnMut() -> TaskId) -> Result<Vec<TaskRow>, Invalid> {
+pub fn build(
+    req: SubmitRequest,
+    default_env: &str,
+    now_ms: i64,
+    mut next_id: impl FnMut() -> TaskId,
+) -> Result<Vec<TaskRow>, Invalid> {
     match req.task_type.as_deref().unwrap_or("command") {
         "command" => {}
-        "vps" => return Err(invalid("task_type: VPS sessions are not available on this host yet")),
-        other => return Err(invalid(format!("task_type: must be 'command' or 'vps', got {other:?}"))),
+        "vps" => {
+            return Err(invalid(
+                "task_type: VPS sessions are not available on this host yet",
+            ))
+        }
+        other => {
+            return Err(invalid(format!(
+                "task_type: must be 'command' or 'vps', got {other:?}"
+            )))
+        }
     }
     if req.command.trim().is_empty() {
         return Err(invalid("command: must not be empty"));
     }
     if req.command.contains('\0') || req.arguments.iter().any(|a| a.contains('\0')) {
-        return Err(invalid("command/arguments: must not contain NUL characters"));
+        return Err(invalid(
+            "command/arguments: must not contain NUL characters",
+        ));
     }
     let cores = req.required_cores.unwrap_or(1);
     if cores < 1 {
-        return Err(invalid(format!("required_cores: must be at least 1, got {cores}")));
+        return Err(invalid(format!(
+            "required_cores: must be at least 1, got {cores}"
+        )));
     }
-    let cores = u32::try_from(cores).map_err(|_| invalid(format!("required_cores: {cores} is too large")))?;
+    let cores = u32::try_from(cores)
+        .map_err(|_| invalid(format!("required_cores: {cores} is too large")))?;
     let memory = match req.required_memory_bytes {
         None => None,
-        Some(m) if m <= 0 => return Err(invalid(format!("required_memory_bytes: must be positive, got {m}"))),
+        Some(m) if m <= 0 => {
+            return Err(invalid(format!(
+                "required_memory_bytes: must be positive, got {m}"
+            )))
+        }
         // Docker refuses limits under 6 MiB; say so here rather than fail at launch.
         Some(m) if m < 6 * 1024 * 1024 => {
-            return Err(invalid(format!("required_memory_bytes: must be at least 6291456 (6 MiB), got {m}")))
+            return Err(invalid(format!(
+                "required_memory_bytes: must be at least 6291456 (6 MiB), got {m}"
+            )))
         }
         Some(m) => Some(m as u64),
     };
-    for (k, _) in &req.env_vars {
+    for k in req.env_vars.keys() {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
             return Err(invalid(format!("env_vars: invalid variable name {k:?}")));
         }
     }
     if let Some(wd) = &req.working_dir {
         if !wd.starts_with('/') {
-            return Err(invalid(format!("working_dir: must be an absolute path, got {wd:?}")));
+            return Err(invalid(format!(
+                "working_dir: must be an absolute path, got {wd:?}"
+            )));
         }
     }
     if req.privileged == Some(true) {
-        return Err(invalid("privileged: privileged containers are not enabled on this cluster"));
+        return Err(invalid(
+            "privileged: privileged containers are not enabled on this cluster",
+        ));
     }
-    if req.additional_mounts.as_ref().is_some_and(|m| !m.is_empty()) {
-        return Err(invalid("additional_mounts: extra mounts are not enabled on this cluster"));
+    if req
+        .additional_mounts
+        .as_ref()
+        .is_some_and(|m| !m.is_empty())
+    {
+        return Err(invalid(
+            "additional_mounts: extra mounts are not enabled on this cluster",
+        ));
     }
     if req.ip_reservation_token.is_some() {
-        return Err(invalid("ip_reservation_token: IP reservations are not available on this host yet"));
+        return Err(invalid(
+            "ip_reservation_token: IP reservations are not available on this host yet",
+        ));
     }
     let (container_name, image) = match (&req.registry_image, &req.container_name) {
         (Some(img), _) => {
             if img.trim().is_empty() || img.chars().any(char::is_whitespace) {
-                return Err(invalid(format!("registry_image: not a valid image reference: {img:?}")));
+                return Err(invalid(format!(
+                    "registry_image: not a valid image reference: {img:?}"
+                )));
             }
             (None, img.clone())
         }
         (None, Some(name)) if name == "NULL" => {
-            return Err(invalid("container_name: running without a container (\"NULL\") is not supported"))
+            return Err(invalid(
+                "container_name: running without a container (\"NULL\") is not supported",
+            ))
         }
         (None, Some(name)) => {
             if !valid_env_name(name) {
@@ -84,7 +125,10 @@ pub fn build(req: SubmitRequest, default_env: &str, now_ms: i64, mut next_id: im
             }
             (Some(name.clone()), environment_image(name))
         }
-        (None, None) => (Some(default_env.to_string()), environment_image(default_env)),
+        (None, None) => (
+            Some(default_env.to_string()),
+            environment_image(default_env),
+        ),
     };
 
     let targets: Vec<Option<Target>> = match &req.targets {
@@ -93,17 +137,26 @@ pub fn build(req: SubmitRequest, default_env: &str, now_ms: i64, mut next_id: im
         Some(list) => list
             .iter()
             .enumerate()
-            .map(|(i, t)| Target::parse(t).map(Some).map_err(|e| invalid(format!("targets[{i}]: {e}"))))
+            .map(|(i, t)| {
+                Target::parse(t)
+                    .map(Some)
+                    .map_err(|e| invalid(format!("targets[{i}]: {e}")))
+            })
             .collect::<Result<_, _>>()?,
     };
     let gpus: Vec<Vec<u32>> = match &req.required_gpus {
         None => vec![Vec::new(); targets.len()],
-        Some(lists) if lists.iter().all(|l| l.is_empty()) && (lists.is_empty() || lists.len() == targets.len()) => {
+        Some(lists)
+            if lists.iter().all(|l| l.is_empty())
+                && (lists.is_empty() || lists.len() == targets.len()) =>
+        {
             vec![Vec::new(); targets.len()]
         }
         Some(lists) => {
             if targets.iter().any(Option::is_none) {
-                return Err(invalid("required_gpus: GPU tasks need explicit targets (GPU indices are per node)"));
+                return Err(invalid(
+                    "required_gpus: GPU tasks need explicit targets (GPU indices are per node)",
+                ));
             }
             if lists.len() != targets.len() {
                 return Err(invalid(format!(
@@ -118,7 +171,11 @@ pub fn build(req: SubmitRequest, default_env: &str, now_ms: i64, mut next_id: im
                 .map(|(i, l)| {
                     let mut ids: Vec<u32> = l
                         .iter()
-                        .map(|g| u32::try_from(*g).map_err(|_| invalid(format!("required_gpus[{i}]: invalid GPU index {g}"))))
+                        .map(|g| {
+                            u32::try_from(*g).map_err(|_| {
+                                invalid(format!("required_gpus[{i}]: invalid GPU index {g}"))
+                            })
+                        })
                         .collect::<Result<_, _>>()?;
                     ids.sort_unstable();
                     ids.dedup();
@@ -185,12 +242,21 @@ mod tests {
 
     #[test]
     fn builds_a_batch_sharing_the_first_id() {
-        let rows = build(req(serde_json::json!({"command": "echo", "targets": ["a", "b:1", "c"]})), "base", 0, ids()).unwrap();
+        let rows = build(
+            req(serde_json::json!({"command": "echo", "targets": ["a", "b:1", "c"]})),
+            "base",
+            0,
+            ids(),
+        )
+        .unwrap();
         assert_eq!(rows.len(), 3);
         assert!(rows.iter().all(|r| r.batch_id == Some(TaskId(101))));
         assert_eq!(rows[1].target_node.as_deref(), Some("b"));
         assert_eq!(rows[1].target_numa_node_id, Some(1));
-        assert_eq!(rows[0].docker_image_name.as_deref(), Some("kohakuriver/base:base"));
+        assert_eq!(
+            rows[0].docker_image_name.as_deref(),
+            Some("kohakuriver/base:base")
+        );
     }
 
     #[test]
@@ -204,18 +270,54 @@ mod tests {
     fn bad_input_names_the_field() {
         let cases = [
             (serde_json::json!({"command": "  "}), "command"),
-            (serde_json::json!({"command": "x", "required_cores": 0}), "required_cores"),
-            (serde_json::json!({"command": "x", "required_cores": -2}), "required_cores"),
-            (serde_json::json!({"command": "x", "required_memory_bytes": 0}), "required_memory_bytes"),
-            (serde_json::json!({"command": "x", "required_memory_bytes": -1}), "required_memory_bytes"),
-            (serde_json::json!({"command": "x", "targets": ["a::1"]}), "targets[0]"),
-            (serde_json::json!({"command": "x", "required_gpus": [[0]]}), "required_gpus"),
-            (serde_json::json!({"command": "x", "targets": ["a", "b"], "required_gpus": [[0]]}), "required_gpus"),
-            (serde_json::json!({"command": "x", "task_type": "batch"}), "task_type"),
-            (serde_json::json!({"command": "x", "container_name": "NULL"}), "container_name"),
-            (serde_json::json!({"command": "x", "container_name": "Bad Name"}), "container_name"),
-            (serde_json::json!({"command": "x", "working_dir": "rel"}), "working_dir"),
-            (serde_json::json!({"command": "x", "privileged": true}), "privileged"),
+            (
+                serde_json::json!({"command": "x", "required_cores": 0}),
+                "required_cores",
+            ),
+            (
+                serde_json::json!({"command": "x", "required_cores": -2}),
+                "required_cores",
+            ),
+            (
+                serde_json::json!({"command": "x", "required_memory_bytes": 0}),
+                "required_memory_bytes",
+            ),
+            (
+                serde_json::json!({"command": "x", "required_memory_bytes": -1}),
+                "required_memory_bytes",
+            ),
+            (
+                serde_json::json!({"command": "x", "targets": ["a::1"]}),
+                "targets[0]",
+            ),
+            (
+                serde_json::json!({"command": "x", "required_gpus": [[0]]}),
+                "required_gpus",
+            ),
+            (
+                serde_json::json!({"command": "x", "targets": ["a", "b"], "required_gpus": [[0]]}),
+                "required_gpus",
+            ),
+            (
+                serde_json::json!({"command": "x", "task_type": "batch"}),
+                "task_type",
+            ),
+            (
+                serde_json::json!({"command": "x", "container_name": "NULL"}),
+                "container_name",
+            ),
+            (
+                serde_json::json!({"command": "x", "container_name": "Bad Name"}),
+                "container_name",
+            ),
+            (
+                serde_json::json!({"command": "x", "working_dir": "rel"}),
+                "working_dir",
+            ),
+            (
+                serde_json::json!({"command": "x", "privileged": true}),
+                "privileged",
+            ),
         ];
         for (body, field) in cases {
             let err = build(req(body.clone()), "base", 0, ids()).unwrap_err();

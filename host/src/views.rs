@@ -10,7 +10,13 @@ use std::path::Path;
 pub fn task(t: &TaskRow, view: &View, shared_dir: Option<&Path>) -> TaskResponse {
     let log = |stream: &str| {
         shared_dir
-            .map(|d| d.join("logs").join(t.id.to_string()).join(format!("{stream}.log")).display().to_string())
+            .map(|d| {
+                d.join("logs")
+                    .join(t.id.to_string())
+                    .join(format!("{stream}.log"))
+                    .display()
+                    .to_string()
+            })
             .unwrap_or_default()
     };
     TaskResponse {
@@ -58,14 +64,28 @@ pub fn task(t: &TaskRow, view: &View, shared_dir: Option<&Path>) -> TaskResponse
 
 pub fn node(n: &NodeRow, view: &View) -> NodeInfo {
     let usage = view.usage.get(&n.hostname).cloned().unwrap_or_default();
-    let m = |k: &str| n.metrics.as_ref().and_then(|m| m.get(k)).cloned().unwrap_or(serde_json::Value::Null);
+    let m = |k: &str| {
+        n.metrics
+            .as_ref()
+            .and_then(|m| m.get(k))
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    };
     NodeInfo {
         hostname: n.hostname.clone(),
         url: n.url.clone(),
         total_cores: n.total_cores,
         cores_in_use: usage.cores,
-        available_cores: if n.online { n.total_cores.saturating_sub(usage.cores) } else { 0 },
-        status: if n.online { "online".into() } else { "offline".into() },
+        available_cores: if n.online {
+            n.total_cores.saturating_sub(usage.cores)
+        } else {
+            0
+        },
+        status: if n.online {
+            "online".into()
+        } else {
+            "offline".into()
+        },
         last_heartbeat: n.last_heartbeat.map(format_ms),
         numa_topology: n.numa_topology.clone(),
         gpu_info: n.gpu_info.clone(),

@@ -20,7 +20,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (self.0, Json(ErrorBody::new(self.1))).into_response();
         if self.0 == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
         }
         resp
     }
@@ -47,18 +50,31 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
             .await
             .map_err(|e| ApiError(e.status(), e.body_text()))?;
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        serde_path_to_error::deserialize(de)
-            .map(Body)
-            .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("{}: {}", e.path(), e.inner())))
+        serde_path_to_error::deserialize(de).map(Body).map_err(|e| {
+            ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("{}: {}", e.path(), e.inner()),
+            )
+        })
     }
 }
 
-async fn require_secret(State(state): State<RunnerState>, req: Request, next: Next) -> Result<Response, ApiError> {
-    let header = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+async fn require_secret(
+    State(state): State<RunnerState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     if ferry_common::secret::bearer_matches(header, &state.config.cluster_secret) {
         Ok(next.run(req).await)
     } else {
-        Err(ApiError(StatusCode::UNAUTHORIZED, "runner API needs the cluster secret (Authorization: Bearer <cluster_secret>)".into()))
+        Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "runner API needs the cluster secret (Authorization: Bearer <cluster_secret>)".into(),
+        ))
     }
 }
 
@@ -69,10 +85,16 @@ pub fn router(state: RunnerState) -> Router {
         .route("/api/pause", post(pause))
         .route("/api/resume", post(resume))
         .route("/api/tasks/{task_id}/{stream}", get(logs))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_secret));
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_secret,
+        ));
     Router::new()
         .merge(secured)
-        .route("/health", get(|| async { Json(json!({"status": "ok", "version": ferry_common::VERSION})) }))
+        .route(
+            "/health",
+            get(|| async { Json(json!({"status": "ok", "version": ferry_common::VERSION})) }),
+        )
         .route("/ready", get(ready))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "Not Found".into()) })
         .layer(tower_http::trace::TraceLayer::new_for_http())
@@ -87,33 +109,59 @@ async fn ready(State(state): State<RunnerState>) -> Result<Json<Value>, ApiError
         .await
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     if !state.link.is_registered() {
-        return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "not registered with the host yet".into()));
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not registered with the host yet".into(),
+        ));
     }
     Ok(Json(json!({"status": "ready"})))
 }
 
-async fn execute(State(state): State<RunnerState>, Body(req): Body<ExecuteRequest>) -> Result<Json<Value>, ApiError> {
+async fn execute(
+    State(state): State<RunnerState>,
+    Body(req): Body<ExecuteRequest>,
+) -> Result<Json<Value>, ApiError> {
     if req.command.trim().is_empty() {
-        return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, "command: must not be empty".into()));
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "command: must not be empty".into(),
+        ));
     }
     let id = req.task_id;
     state.supervisor.execute(req);
-    Ok(Json(json!({"message": "Task accepted for launch", "task_id": id})))
+    Ok(Json(
+        json!({"message": "Task accepted for launch", "task_id": id}),
+    ))
 }
 
-async fn kill(State(state): State<RunnerState>, Body(req): Body<ControlRequest>) -> Result<Json<Value>, ApiError> {
+async fn kill(
+    State(state): State<RunnerState>,
+    Body(req): Body<ControlRequest>,
+) -> Result<Json<Value>, ApiError> {
     let code = state.supervisor.kill(req.task_id).await?;
-    Ok(Json(json!({"message": format!("Task {} killed.", req.task_id), "exit_code": code})))
+    Ok(Json(
+        json!({"message": format!("Task {} killed.", req.task_id), "exit_code": code}),
+    ))
 }
 
-async fn pause(State(state): State<RunnerState>, Body(req): Body<ControlRequest>) -> Result<Json<Value>, ApiError> {
+async fn pause(
+    State(state): State<RunnerState>,
+    Body(req): Body<ControlRequest>,
+) -> Result<Json<Value>, ApiError> {
     state.supervisor.pause(req.task_id, true).await?;
-    Ok(Json(json!({"message": format!("Task {} paused.", req.task_id)})))
+    Ok(Json(
+        json!({"message": format!("Task {} paused.", req.task_id)}),
+    ))
 }
 
-async fn resume(State(state): State<RunnerState>, Body(req): Body<ControlRequest>) -> Result<Json<Value>, ApiError> {
+async fn resume(
+    State(state): State<RunnerState>,
+    Body(req): Body<ControlRequest>,
+) -> Result<Json<Value>, ApiError> {
     state.supervisor.pause(req.task_id, false).await?;
-    Ok(Json(json!({"message": format!("Task {} resumed.", req.task_id)})))
+    Ok(Json(
+        json!({"message": format!("Task {} resumed.", req.task_id)}),
+    ))
 }
 
 async fn logs(
@@ -121,23 +169,46 @@ async fn logs(
     Path((task_id, stream)): Path<(String, String)>,
     Query(q): Query<LogQuery>,
 ) -> Result<Response, ApiError> {
-    let id: TaskId = task_id.parse().map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("task_id: {e}")))?;
+    let id: TaskId = task_id
+        .parse()
+        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("task_id: {e}")))?;
     if stream != "stdout" && stream != "stderr" {
         return Err(ApiError(StatusCode::NOT_FOUND, "Not Found".into()));
     }
-    let path = state.config.log_dir().join(id.to_string()).join(format!("{stream}.log"));
+    let path = state
+        .config
+        .log_dir()
+        .join(id.to_string())
+        .join(format!("{stream}.log"));
     let text = tokio::task::spawn_blocking(move || -> Result<Option<Vec<u8>>, String> {
         match std::fs::File::open(&path) {
-            Ok(mut f) => ferry_common::logtail::tail(&mut f, q.lines, 16 * 1024 * 1024).map(Some).map_err(|e| e.to_string()),
+            Ok(mut f) => ferry_common::logtail::tail(&mut f, q.lines, 16 * 1024 * 1024)
+                .map(Some)
+                .map_err(|e| e.to_string()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.to_string()),
         }
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read log: {e}")))?;
+    .map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read log: {e}"),
+        )
+    })?;
     match text {
-        Some(bytes) => Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response()),
-        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no {stream} log for task {id}"))),
+        Some(bytes) => Ok((
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; charset=utf-8",
+            )],
+            bytes,
+        )
+            .into_response()),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no {stream} log for task {id}"),
+        )),
     }
 }

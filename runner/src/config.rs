@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, Default, Parser, Deserialize)]
-#[command(name = "ferry-runner", version, about = "Ferry runner: runs the host's tasks in Docker on this node")]
+#[command(
+    name = "ferry-runner",
+    version,
+    about = "Ferry runner: runs the host's tasks in Docker on this node"
+)]
 #[serde(deny_unknown_fields)]
 pub struct RunnerArgs {
     /// TOML config file [default: /etc/ferry/runner.toml, when present]
@@ -73,7 +77,9 @@ pub enum LogFormat {
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let s = String::deserialize(d)?;
-    parse_duration(&s).map(Some).map_err(serde::de::Error::custom)
+    parse_duration(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -102,7 +108,10 @@ pub struct RunnerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {error}")]
-    Read { path: PathBuf, error: std::io::Error },
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("config file {path}: {error}")]
     Parse { path: PathBuf, error: String },
     #[error("{key}: {message}")]
@@ -115,8 +124,15 @@ impl RunnerArgs {
     pub fn resolve(self) -> Result<RunnerConfig, ConfigError> {
         let file: RunnerArgs = load_file(self.config.as_deref(), DEFAULT_CONFIG)?;
         let pick = |f: &dyn Fn(&RunnerArgs) -> Option<String>| f(&self).or_else(|| f(&file));
-        let data_dir: PathBuf = self.data_dir.clone().or(file.data_dir.clone()).unwrap_or_else(|| "/var/lib/ferry/runner".into());
-        let secret_file = self.cluster_secret_file.clone().or(file.cluster_secret_file.clone());
+        let data_dir: PathBuf = self
+            .data_dir
+            .clone()
+            .or(file.data_dir.clone())
+            .unwrap_or_else(|| "/var/lib/ferry/runner".into());
+        let secret_file = self
+            .cluster_secret_file
+            .clone()
+            .or(file.cluster_secret_file.clone());
         let secret = match (pick(&|a| a.cluster_secret.clone()), &secret_file) {
             (Some(s), _) if !s.trim().is_empty() => s.trim().to_string(),
             (_, Some(path)) => read_secret(path)?,
@@ -127,40 +143,74 @@ impl RunnerArgs {
                 })
             }
         };
-        let host_url = pick(&|a| a.host_url.clone()).unwrap_or_else(|| "http://127.0.0.1:8000".into());
+        let host_url =
+            pick(&|a| a.host_url.clone()).unwrap_or_else(|| "http://127.0.0.1:8000".into());
         let host_url = host_url.trim_end_matches('/').to_string();
-        if reqwest::Url::parse(&host_url).map(|u| u.host_str().is_none()).unwrap_or(true) {
-            return Err(ConfigError::Value { key: "host_url", message: format!("{host_url:?} is not an http URL") });
+        if reqwest::Url::parse(&host_url)
+            .map(|u| u.host_str().is_none())
+            .unwrap_or(true)
+        {
+            return Err(ConfigError::Value {
+                key: "host_url",
+                message: format!("{host_url:?} is not an http URL"),
+            });
         }
         let name = match pick(&|a| a.name.clone()) {
             Some(n) => n,
             None => sysinfo::System::host_name().unwrap_or_else(|| "localhost".into()),
         };
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')) {
-            return Err(ConfigError::Value { key: "name", message: format!("{name:?}: use letters, digits, '.', '-', '_'") });
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        {
+            return Err(ConfigError::Value {
+                key: "name",
+                message: format!("{name:?}: use letters, digits, '.', '-', '_'"),
+            });
         }
-        let heartbeat_interval = self.heartbeat_interval.or(file.heartbeat_interval).unwrap_or(Duration::from_secs(5));
+        let heartbeat_interval = self
+            .heartbeat_interval
+            .or(file.heartbeat_interval)
+            .unwrap_or(Duration::from_secs(5));
         if heartbeat_interval < Duration::from_millis(100) {
-            return Err(ConfigError::Value { key: "heartbeat_interval", message: "must be at least 100ms".into() });
+            return Err(ConfigError::Value {
+                key: "heartbeat_interval",
+                message: "must be at least 100ms".into(),
+            });
         }
         let memory = match pick(&|a| a.memory.clone()) {
             None => None,
-            Some(m) => Some(parse_size(&m).map_err(|e| ConfigError::Value { key: "memory", message: e.to_string() })?),
+            Some(m) => Some(parse_size(&m).map_err(|e| ConfigError::Value {
+                key: "memory",
+                message: e.to_string(),
+            })?),
         };
         let cores = self.cores.or(file.cores);
         if cores == Some(0) {
-            return Err(ConfigError::Value { key: "cores", message: "must be at least 1".into() });
+            return Err(ConfigError::Value {
+                key: "cores",
+                message: "must be at least 1".into(),
+            });
         }
         Ok(RunnerConfig {
-            listen: self.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8001))),
+            listen: self
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8001))),
             host_url,
             name,
-            local_temp_dir: self.local_temp_dir.clone().or(file.local_temp_dir.clone()).unwrap_or_else(|| data_dir.join("local_temp")),
+            local_temp_dir: self
+                .local_temp_dir
+                .clone()
+                .or(file.local_temp_dir.clone())
+                .unwrap_or_else(|| data_dir.join("local_temp")),
             data_dir,
             cluster_secret: secret,
             cluster_secret_file: secret_file,
             heartbeat_interval,
-            advertise_url: pick(&|a| a.advertise_url.clone()).map(|u| u.trim_end_matches('/').to_string()),
+            advertise_url: pick(&|a| a.advertise_url.clone())
+                .map(|u| u.trim_end_matches('/').to_string()),
             shared_dir: self.shared_dir.clone().or(file.shared_dir.clone()),
             cores,
             memory,
@@ -169,13 +219,19 @@ impl RunnerArgs {
     }
 }
 
-fn load_file<T: for<'de> Deserialize<'de> + Default>(explicit: Option<&Path>, default: &str) -> Result<T, ConfigError> {
+fn load_file<T: for<'de> Deserialize<'de> + Default>(
+    explicit: Option<&Path>,
+    default: &str,
+) -> Result<T, ConfigError> {
     let (path, required) = match explicit {
         Some(p) => (p.to_path_buf(), true),
         None => (PathBuf::from(default), false),
     };
     match std::fs::read_to_string(&path) {
-        Ok(text) => toml::from_str(&text).map_err(|e| ConfigError::Parse { path, error: e.to_string() }),
+        Ok(text) => toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path,
+            error: e.to_string(),
+        }),
         Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
         Err(error) => Err(ConfigError::Read { path, error }),
     }
@@ -188,7 +244,10 @@ fn read_secret(path: &Path) -> Result<String, ConfigError> {
     })?;
     let secret = text.lines().next().unwrap_or("").trim().to_string();
     if secret.is_empty() {
-        return Err(ConfigError::Value { key: "cluster_secret_file", message: format!("{} is empty", path.display()) });
+        return Err(ConfigError::Value {
+            key: "cluster_secret_file",
+            message: format!("{} is empty", path.display()),
+        });
     }
     Ok(secret)
 }
@@ -213,21 +272,46 @@ mod tests {
 
     #[test]
     fn secret_is_required_and_keys_are_checked() {
-        let err = RunnerArgs::parse_from(["ferry-runner", "--config", "/nonexistent/x.toml"]).resolve().unwrap_err();
+        let err = RunnerArgs::parse_from(["ferry-runner", "--config", "/nonexistent/x.toml"])
+            .resolve()
+            .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/x.toml"));
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("r.toml");
         std::fs::write(&f, "name = \"n1\"\n").unwrap();
-        let err = RunnerArgs::parse_from(["ferry-runner", "--config", f.to_str().unwrap()]).resolve().unwrap_err();
+        let err = RunnerArgs::parse_from(["ferry-runner", "--config", f.to_str().unwrap()])
+            .resolve()
+            .unwrap_err();
         assert!(err.to_string().starts_with("cluster_secret"), "{err}");
-        std::fs::write(&f, "cluster_secret = \"s\"\nheartbeat_interval = \"2s\"\nmemory = \"1G\"\nbogus = 1\n").unwrap();
-        let err = RunnerArgs::parse_from(["ferry-runner", "--config", f.to_str().unwrap()]).resolve().unwrap_err();
+        std::fs::write(
+            &f,
+            "cluster_secret = \"s\"\nheartbeat_interval = \"2s\"\nmemory = \"1G\"\nbogus = 1\n",
+        )
+        .unwrap();
+        let err = RunnerArgs::parse_from(["ferry-runner", "--config", f.to_str().unwrap()])
+            .resolve()
+            .unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
-        std::fs::write(&f, "cluster_secret = \"s\"\nheartbeat_interval = \"2s\"\nmemory = \"1G\"\n").unwrap();
-        let c = RunnerArgs::parse_from(["ferry-runner", "--config", f.to_str().unwrap(), "--name", "n2"]).resolve().unwrap();
+        std::fs::write(
+            &f,
+            "cluster_secret = \"s\"\nheartbeat_interval = \"2s\"\nmemory = \"1G\"\n",
+        )
+        .unwrap();
+        let c = RunnerArgs::parse_from([
+            "ferry-runner",
+            "--config",
+            f.to_str().unwrap(),
+            "--name",
+            "n2",
+        ])
+        .resolve()
+        .unwrap();
         assert_eq!(c.name, "n2");
         assert_eq!(c.heartbeat_interval, Duration::from_secs(2));
         assert_eq!(c.memory, Some(1 << 30));
-        assert_eq!(c.local_temp_dir, PathBuf::from("/var/lib/ferry/runner/local_temp"));
+        assert_eq!(
+            c.local_temp_dir,
+            PathBuf::from("/var/lib/ferry/runner/local_temp")
+        );
     }
 }

@@ -4,8 +4,8 @@
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -29,12 +29,18 @@ pub enum DockerError {
 
 fn engine_error(e: BollardError) -> DockerError {
     match e {
-        BollardError::DockerResponseServerError { status_code: 404, message } => DockerError::NoSuchContainer(message),
-        BollardError::DockerResponseServerError { status_code: 409, message } => DockerError::Exists(message),
+        BollardError::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } => DockerError::NoSuchContainer(message),
+        BollardError::DockerResponseServerError {
+            status_code: 409,
+            message,
+        } => DockerError::Exists(message),
         BollardError::DockerResponseServerError { message, .. } => DockerError::Engine(message),
-        BollardError::HyperResponseError { .. } | BollardError::IOError { .. } | BollardError::RequestTimeoutError => {
-            DockerError::Unreachable(e.to_string())
-        }
+        BollardError::HyperResponseError { .. }
+        | BollardError::IOError { .. }
+        | BollardError::RequestTimeoutError => DockerError::Unreachable(e.to_string()),
         other => DockerError::Engine(other.to_string()),
     }
 }
@@ -76,27 +82,39 @@ pub struct Engine {
 impl Engine {
     /// Connects as the docker CLI would (`DOCKER_HOST`, else the local socket).
     pub fn connect() -> Result<Engine, DockerError> {
-        let docker = Docker::connect_with_defaults().map_err(|e| DockerError::Unreachable(e.to_string()))?;
+        let docker =
+            Docker::connect_with_defaults().map_err(|e| DockerError::Unreachable(e.to_string()))?;
         Ok(Engine { docker })
     }
 
     pub async fn ping(&self) -> Result<(), DockerError> {
-        self.docker.ping().await.map(|_| ()).map_err(|e| DockerError::Unreachable(e.to_string()))
+        self.docker
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(|e| DockerError::Unreachable(e.to_string()))
     }
 
     /// Uses a local image when present, else pulls it.
     pub async fn ensure_image(&self, image: &str) -> Result<(), DockerError> {
         match self.docker.inspect_image(image).await {
             Ok(_) => return Ok(()),
-            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => {}
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
             Err(e) => return Err(engine_error(e)),
         }
         tracing::info!(%image, "image not present locally: pulling");
-        let opts = CreateImageOptionsBuilder::default().from_image(image).build();
+        let opts = CreateImageOptionsBuilder::default()
+            .from_image(image)
+            .build();
         let mut pull = self.docker.create_image(Some(opts), None, None);
         while let Some(step) = pull.next().await {
             if let Err(e) = step {
-                return Err(DockerError::Image { image: image.to_string(), reason: e.to_string() });
+                return Err(DockerError::Image {
+                    image: image.to_string(),
+                    reason: e.to_string(),
+                });
             }
         }
         Ok(())
@@ -120,22 +138,39 @@ impl Engine {
             host_config: Some(host_config),
             ..Default::default()
         };
-        let opts = CreateContainerOptionsBuilder::default().name(&spec.name).build();
-        self.docker.create_container(Some(opts), body).await.map(|_| ()).map_err(engine_error)
+        let opts = CreateContainerOptionsBuilder::default()
+            .name(&spec.name)
+            .build();
+        self.docker
+            .create_container(Some(opts), body)
+            .await
+            .map(|_| ())
+            .map_err(engine_error)
     }
 
     pub async fn start(&self, name: &str) -> Result<(), DockerError> {
-        self.docker.start_container(name, None).await.map_err(engine_error)
+        self.docker
+            .start_container(name, None)
+            .await
+            .map_err(engine_error)
     }
 
     pub async fn state(&self, name: &str) -> Result<State, DockerError> {
-        let info = self.docker.inspect_container(name, None).await.map_err(engine_error)?;
+        let info = self
+            .docker
+            .inspect_container(name, None)
+            .await
+            .map_err(engine_error)?;
         let st = info.state.unwrap_or_default();
         Ok(match st.status {
             Some(ContainerStateStatusEnum::CREATED) => State::Created,
-            Some(ContainerStateStatusEnum::RUNNING) | Some(ContainerStateStatusEnum::RESTARTING) => State::Running,
+            Some(ContainerStateStatusEnum::RUNNING)
+            | Some(ContainerStateStatusEnum::RESTARTING) => State::Running,
             Some(ContainerStateStatusEnum::PAUSED) => State::Paused,
-            _ => State::Exited(Exit { code: st.exit_code.unwrap_or(-1), oom_killed: st.oom_killed.unwrap_or(false) }),
+            _ => State::Exited(Exit {
+                code: st.exit_code.unwrap_or(-1),
+                oom_killed: st.oom_killed.unwrap_or(false),
+            }),
         })
     }
 
@@ -161,17 +196,41 @@ impl Engine {
     }
 
     /// Follows the container's output into two files until the container stops.
-    pub async fn copy_logs(&self, name: &str, stdout: PathBuf, stderr: PathBuf) -> std::io::Result<()> {
-        let mut out = tokio::io::BufWriter::new(tokio::fs::OpenOptions::new().create(true).append(true).open(&stdout).await?);
-        let mut err = tokio::io::BufWriter::new(tokio::fs::OpenOptions::new().create(true).append(true).open(&stderr).await?);
-        let opts = LogsOptionsBuilder::default().follow(true).stdout(true).stderr(true).build();
+    pub async fn copy_logs(
+        &self,
+        name: &str,
+        stdout: PathBuf,
+        stderr: PathBuf,
+    ) -> std::io::Result<()> {
+        let mut out = tokio::io::BufWriter::new(
+            tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&stdout)
+                .await?,
+        );
+        let mut err = tokio::io::BufWriter::new(
+            tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&stderr)
+                .await?,
+        );
+        let opts = LogsOptionsBuilder::default()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
         let mut stream = self.docker.logs(name, Some(opts));
         while let Some(chunk) = stream.next().await {
             match chunk {
-                Ok(bollard::container::LogOutput::StdOut { message }) | Ok(bollard::container::LogOutput::Console { message }) => {
+                Ok(bollard::container::LogOutput::StdOut { message })
+                | Ok(bollard::container::LogOutput::Console { message }) => {
                     out.write_all(&message).await?
                 }
-                Ok(bollard::container::LogOutput::StdErr { message }) => err.write_all(&message).await?,
+                Ok(bollard::container::LogOutput::StdErr { message }) => {
+                    err.write_all(&message).await?
+                }
                 Ok(bollard::container::LogOutput::StdIn { .. }) => {}
                 Err(e) => {
                     tracing::warn!(container = %name, error = %e, "log stream ended with an error");
@@ -186,40 +245,69 @@ impl Engine {
     }
 
     pub async fn kill(&self, name: &str) -> Result<(), DockerError> {
-        let opts = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
+        let opts = KillContainerOptionsBuilder::default()
+            .signal("SIGKILL")
+            .build();
         match self.docker.kill_container(name, Some(opts)).await {
             Ok(()) => Ok(()),
             // Not running any more (409) is what a kill wants.
-            Err(BollardError::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
             Err(e) => Err(engine_error(e)),
         }
     }
 
     pub async fn pause(&self, name: &str) -> Result<(), DockerError> {
-        self.docker.pause_container(name).await.map_err(engine_error)
+        self.docker
+            .pause_container(name)
+            .await
+            .map_err(engine_error)
     }
 
     pub async fn unpause(&self, name: &str) -> Result<(), DockerError> {
-        self.docker.unpause_container(name).await.map_err(engine_error)
+        self.docker
+            .unpause_container(name)
+            .await
+            .map_err(engine_error)
     }
 
     pub async fn remove(&self, name: &str) -> Result<(), DockerError> {
         let opts = RemoveContainerOptionsBuilder::default().force(true).build();
         match self.docker.remove_container(name, Some(opts)).await {
-            Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Ok(())
+            | Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
             Err(e) => Err(engine_error(e)),
         }
     }
 
     /// Names of containers carrying `label=value` (running or not).
-    pub async fn list_labelled(&self, label: &str, value: &str) -> Result<Vec<(String, HashMap<String, String>)>, DockerError> {
+    pub async fn list_labelled(
+        &self,
+        label: &str,
+        value: &str,
+    ) -> Result<Vec<(String, HashMap<String, String>)>, DockerError> {
         let filters = HashMap::from([("label".to_string(), vec![format!("{label}={value}")])]);
-        let opts = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-        let list = self.docker.list_containers(Some(opts)).await.map_err(engine_error)?;
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(engine_error)?;
         Ok(list
             .into_iter()
             .filter_map(|c| {
-                let name = c.names?.into_iter().next()?.trim_start_matches('/').to_string();
+                let name = c
+                    .names?
+                    .into_iter()
+                    .next()?
+                    .trim_start_matches('/')
+                    .to_string();
                 Some((name, c.labels.unwrap_or_default()))
             })
             .collect())

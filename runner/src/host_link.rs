@@ -36,14 +36,25 @@ impl HostLink {
             .timeout(Duration::from_secs(15))
             .build()
             .unwrap_or_default();
-        HostLink { http, config, advertise_url, resources, registered: Arc::new(AtomicBool::new(false)) }
+        HostLink {
+            http,
+            config,
+            advertise_url,
+            resources,
+            registered: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     pub fn is_registered(&self) -> bool {
         self.registered.load(Ordering::Relaxed)
     }
 
-    async fn call<B: serde::Serialize>(&self, method: reqwest::Method, path: &str, body: &B) -> Result<reqwest::Response, CallError> {
+    async fn call<B: serde::Serialize>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &B,
+    ) -> Result<reqwest::Response, CallError> {
         let resp = self
             .http
             .request(method, format!("{}{path}", self.config.host_url))
@@ -57,7 +68,9 @@ impl HostLink {
         }
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
-        let detail = serde_json::from_str::<ErrorBody>(&text).map(|e| e.detail).unwrap_or(text);
+        let detail = serde_json::from_str::<ErrorBody>(&text)
+            .map(|e| e.detail)
+            .unwrap_or(text);
         Err(CallError::Status { status, detail })
     }
 
@@ -72,7 +85,8 @@ impl HostLink {
             runner_version: Some(ferry_common::VERSION.to_string()),
             heartbeat_interval_ms: Some(self.config.heartbeat_interval.as_millis() as u64),
         };
-        self.call(reqwest::Method::POST, "/api/register", &req).await?;
+        self.call(reqwest::Method::POST, "/api/register", &req)
+            .await?;
         self.registered.store(true, Ordering::Relaxed);
         tracing::info!(host = %self.config.host_url, url = %self.advertise_url, "registered with the host");
         Ok(())
@@ -137,7 +151,10 @@ impl HostLink {
 
     /// Sends one status report; Ok once the host has acknowledged it.
     pub async fn send_update(&self, update: TaskUpdate) -> Result<(), String> {
-        self.call(reqwest::Method::POST, "/api/update", &update).await.map(|_| ()).map_err(|e| e.to_string())
+        self.call(reqwest::Method::POST, "/api/update", &update)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     pub async fn deliver_outbox(self, outbox: Arc<Outbox>) {
@@ -154,7 +171,9 @@ pub async fn advertise_url(config: &RunnerConfig, bound: std::net::SocketAddr) -
     }
     let mut ip = bound.ip();
     if ip.is_unspecified() {
-        ip = route_to_host(&config.host_url).await.unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        ip = route_to_host(&config.host_url)
+            .await
+            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
     }
     let host = match ip {
         std::net::IpAddr::V6(v6) => format!("[{v6}]"),
@@ -165,9 +184,17 @@ pub async fn advertise_url(config: &RunnerConfig, bound: std::net::SocketAddr) -
 
 async fn route_to_host(host_url: &str) -> Option<std::net::IpAddr> {
     let url = reqwest::Url::parse(host_url).ok()?;
-    let target = format!("{}:{}", url.host_str()?.trim_matches(['[', ']']), url.port_or_known_default()?);
+    let target = format!(
+        "{}:{}",
+        url.host_str()?.trim_matches(['[', ']']),
+        url.port_or_known_default()?
+    );
     let addr = tokio::net::lookup_host(target).await.ok()?.next()?;
-    let bind = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let bind = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
     let sock = tokio::net::UdpSocket::bind(bind).await.ok()?;
     sock.connect(addr).await.ok()?;
     sock.local_addr().ok().map(|a| a.ip())

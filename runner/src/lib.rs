@@ -24,7 +24,10 @@ pub struct RunnerState {
     pub link: host_link::HostLink,
 }
 
-pub async fn run(config: RunnerConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: RunnerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     for dir in [&config.data_dir, &config.local_temp_dir, &config.log_dir()] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -44,9 +47,15 @@ pub async fn run(config: RunnerConfig, shutdown: impl std::future::Future<Output
     let link = host_link::HostLink::new(config.clone(), url.clone(), resources);
     tokio::spawn(link.clone().run(supervisor.clone()));
     tokio::spawn(link.clone().deliver_outbox(outbox));
-    let state = RunnerState { config: config.clone(), supervisor, link };
+    let state = RunnerState {
+        config: config.clone(),
+        supervisor,
+        link,
+    };
     tracing::info!(addr = %bound, %url, name = %config.name, host = %config.host_url, "ferry-runner listening");
-    axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
     tracing::info!("ferry-runner stopped; containers keep running");
     Ok(())
 }

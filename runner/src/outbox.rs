@@ -15,16 +15,26 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn push(&self, update: TaskUpdate) {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push_back(update);
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(update);
         self.wake.notify_one();
     }
 
     fn front(&self) -> Option<TaskUpdate> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).front().cloned()
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .front()
+            .cloned()
     }
 
     fn pop(&self) {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
     }
 
     pub fn len(&self) -> usize {

@@ -20,9 +20,13 @@ pub struct Resources {
 
 impl Resources {
     pub fn detect(cores: Option<u32>, memory: Option<u64>) -> Resources {
-        let mut sys = System::new_with_specifics(RefreshKind::nothing().with_memory(MemoryRefreshKind::everything()));
+        let mut sys = System::new_with_specifics(
+            RefreshKind::nothing().with_memory(MemoryRefreshKind::everything()),
+        );
         sys.refresh_cpu_usage();
-        let detected_cores = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+        let detected_cores = std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1);
         let total = sys.total_memory();
         Resources {
             system: Arc::new(Mutex::new(sys)),

@@ -7,7 +7,10 @@ use crate::docker::{ContainerSpec, DockerError, Engine, Exit, State};
 use crate::outbox::Outbox;
 use ferry_common::runner_proto::{ExecuteRequest, TaskUpdate};
 use ferry_common::time::{format_ms, now_ms};
-use ferry_common::{environment_image, task_container_name, TaskId, TaskStatus, LABEL_KIND, LABEL_RUNNER, LABEL_TASK_ID};
+use ferry_common::{
+    environment_image, task_container_name, TaskId, TaskStatus, LABEL_KIND, LABEL_RUNNER,
+    LABEL_TASK_ID,
+};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -52,13 +55,19 @@ pub struct Supervisor {
 /// from exit code 137), then a kill we were asked for, then the exit code.
 pub fn final_status(exit: Exit, kill_requested: bool) -> (TaskStatus, Option<String>) {
     if exit.oom_killed {
-        (TaskStatus::KilledOom, Some("Killed by the kernel OOM killer (memory limit exceeded).".into()))
+        (
+            TaskStatus::KilledOom,
+            Some("Killed by the kernel OOM killer (memory limit exceeded).".into()),
+        )
     } else if kill_requested {
         (TaskStatus::Killed, Some("Kill requested by user.".into()))
     } else if exit.code == 0 {
         (TaskStatus::Completed, None)
     } else {
-        (TaskStatus::Failed, Some(format!("Exited with code {}.", exit.code)))
+        (
+            TaskStatus::Failed,
+            Some(format!("Exited with code {}.", exit.code)),
+        )
     }
 }
 
@@ -97,10 +106,20 @@ impl Supervisor {
 
     /// Tasks with a live container (running or paused): what heartbeats list.
     pub fn live_tasks(&self) -> Vec<TaskId> {
-        self.table().iter().filter(|(_, e)| e.phase != Phase::Preparing).map(|(id, _)| *id).collect()
+        self.table()
+            .iter()
+            .filter(|(_, e)| e.phase != Phase::Preparing)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
-    fn report(&self, id: TaskId, status: TaskStatus, exit_code: Option<i64>, message: Option<String>) {
+    fn report(
+        &self,
+        id: TaskId,
+        status: TaskStatus,
+        exit_code: Option<i64>,
+        message: Option<String>,
+    ) {
         let seq = {
             let mut table = self.table();
             match table.get_mut(&id) {
@@ -128,7 +147,12 @@ impl Supervisor {
     /// Accepts a task; idempotent, so the host may resend a dispatch it is unsure about.
     pub fn execute(self: &Arc<Self>, req: ExecuteRequest) {
         let id = req.task_id;
-        if self.killed.lock().unwrap_or_else(|p| p.into_inner()).contains(&id) {
+        if self
+            .killed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&id)
+        {
             tracing::info!(task_id = %id, "execute for a task already killed: ignored");
             return;
         }
@@ -138,7 +162,15 @@ impl Supervisor {
             if table.contains_key(&id) {
                 return;
             }
-            table.insert(id, Entry { phase: Phase::Preparing, kill_requested: false, seq: 0, done: done_rx });
+            table.insert(
+                id,
+                Entry {
+                    phase: Phase::Preparing,
+                    kill_requested: false,
+                    seq: 0,
+                    done: done_rx,
+                },
+            );
         }
         let me = self.clone();
         tokio::spawn(async move {
@@ -149,7 +181,10 @@ impl Supervisor {
     }
 
     fn kill_requested(&self, id: TaskId) -> bool {
-        self.table().get(&id).map(|e| e.kill_requested).unwrap_or(true)
+        self.table()
+            .get(&id)
+            .map(|e| e.kill_requested)
+            .unwrap_or(true)
     }
 
     fn set_phase(&self, id: TaskId, phase: Phase) {
@@ -164,11 +199,18 @@ impl Supervisor {
             (None, Some(env)) => environment_image(env),
             (None, None) => environment_image("kohakuriver-base"),
         };
-        let mut env: Vec<String> = req.env_vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut env: Vec<String> = req
+            .env_vars
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         env.push(format!("FERRY_TASK_ID={}", req.task_id));
         env.push(format!("KOHAKURIVER_TASK_ID={}", req.task_id));
         env.push("KOHAKURIVER_LOCAL_TEMP_DIR=/local_temp".into());
-        let mut binds = vec![format!("{}:/local_temp", self.config.local_temp_dir.display())];
+        let mut binds = vec![format!(
+            "{}:/local_temp",
+            self.config.local_temp_dir.display()
+        )];
         if let Some(shared) = &self.config.shared_dir {
             binds.push(format!("{}:/shared", shared.join("shared_data").display()));
             env.push("KOHAKURIVER_SHARED_DIR=/shared".into());
@@ -183,12 +225,15 @@ impl Supervisor {
             image,
             cmd: container_cmd(&req.command, &req.arguments),
             env,
-            working_dir: req
-                .working_dir
-                .clone()
-                .or_else(|| self.config.shared_dir.as_ref().map(|_| "/shared".to_string())),
+            working_dir: req.working_dir.clone().or_else(|| {
+                self.config
+                    .shared_dir
+                    .as_ref()
+                    .map(|_| "/shared".to_string())
+            }),
             labels,
-            nano_cpus: (req.required_cores > 0).then(|| i64::from(req.required_cores) * 1_000_000_000),
+            nano_cpus: (req.required_cores > 0)
+                .then(|| i64::from(req.required_cores) * 1_000_000_000),
             memory_bytes: req.required_memory_bytes.map(|m| m as i64),
             binds,
         }
@@ -211,7 +256,15 @@ impl Supervisor {
         let (stdout, stderr) = self.log_paths(id);
         if let Some(dir) = stdout.parent() {
             if let Err(e) = tokio::fs::create_dir_all(dir).await {
-                self.report(id, TaskStatus::Failed, None, Some(format!("cannot create log directory {}: {e}", dir.display())));
+                self.report(
+                    id,
+                    TaskStatus::Failed,
+                    None,
+                    Some(format!(
+                        "cannot create log directory {}: {e}",
+                        dir.display()
+                    )),
+                );
                 return None;
             }
         }
@@ -219,30 +272,52 @@ impl Supervisor {
             tracing::warn!(error = %e, "cannot create local_temp_dir");
         }
         if self.kill_requested(id) {
-            self.report(id, TaskStatus::Killed, None, Some("Kill requested by user.".into()));
+            self.report(
+                id,
+                TaskStatus::Killed,
+                None,
+                Some("Kill requested by user.".into()),
+            );
             return None;
         }
         match self.engine.create(&spec).await {
             Ok(()) => {}
             // A container of this task already exists (a dispatch repeated after a restart):
             // adopt it instead of running the task twice.
-            Err(DockerError::Exists(_)) => tracing::info!(task_id = %id, "container exists: adopting it"),
+            Err(DockerError::Exists(_)) => {
+                tracing::info!(task_id = %id, "container exists: adopting it")
+            }
             Err(e) => {
-                self.report(id, TaskStatus::Failed, None, Some(format!("cannot create container: {e}")));
+                self.report(
+                    id,
+                    TaskStatus::Failed,
+                    None,
+                    Some(format!("cannot create container: {e}")),
+                );
                 return None;
             }
         }
         match self.engine.state(&name).await {
             Ok(State::Created) => {
                 if let Err(e) = self.engine.start(&name).await {
-                    self.report(id, TaskStatus::Failed, None, Some(format!("cannot start container: {e}")));
+                    self.report(
+                        id,
+                        TaskStatus::Failed,
+                        None,
+                        Some(format!("cannot start container: {e}")),
+                    );
                     let _ = self.engine.remove(&name).await;
                     return None;
                 }
             }
             Ok(_) => {}
             Err(e) => {
-                self.report(id, TaskStatus::Failed, None, Some(format!("container vanished: {e}")));
+                self.report(
+                    id,
+                    TaskStatus::Failed,
+                    None,
+                    Some(format!("container vanished: {e}")),
+                );
                 return None;
             }
         }
@@ -260,7 +335,12 @@ impl Supervisor {
         let exit = loop {
             match self.engine.wait_exit(&name).await {
                 Ok(exit) => break exit,
-                Err(DockerError::NoSuchContainer(_)) => break Exit { code: -1, oom_killed: false },
+                Err(DockerError::NoSuchContainer(_)) => {
+                    break Exit {
+                        code: -1,
+                        oom_killed: false,
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(task_id = %id, error = %e, "waiting for the container failed; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -293,8 +373,13 @@ impl Supervisor {
                 None => None,
             }
         };
-        self.killed.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
-        let Some(mut done) = done else { return Err(SupervisorError::Unknown(id)) };
+        self.killed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id);
+        let Some(mut done) = done else {
+            return Err(SupervisorError::Unknown(id));
+        };
         let name = task_container_name(id);
         match self.engine.kill(&name).await {
             Ok(()) | Err(DockerError::NoSuchContainer(_)) => {}
@@ -302,7 +387,8 @@ impl Supervisor {
         }
         // A paused container only dies once thawed.
         let _ = self.engine.unpause(&name).await;
-        let waited = tokio::time::timeout(Duration::from_secs(10), done.wait_for(|d| d.is_some())).await;
+        let waited =
+            tokio::time::timeout(Duration::from_secs(10), done.wait_for(|d| d.is_some())).await;
         Ok(match waited {
             Ok(Ok(code)) => *code,
             _ => None,
@@ -310,7 +396,11 @@ impl Supervisor {
     }
 
     pub async fn pause(&self, id: TaskId, pause: bool) -> Result<(), SupervisorError> {
-        let phase = self.table().get(&id).map(|e| e.phase).ok_or(SupervisorError::Unknown(id))?;
+        let phase = self
+            .table()
+            .get(&id)
+            .map(|e| e.phase)
+            .ok_or(SupervisorError::Unknown(id))?;
         let name = task_container_name(id);
         match (pause, phase) {
             (true, Phase::Running) => {
@@ -335,7 +425,10 @@ mod tests {
 
     #[test]
     fn exit_mapping_asks_the_oom_flag_not_the_code() {
-        let e = |code, oom| Exit { code, oom_killed: oom };
+        let e = |code, oom| Exit {
+            code,
+            oom_killed: oom,
+        };
         assert_eq!(final_status(e(0, false), false).0, TaskStatus::Completed);
         assert_eq!(final_status(e(3, false), false).0, TaskStatus::Failed);
         assert_eq!(final_status(e(137, false), false).0, TaskStatus::Failed);
@@ -346,7 +439,10 @@ mod tests {
 
     #[test]
     fn arguments_are_positional_not_spliced() {
-        assert_eq!(container_cmd("echo hi", &[]), vec!["/bin/sh", "-c", "echo hi"]);
+        assert_eq!(
+            container_cmd("echo hi", &[]),
+            vec!["/bin/sh", "-c", "echo hi"]
+        );
         assert_eq!(
             container_cmd("echo", &["a b".into(), "$(x)".into()]),
             vec!["/bin/sh", "-c", "echo \"$@\"", "sh", "a b", "$(x)"]

@@ -1,1 +1,417 @@
+//! Harness for end-to-end tests: starts the real `ferry-host` and `ferry-runner` binaries
+//! (from `target/debug`, or `FERRY_BIN_DIR`) on free loopback ports with their own data dirs,
+//! talks to them over HTTP, and looks at the real Docker engine to check what happened.
 
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TEST_IMAGE: &str = "ferry-test/busybox:latest";
+
+pub fn bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("FERRY_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bins` first (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A daemon process, killed when dropped.
+pub struct Daemon {
+    child: Option<Child>,
+    pub port: u16,
+    pub log: PathBuf,
+    pub name: String,
+}
+
+impl Daemon {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
+    }
+
+    /// Stops the process with SIGKILL and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        c.wait().ok()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn(binary: &str, args: &[String], env: &[(&str, String)], log: &Path) -> Child {
+    let out = std::fs::File::create(log).expect("create log");
+    let err = out.try_clone().expect("clone log");
+    let mut cmd = Command::new(bin(binary));
+    cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+    cmd.env_remove("FERRY_CONFIG")
+        .env("FERRY_LOG", "info,ferry_host=debug,ferry_runner=debug");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn daemon")
+}
+
+/// Options of a test cluster.
+#[derive(Clone)]
+pub struct Opts {
+    pub secret: String,
+    pub node_timeout: &'static str,
+    pub heartbeat: &'static str,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            secret: format!("test-secret-{}", std::process::id()),
+            node_timeout: "5s",
+            heartbeat: "500ms",
+        }
+    }
+}
+
+/// A host (and runners) with their own temporary directory.
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub opts: Opts,
+    pub host_port: u16,
+    pub host: Option<Daemon>,
+    pub runners: Vec<Daemon>,
+    pub http: reqwest::Client,
+}
+
+impl TestCluster {
+    /// A cluster whose host is not started yet (see [`TestCluster::start_host`]).
+    pub fn new(opts: Opts) -> TestCluster {
+        TestCluster {
+            dir: tempfile::tempdir().expect("tempdir"),
+            opts,
+            host_port: free_port(),
+            host: None,
+            runners: Vec::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    /// A running host plus one runner `node-1` that has registered.
+    pub async fn with_runner(extra_runner_args: &[&str]) -> TestCluster {
+        let mut c = TestCluster::new(Opts::default());
+        c.start_host().await;
+        c.start_runner("node-1", extra_runner_args);
+        c.wait_node_online("node-1").await;
+        c
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.host_port)
+    }
+
+    pub async fn start_host(&mut self) {
+        let data = self.dir.path().join("host");
+        let log = self.dir.path().join(format!(
+            "host-{}.log",
+            self.runners.len() + usize::from(self.host.is_some())
+        ));
+        let args = vec![
+            "--listen".into(),
+            format!("127.0.0.1:{}", self.host_port),
+            "--data-dir".into(),
+            data.display().to_string(),
+            "--node-timeout".into(),
+            self.opts.node_timeout.into(),
+        ];
+        let child = spawn(
+            "ferry-host",
+            &args,
+            &[("FERRY_CLUSTER_SECRET", self.opts.secret.clone())],
+            &log,
+        );
+        self.host = Some(Daemon {
+            child: Some(child),
+            port: self.host_port,
+            log,
+            name: "host".into(),
+        });
+        self.wait_ready(&self.url()).await;
+    }
+
+    pub fn start_runner(&mut self, name: &str, extra: &[&str]) -> usize {
+        self.start_runner_with_secret(name, extra, &self.opts.secret.clone())
+    }
+
+    pub fn start_runner_with_secret(&mut self, name: &str, extra: &[&str], secret: &str) -> usize {
+        let port = free_port();
+        let data = self.dir.path().join(format!("runner-{name}"));
+        let log = self
+            .dir
+            .path()
+            .join(format!("runner-{name}-{}.log", self.runners.len()));
+        let mut args: Vec<String> = vec![
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--host-url".into(),
+            self.url(),
+            "--name".into(),
+            name.into(),
+            "--data-dir".into(),
+            data.display().to_string(),
+            "--heartbeat-interval".into(),
+            self.opts.heartbeat.into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = spawn(
+            "ferry-runner",
+            &args,
+            &[("FERRY_CLUSTER_SECRET", secret.to_string())],
+            &log,
+        );
+        self.runners.push(Daemon {
+            child: Some(child),
+            port,
+            log,
+            name: name.into(),
+        });
+        self.runners.len() - 1
+    }
+
+    pub async fn wait_ready(&self, base: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = self.http.get(format!("{base}/health")).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{base} did not come up; logs:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn nodes(&self) -> Vec<Value> {
+        let v: Value = self.get_json("/api/nodes").await.1;
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn wait_node_online(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let online = self
+                .nodes()
+                .await
+                .iter()
+                .any(|n| n["hostname"] == name && n["status"] == "online");
+            if online {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {name} never came online; logs:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for d in self.host.iter().chain(self.runners.iter()) {
+            let text = d.log_text();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            s.push_str(&format!(
+                "--- {} ---\n{}\n",
+                d.name,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
+        }
+        s
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.url()))
+            .send()
+            .await
+            .expect("GET");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.url()))
+            .send()
+            .await
+            .expect("GET");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url()))
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_raw(&self, path: &str, body: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url()))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("POST");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Submits and returns the task ids; panics unless the answer is 202.
+    pub async fn submit(&self, body: Value) -> Vec<String> {
+        let (status, v) = self.post_json("/api/submit", &body).await;
+        assert_eq!(status, 202, "submit {body} -> {v}\n{}", self.logs());
+        v["task_ids"]
+            .as_array()
+            .expect("task_ids")
+            .iter()
+            .map(|i| i.as_str().expect("string id").to_string())
+            .collect()
+    }
+
+    pub async fn task(&self, id: &str) -> Value {
+        let (status, v) = self.get_json(&format!("/api/status/{id}")).await;
+        assert_eq!(status, 200, "status {id} -> {v}");
+        v
+    }
+
+    /// Waits until the task's status is one of `wanted`; returns the task.
+    pub async fn wait_status(&self, id: &str, wanted: &[&str], timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let t = self.task(id).await;
+            if wanted.iter().any(|w| t["status"] == *w) {
+                return t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "task {id} never reached {wanted:?}; last: {t}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn wait_final(&self, id: &str) -> Value {
+        self.wait_status(
+            id,
+            &[
+                "completed",
+                "failed",
+                "killed",
+                "killed_oom",
+                "lost",
+                "stopped",
+            ],
+            Duration::from_secs(60),
+        )
+        .await
+    }
+
+    pub async fn task_count(&self) -> usize {
+        let (_, v) = self.get_json("/api/tasks?task_type=all&limit=10000").await;
+        v.as_array().map(|a| a.len()).unwrap_or(0)
+    }
+}
+
+/// Output of `docker <args>` (the tests observe the engine directly).
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Containers (any state) labelled with this task id.
+pub fn containers_of(task_id: &str) -> Vec<String> {
+    docker(&[
+        "ps",
+        "-a",
+        "-q",
+        "--filter",
+        &format!("label=ferry.task_id={task_id}"),
+    ])
+    .lines()
+    .map(str::to_string)
+    .filter(|l| !l.is_empty())
+    .collect()
+}
+
+pub fn container_state(name: &str) -> String {
+    docker(&["inspect", "-f", "{{.State.Status}}", name])
+}
+
+pub fn echo_task(text: &str) -> Value {
+    json!({"command": "echo", "arguments": [text]})
+}

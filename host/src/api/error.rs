@@ -17,7 +17,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, detail: impl Into<String>) -> ApiError {
-        ApiError { status, detail: detail.into() }
+        ApiError {
+            status,
+            detail: detail.into(),
+        }
     }
     pub fn bad_request(detail: impl Into<String>) -> ApiError {
         Self::new(StatusCode::BAD_REQUEST, detail)
@@ -52,7 +55,10 @@ impl IntoResponse for ApiError {
         }
         let mut resp = (self.status, Json(ErrorBody::new(self.detail))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
         }
         resp
     }
@@ -71,24 +77,33 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
-            ApiError::new(e.status(), format!("cannot read request body: {}", e.body_text()))
-        })?;
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    e.status(),
+                    format!("cannot read request body: {}", e.body_text()),
+                )
+            })?;
         if bytes.is_empty() {
-            return Err(ApiError::unprocessable("request body is empty; expected a JSON object"));
+            return Err(ApiError::unprocessable(
+                "request body is empty; expected a JSON object",
+            ));
         }
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        serde_path_to_error::deserialize(de).map(ApiJson).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if inner.is_syntax() || inner.is_eof() {
-                ApiError::unprocessable(format!("request body is not valid JSON: {inner}"))
-            } else if path == "." {
-                ApiError::unprocessable(format!("invalid request body: {inner}"))
-            } else {
-                ApiError::unprocessable(format!("{path}: {inner}"))
-            }
-        })
+        serde_path_to_error::deserialize(de)
+            .map(ApiJson)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                if inner.is_syntax() || inner.is_eof() {
+                    ApiError::unprocessable(format!("request body is not valid JSON: {inner}"))
+                } else if path == "." {
+                    ApiError::unprocessable(format!("invalid request body: {inner}"))
+                } else {
+                    ApiError::unprocessable(format!("{path}: {inner}"))
+                }
+            })
     }
 }
 
@@ -102,7 +117,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| ApiQuery(q.0))
-            .map_err(|e: QueryRejection| ApiError::unprocessable(format!("query: {}", e.body_text())))
+            .map_err(|e: QueryRejection| {
+                ApiError::unprocessable(format!("query: {}", e.body_text()))
+            })
     }
 }
 
@@ -114,7 +131,10 @@ impl<S: Send + Sync> FromRequestParts<S> for TaskIdPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let params = axum::extract::Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
+        let params =
+            axum::extract::Path::<std::collections::HashMap<String, String>>::from_request_parts(
+                parts, state,
+            )
             .await
             .map_err(|e: PathRejection| ApiError::unprocessable(e.body_text()))?;
         let raw = params.0.get("task_id").cloned().unwrap_or_default();

@@ -22,7 +22,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/register", post(runner::register))
         .route("/api/heartbeat/{hostname}", put(runner::heartbeat))
         .route("/api/update", post(runner::update))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), secret::require_cluster_secret));
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            secret::require_cluster_secret,
+        ));
 
     let user_facing = Router::new()
         .route("/api/submit", post(tasks::submit))
@@ -35,7 +38,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/nodes", get(nodes::list))
         .route("/api/health", get(nodes::health));
 
-    let ops = Router::new().route("/health", get(ops::health)).route("/ready", get(ops::ready));
+    let ops = Router::new()
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready));
 
     let body_limit = state.config.max_body_bytes;
     Router::new()
@@ -44,10 +49,16 @@ pub fn router(state: AppState) -> Router {
         .merge(ops)
         .fallback(|| async { ApiError::not_found("Not Found") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "Method Not Allowed",
+            )
         })
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(60)))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(60),
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -10,7 +10,14 @@ use serde_json::Value;
 
 pub async fn list(State(state): State<AppState>) -> Json<Vec<NodeInfo>> {
     let view = state.scheduler.view();
-    Json(state.cluster.snapshot().iter().map(|n| crate::views::node(n, &view)).collect())
+    Json(
+        state
+            .cluster
+            .snapshot()
+            .iter()
+            .map(|n| crate::views::node(n, &view))
+            .collect(),
+    )
 }
 
 #[derive(Deserialize)]
@@ -18,7 +25,10 @@ pub struct HealthQuery {
     hostname: Option<String>,
 }
 
-pub async fn health(State(state): State<AppState>, ApiQuery(q): ApiQuery<HealthQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn health(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<HealthQuery>,
+) -> Result<Json<Value>, ApiError> {
     match q.hostname {
         None => Ok(Json(state.health.all())),
         Some(h) => {
@@ -27,8 +37,12 @@ pub async fn health(State(state): State<AppState>, ApiQuery(q): ApiQuery<HealthQ
                 .snapshot()
                 .into_iter()
                 .find(|n| n.hostname == h)
-                .ok_or_else(|| ApiError::not_found(format!("Node {h} not found in health data.")))?;
-            Ok(Json(Value::from(vec![crate::cluster::health::node_health(&node)])))
+                .ok_or_else(|| {
+                    ApiError::not_found(format!("Node {h} not found in health data."))
+                })?;
+            Ok(Json(Value::from(vec![
+                crate::cluster::health::node_health(&node),
+            ])))
         }
     }
 }

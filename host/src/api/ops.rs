@@ -11,7 +11,11 @@ pub async fn health() -> Json<Value> {
 }
 
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    state.db.ping().await.map_err(|e| ApiError::unavailable(format!("database not ready: {e}")))?;
+    state
+        .db
+        .ping()
+        .await
+        .map_err(|e| ApiError::unavailable(format!("database not ready: {e}")))?;
     if !state.scheduler.is_running() {
         return Err(ApiError::unavailable("scheduler is not running"));
     }

@@ -15,14 +15,26 @@ use ferry_common::TaskStatus;
 use serde::Deserialize;
 use serde_json::json;
 
-pub async fn submit(State(state): State<AppState>, ApiJson(req): ApiJson<SubmitRequest>) -> Result<impl IntoResponse, ApiError> {
-    let rows = crate::submit::build(req, &state.config.default_container_name, ferry_common::time::now_ms(), || state.ids.next())
-        .map_err(|e| ApiError::bad_request(e.0))?;
+pub async fn submit(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<SubmitRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let rows = crate::submit::build(
+        req,
+        &state.config.default_container_name,
+        ferry_common::time::now_ms(),
+        || state.ids.next(),
+    )
+    .map_err(|e| ApiError::bad_request(e.0))?;
     let targets: Vec<Option<String>> = rows.iter().map(|r| r.target_node.clone()).collect();
     let placements = state.scheduler.submit(rows).await.map_err(|e| match e {
-        SubmitError::UnknownNode(n) => ApiError::bad_request(format!("targets: node '{n}' is not registered")),
+        SubmitError::UnknownNode(n) => {
+            ApiError::bad_request(format!("targets: node '{n}' is not registered"))
+        }
         SubmitError::NeverFits(why) => ApiError::bad_request(why),
-        SubmitError::NoNodes => ApiError::bad_request("no node is registered yet: start a ferry-runner first"),
+        SubmitError::NoNodes => {
+            ApiError::bad_request("no node is registered yet: start a ferry-runner first")
+        }
         SubmitError::Store(e) => e.into(),
         SubmitError::Stopped => ApiError::unavailable("scheduler is not running"),
     })?;
@@ -36,7 +48,10 @@ pub async fn submit(State(state): State<AppState>, ApiJson(req): ApiJson<SubmitR
     let queued = placements
         .iter()
         .filter_map(|p| match p {
-            Placement::Queued { id, position } => Some(QueuedTask { task_id: *id, queue_position: *position }),
+            Placement::Queued { id, position } => Some(QueuedTask {
+                task_id: *id,
+                queue_position: *position,
+            }),
             Placement::Placed { .. } => None,
         })
         .collect::<Vec<_>>();
@@ -44,21 +59,46 @@ pub async fn submit(State(state): State<AppState>, ApiJson(req): ApiJson<SubmitR
         Some(Placement::Placed { node, .. }) => Some(node.clone()),
         _ => targets.last().cloned().flatten(),
     };
-    let assigned_node = last_node.and_then(|h| state.cluster.url_of(&h).map(|url| NodeRef { hostname: h, url }));
+    let assigned_node = last_node.and_then(|h| {
+        state
+            .cluster
+            .url_of(&h)
+            .map(|url| NodeRef { hostname: h, url })
+    });
     let message = if queued.is_empty() {
         format!("Task batch submitted successfully. {n} tasks created.")
     } else {
-        format!("Task batch submitted successfully. {n} tasks created, {} waiting for resources.", queued.len())
+        format!(
+            "Task batch submitted successfully. {n} tasks created, {} waiting for resources.",
+            queued.len()
+        )
     };
     Ok((
         StatusCode::ACCEPTED,
-        Json(SubmitResponse { message, task_ids, assigned_node, runner_response: json!(true), queued }),
+        Json(SubmitResponse {
+            message,
+            task_ids,
+            assigned_node,
+            runner_response: json!(true),
+            queued,
+        }),
     ))
 }
 
-pub async fn status(State(state): State<AppState>, TaskIdPath(id): TaskIdPath) -> Result<Json<TaskResponse>, ApiError> {
-    let row = state.db.read(move |c| store_tasks::get(c, id)).await?.ok_or_else(|| ApiError::not_found("Task not found."))?;
-    Ok(Json(crate::views::task(&row, &state.scheduler.view(), state.config.shared_dir.as_deref())))
+pub async fn status(
+    State(state): State<AppState>,
+    TaskIdPath(id): TaskIdPath,
+) -> Result<Json<TaskResponse>, ApiError> {
+    let row = state
+        .db
+        .read(move |c| store_tasks::get(c, id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("Task not found."))?;
+    Ok(Json(crate::views::task(
+        &row,
+        &state.scheduler.view(),
+        state.config.shared_dir.as_deref(),
+    )))
 }
 
 #[derive(Deserialize)]
@@ -73,29 +113,56 @@ pub struct ListQuery {
 /// Most rows one page may hold (the original CLI asks for 10000).
 const MAX_LIMIT: i64 = 10_000;
 
-pub async fn list(State(state): State<AppState>, ApiQuery(q): ApiQuery<ListQuery>) -> Result<Json<Vec<TaskResponse>>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Vec<TaskResponse>>, ApiError> {
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
-        Some(s) => Some(s.parse::<TaskStatus>().map_err(|e| ApiError::unprocessable(format!("status: {e}")))?),
+        Some(s) => Some(
+            s.parse::<TaskStatus>()
+                .map_err(|e| ApiError::unprocessable(format!("status: {e}")))?,
+        ),
     };
     let limit = q.limit.unwrap_or(100);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::unprocessable(format!("limit: must be between 1 and {MAX_LIMIT}, got {limit}")));
+        return Err(ApiError::unprocessable(format!(
+            "limit: must be between 1 and {MAX_LIMIT}, got {limit}"
+        )));
     }
     let offset = q.offset.unwrap_or(0);
     if offset < 0 || offset > u32::MAX as i64 {
-        return Err(ApiError::unprocessable(format!("offset: must be 0 or more, got {offset}")));
+        return Err(ApiError::unprocessable(format!(
+            "offset: must be 0 or more, got {offset}"
+        )));
     }
     let task_type = match q.task_type.as_deref().filter(|s| !s.is_empty()) {
         None => Some("command".to_string()),
         Some(t @ ("command" | "vps")) => Some(t.to_string()),
         Some("all") => None,
-        Some(other) => return Err(ApiError::unprocessable(format!("task_type: must be command, vps or all, got {other:?}"))),
+        Some(other) => {
+            return Err(ApiError::unprocessable(format!(
+                "task_type: must be command, vps or all, got {other:?}"
+            )))
+        }
     };
-    let filter = ListFilter { status, task_type, node: q.node.filter(|n| !n.is_empty()), limit: limit as u32, offset: offset as u32 };
-    let rows = state.db.read(move |c| store_tasks::list(c, &filter)).await?;
+    let filter = ListFilter {
+        status,
+        task_type,
+        node: q.node.filter(|n| !n.is_empty()),
+        limit: limit as u32,
+        offset: offset as u32,
+    };
+    let rows = state
+        .db
+        .read(move |c| store_tasks::list(c, &filter))
+        .await?;
     let view = state.scheduler.view();
-    Ok(Json(rows.iter().map(|r| crate::views::task(r, &view, state.config.shared_dir.as_deref())).collect()))
+    Ok(Json(
+        rows.iter()
+            .map(|r| crate::views::task(r, &view, state.config.shared_dir.as_deref()))
+            .collect(),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -103,26 +170,51 @@ pub struct LogParams {
     lines: Option<i64>,
 }
 
-async fn log_stream(state: AppState, id: ferry_common::TaskId, stream: &'static str, lines: Option<i64>) -> Result<impl IntoResponse, ApiError> {
+async fn log_stream(
+    state: AppState,
+    id: ferry_common::TaskId,
+    stream: &'static str,
+    lines: Option<i64>,
+) -> Result<impl IntoResponse, ApiError> {
     let lines = match lines {
         None => None,
-        Some(n) if n < 0 => return Err(ApiError::unprocessable(format!("lines: must be 0 or more, got {n}"))),
+        Some(n) if n < 0 => {
+            return Err(ApiError::unprocessable(format!(
+                "lines: must be 0 or more, got {n}"
+            )))
+        }
         Some(n) => Some(n as usize),
     };
-    let text = logs::read(&state, id, stream, lines).await.map_err(|e| match e {
-        LogError::NotFound => ApiError::not_found(e.to_string()),
-        LogError::Vps => ApiError::bad_request(e.to_string()),
-        LogError::Unavailable(m) => ApiError::unavailable(m),
-        LogError::Store(e) => e.into(),
-    })?;
-    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], text))
+    let text = logs::read(&state, id, stream, lines)
+        .await
+        .map_err(|e| match e {
+            LogError::NotFound => ApiError::not_found(e.to_string()),
+            LogError::Vps => ApiError::bad_request(e.to_string()),
+            LogError::Unavailable(m) => ApiError::unavailable(m),
+            LogError::Store(e) => e.into(),
+        })?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        text,
+    ))
 }
 
-pub async fn stdout(State(state): State<AppState>, TaskIdPath(id): TaskIdPath, ApiQuery(q): ApiQuery<LogParams>) -> Result<impl IntoResponse, ApiError> {
+pub async fn stdout(
+    State(state): State<AppState>,
+    TaskIdPath(id): TaskIdPath,
+    ApiQuery(q): ApiQuery<LogParams>,
+) -> Result<impl IntoResponse, ApiError> {
     log_stream(state, id, "stdout", q.lines).await
 }
 
-pub async fn stderr(State(state): State<AppState>, TaskIdPath(id): TaskIdPath, ApiQuery(q): ApiQuery<LogParams>) -> Result<impl IntoResponse, ApiError> {
+pub async fn stderr(
+    State(state): State<AppState>,
+    TaskIdPath(id): TaskIdPath,
+    ApiQuery(q): ApiQuery<LogParams>,
+) -> Result<impl IntoResponse, ApiError> {
     log_stream(state, id, "stderr", q.lines).await
 }
 
@@ -135,9 +227,15 @@ fn control_error(e: ControlError) -> ApiError {
     }
 }
 
-pub async fn kill(State(state): State<AppState>, TaskIdPath(id): TaskIdPath) -> Result<impl IntoResponse, ApiError> {
+pub async fn kill(
+    State(state): State<AppState>,
+    TaskIdPath(id): TaskIdPath,
+) -> Result<impl IntoResponse, ApiError> {
     control::kill(&state, id).await.map_err(control_error)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"message": format!("Kill requested for task {id}. Task marked as killed.")}))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"message": format!("Kill requested for task {id}. Task marked as killed.")})),
+    ))
 }
 
 pub async fn command(
@@ -148,9 +246,21 @@ pub async fn command(
     let pause = match command.as_str() {
         "pause" => true,
         "resume" => false,
-        other => return Err(ApiError::bad_request(format!("command: must be 'pause' or 'resume', got {other:?}"))),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "command: must be 'pause' or 'resume', got {other:?}"
+            )))
+        }
     };
-    control::pause_or_resume(&state, id, pause).await.map_err(control_error)?;
-    let (verb, done) = if pause { ("Pause", "Pause command sent successfully.") } else { ("Resume", "Resume command sent successfully.") };
-    Ok(Json(json!({"message": format!("{verb} for task {id}: {done}")})))
+    control::pause_or_resume(&state, id, pause)
+        .await
+        .map_err(control_error)?;
+    let (verb, done) = if pause {
+        ("Pause", "Pause command sent successfully.")
+    } else {
+        ("Resume", "Resume command sent successfully.")
+    };
+    Ok(Json(
+        json!({"message": format!("{verb} for task {id}: {done}")}),
+    ))
 }

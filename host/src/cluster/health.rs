@@ -17,7 +17,11 @@ pub struct HealthHistory {
 }
 
 fn metric(row: &NodeRow, key: &str) -> Value {
-    row.metrics.as_ref().and_then(|m| m.get(key)).cloned().unwrap_or(Value::Null)
+    row.metrics
+        .as_ref()
+        .and_then(|m| m.get(key))
+        .cloned()
+        .unwrap_or(Value::Null)
 }
 
 pub fn node_health(row: &NodeRow) -> Value {
@@ -41,11 +45,28 @@ fn aggregate(rows: &[NodeRow]) -> Value {
     let f = |r: &NodeRow, k: &str| metric(r, k).as_f64();
     let online: Vec<&NodeRow> = rows.iter().filter(|r| r.online).collect();
     let cores: u64 = online.iter().map(|r| u64::from(r.total_cores)).sum();
-    let weighted_cpu: f64 = online.iter().map(|r| f(r, "cpu_percent").unwrap_or(0.0) * f64::from(r.total_cores)).sum();
-    let mems: Vec<f64> = online.iter().filter_map(|r| f(r, "memory_percent")).collect();
-    let total_mem: f64 = online.iter().filter_map(|r| f(r, "memory_total_bytes")).sum();
-    let used_mem: f64 = online.iter().filter_map(|r| f(r, "memory_used_bytes")).sum();
-    let max_of = |k: &str| online.iter().filter_map(|r| f(r, k)).fold(0.0_f64, f64::max);
+    let weighted_cpu: f64 = online
+        .iter()
+        .map(|r| f(r, "cpu_percent").unwrap_or(0.0) * f64::from(r.total_cores))
+        .sum();
+    let mems: Vec<f64> = online
+        .iter()
+        .filter_map(|r| f(r, "memory_percent"))
+        .collect();
+    let total_mem: f64 = online
+        .iter()
+        .filter_map(|r| f(r, "memory_total_bytes"))
+        .sum();
+    let used_mem: f64 = online
+        .iter()
+        .filter_map(|r| f(r, "memory_used_bytes"))
+        .sum();
+    let max_of = |k: &str| {
+        online
+            .iter()
+            .filter_map(|r| f(r, k))
+            .fold(0.0_f64, f64::max)
+    };
     json!({
         "totalNodes": rows.len(),
         "onlineNodes": online.len(),

@@ -38,11 +38,15 @@ pub struct Cluster {
 }
 
 fn capacity(row: &NodeRow) -> NodeCapacity {
-    let numa_ids = row.numa_topology.as_object().filter(|m| !m.is_empty()).map(|m| {
-        let mut ids: Vec<u32> = m.keys().filter_map(|k| k.parse().ok()).collect();
-        ids.sort_unstable();
-        ids
-    });
+    let numa_ids = row
+        .numa_topology
+        .as_object()
+        .filter(|m| !m.is_empty())
+        .map(|m| {
+            let mut ids: Vec<u32> = m.keys().filter_map(|k| k.parse().ok()).collect();
+            ids.sort_unstable();
+            ids
+        });
     NodeCapacity {
         hostname: row.hostname.clone(),
         total_cores: row.total_cores,
@@ -56,11 +60,31 @@ fn capacity(row: &NodeRow) -> NodeCapacity {
 impl Cluster {
     /// Loads every known node. Nodes that were online get a full timeout to send a heartbeat
     /// before they are judged, so a host restart alone never makes nodes (and tasks) look lost.
-    pub async fn load(db: Db, scheduler: SchedulerHandle, node_timeout: Duration) -> Result<Arc<Cluster>, StoreError> {
-        let rows = db.read(|c| nodes::all(c)).await?;
+    pub async fn load(
+        db: Db,
+        scheduler: SchedulerHandle,
+        node_timeout: Duration,
+    ) -> Result<Arc<Cluster>, StoreError> {
+        let rows = db.read(nodes::all).await?;
         let now = Instant::now();
-        let map = rows.into_iter().map(|row| (row.hostname.clone(), NodeEntry { row, last_seen: now })).collect();
-        Ok(Arc::new(Cluster { db, scheduler, nodes: RwLock::new(map), node_timeout }))
+        let map = rows
+            .into_iter()
+            .map(|row| {
+                (
+                    row.hostname.clone(),
+                    NodeEntry {
+                        row,
+                        last_seen: now,
+                    },
+                )
+            })
+            .collect();
+        Ok(Arc::new(Cluster {
+            db,
+            scheduler,
+            nodes: RwLock::new(map),
+            node_timeout,
+        }))
     }
 
     fn read_nodes(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, NodeEntry>> {
@@ -72,7 +96,10 @@ impl Cluster {
     }
 
     pub fn capacities(&self) -> BTreeMap<String, NodeCapacity> {
-        self.read_nodes().iter().map(|(k, v)| (k.clone(), capacity(&v.row))).collect()
+        self.read_nodes()
+            .iter()
+            .map(|(k, v)| (k.clone(), capacity(&v.row)))
+            .collect()
     }
 
     pub fn url_of(&self, hostname: &str) -> Option<String> {
@@ -80,7 +107,10 @@ impl Cluster {
     }
 
     pub fn is_online(&self, hostname: &str) -> bool {
-        self.read_nodes().get(hostname).map(|n| n.row.online).unwrap_or(false)
+        self.read_nodes()
+            .get(hostname)
+            .map(|n| n.row.online)
+            .unwrap_or(false)
     }
 
     pub fn snapshot(&self) -> Vec<NodeRow> {
@@ -95,12 +125,17 @@ impl Cluster {
     pub async fn register(&self, req: RegisterRequest) -> Result<bool, ClusterError> {
         let now = now_ms();
         let previous = self.read_nodes().get(&req.hostname).map(|n| n.row.clone());
-        let numa = req.numa_topology.clone().filter(|v| v.as_object().is_some_and(|m| !m.is_empty()));
+        let numa = req
+            .numa_topology
+            .clone()
+            .filter(|v| v.as_object().is_some_and(|m| !m.is_empty()));
         let row = NodeRow {
             hostname: req.hostname.clone(),
             url: req.url.trim_end_matches('/').to_string(),
             total_cores: req.total_cores,
-            memory_total_bytes: req.total_ram_bytes.or(previous.as_ref().and_then(|p| p.memory_total_bytes)),
+            memory_total_bytes: req
+                .total_ram_bytes
+                .or(previous.as_ref().and_then(|p| p.memory_total_bytes)),
             numa_topology: numa.unwrap_or_else(|| serde_json::json!({})),
             gpu_info: req.gpu_info.clone(),
             online: true,
@@ -110,15 +145,28 @@ impl Cluster {
             heartbeat_interval_ms: req.heartbeat_interval_ms,
         };
         let stored = row.clone();
-        let created = self.db.write(move |c| nodes::upsert(c, &stored, now)).await?;
-        self.write_nodes().insert(row.hostname.clone(), NodeEntry { row: row.clone(), last_seen: Instant::now() });
+        let created = self
+            .db
+            .write(move |c| nodes::upsert(c, &stored, now))
+            .await?;
+        self.write_nodes().insert(
+            row.hostname.clone(),
+            NodeEntry {
+                row: row.clone(),
+                last_seen: Instant::now(),
+            },
+        );
         self.scheduler.send(Event::NodeUp(capacity(&row))).await;
         tracing::info!(node = %row.hostname, url = %row.url, cores = row.total_cores, created, "runner registered");
         Ok(created)
     }
 
     /// Records a heartbeat and reconciles the tasks the runner says it runs.
-    pub async fn heartbeat(&self, hostname: &str, hb: Heartbeat) -> Result<HeartbeatResponse, ClusterError> {
+    pub async fn heartbeat(
+        &self,
+        hostname: &str,
+        hb: Heartbeat,
+    ) -> Result<HeartbeatResponse, ClusterError> {
         let now = now_ms();
         let metrics = serde_json::json!({
             "cpu_percent": hb.cpu_percent,
@@ -132,7 +180,9 @@ impl Cluster {
         });
         let came_back = {
             let mut map = self.write_nodes();
-            let entry = map.get_mut(hostname).ok_or_else(|| ClusterError::UnknownNode(hostname.to_string()))?;
+            let entry = map
+                .get_mut(hostname)
+                .ok_or_else(|| ClusterError::UnknownNode(hostname.to_string()))?;
             let was_offline = !entry.row.online;
             entry.last_seen = Instant::now();
             entry.row.online = true;
@@ -150,18 +200,27 @@ impl Cluster {
         };
         let host = hostname.to_string();
         let gpus = hb.gpu_info.clone();
-        self.db.write(move |c| nodes::record_heartbeat(c, &host, now, &metrics, &gpus)).await?;
+        self.db
+            .write(move |c| nodes::record_heartbeat(c, &host, now, &metrics, &gpus))
+            .await?;
         if let Some(cap) = came_back {
             tracing::info!(node = %hostname, "node is back online");
             self.scheduler.send(Event::NodeUp(cap)).await;
         }
         let kill_tasks = self.reconcile(hostname, &hb.running_tasks).await?;
-        Ok(HeartbeatResponse { message: "Heartbeat received".into(), kill_tasks })
+        Ok(HeartbeatResponse {
+            message: "Heartbeat received".into(),
+            kill_tasks,
+        })
     }
 
     /// Tasks a runner lists are proof of life: `assigning`/`lost` ones become `running`; ones the
     /// host already ended are returned so the runner kills them.
-    async fn reconcile(&self, hostname: &str, listed: &[TaskId]) -> Result<Vec<TaskId>, ClusterError> {
+    async fn reconcile(
+        &self,
+        hostname: &str,
+        listed: &[TaskId],
+    ) -> Result<Vec<TaskId>, ClusterError> {
         if listed.is_empty() {
             return Ok(Vec::new());
         }
@@ -172,8 +231,17 @@ impl Cluster {
             if status.is_final() {
                 kill.push(id);
             } else if matches!(status, TaskStatus::Assigning | TaskStatus::Lost) {
-                let change = Change { status: Some(TaskStatus::Running), ..Default::default() };
-                self.scheduler.send(Event::Change { id, change, reply: None }).await;
+                let change = Change {
+                    status: Some(TaskStatus::Running),
+                    ..Default::default()
+                };
+                self.scheduler
+                    .send(Event::Change {
+                        id,
+                        change,
+                        reply: None,
+                    })
+                    .await;
             }
         }
         if !kill.is_empty() {
@@ -184,7 +252,8 @@ impl Cluster {
 
     /// Marks nodes silent for longer than the timeout offline. Runs for the host's lifetime.
     pub async fn watch_liveness(self: Arc<Self>) {
-        let tick = (self.node_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
+        let tick =
+            (self.node_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
         let mut interval = tokio::time::interval(tick);
         loop {
             interval.tick().await;
@@ -201,7 +270,11 @@ impl Cluster {
             for host in silent {
                 tracing::warn!(node = %host, timeout = ?self.node_timeout, "node silent past the timeout: offline");
                 let h = host.clone();
-                if let Err(e) = self.db.write(move |c| nodes::set_status(c, &h, false)).await {
+                if let Err(e) = self
+                    .db
+                    .write(move |c| nodes::set_status(c, &h, false))
+                    .await
+                {
                     tracing::error!(error = %e, "could not record node offline");
                 }
                 self.scheduler.send(Event::NodeOffline(host)).await;

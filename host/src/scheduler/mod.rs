@@ -28,9 +28,21 @@ const MAX_BATCH: usize = 512;
 /// Attempts to deliver a task to a runner that cannot be reached before it is failed.
 const DISPATCH_ATTEMPTS: u32 = 4;
 
+type SubmitReply = oneshot::Sender<Result<Vec<Placement>, SubmitError>>;
+type ChangeReply = oneshot::Sender<Result<Applied, StoreError>>;
+type PendingSubmit = (Vec<TaskRow>, SubmitReply);
+type PendingChange = (TaskId, Change, Option<ChangeReply>);
+
 pub enum Event {
-    Submit { tasks: Vec<TaskRow>, reply: oneshot::Sender<Result<Vec<Placement>, SubmitError>> },
-    Change { id: TaskId, change: Change, reply: Option<oneshot::Sender<Result<Applied, StoreError>>> },
+    Submit {
+        tasks: Vec<TaskRow>,
+        reply: oneshot::Sender<Result<Vec<Placement>, SubmitError>>,
+    },
+    Change {
+        id: TaskId,
+        change: Change,
+        reply: Option<oneshot::Sender<Result<Applied, StoreError>>>,
+    },
     NodeUp(NodeCapacity),
     NodeOffline(String),
 }
@@ -73,14 +85,21 @@ pub struct SchedulerHandle {
 impl SchedulerHandle {
     pub async fn submit(&self, tasks: Vec<TaskRow>) -> Result<Vec<Placement>, SubmitError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Event::Submit { tasks, reply }).await.map_err(|_| SubmitError::Stopped)?;
+        self.tx
+            .send(Event::Submit { tasks, reply })
+            .await
+            .map_err(|_| SubmitError::Stopped)?;
         rx.await.map_err(|_| SubmitError::Stopped)?
     }
 
     pub async fn change(&self, id: TaskId, change: Change) -> Result<Applied, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Event::Change { id, change, reply: Some(reply) })
+            .send(Event::Change {
+                id,
+                change,
+                reply: Some(reply),
+            })
             .await
             .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
@@ -154,7 +173,7 @@ pub async fn start(
     rx: mpsc::Receiver<Event>,
     view_tx: watch::Sender<Arc<View>>,
 ) -> Result<(), StoreError> {
-    let active = db.read(|c| tasks::active(c)).await?;
+    let active = db.read(tasks::active).await?;
     let mut s = Scheduler {
         db,
         cluster: cluster.clone(),
@@ -180,7 +199,11 @@ pub async fn start(
         }
     }
     s.sort_queue();
-    tracing::info!(queued = s.queue.len(), holding = s.holding.len(), "scheduler state rebuilt");
+    tracing::info!(
+        queued = s.queue.len(),
+        holding = s.holding.len(),
+        "scheduler state rebuilt"
+    );
     // The runner accepts a task id it already has without starting it twice, so re-sending is
     // safe whichever side of the dispatch the host stopped on.
     for (t, node) in redispatch {
@@ -191,10 +214,18 @@ pub async fn start(
     Ok(())
 }
 
-pub fn channel() -> (mpsc::Sender<Event>, mpsc::Receiver<Event>, watch::Sender<Arc<View>>, SchedulerHandle) {
+pub fn channel() -> (
+    mpsc::Sender<Event>,
+    mpsc::Receiver<Event>,
+    watch::Sender<Arc<View>>,
+    SchedulerHandle,
+) {
     let (tx, rx) = mpsc::channel(4096);
     let (view_tx, view_rx) = watch::channel(Arc::new(View::default()));
-    let handle = SchedulerHandle { tx: tx.clone(), view: view_rx };
+    let handle = SchedulerHandle {
+        tx: tx.clone(),
+        view: view_rx,
+    };
     (tx, rx, view_tx, handle)
 }
 
@@ -213,7 +244,8 @@ impl Scheduler {
     }
 
     fn sort_queue(&mut self) {
-        self.queue.sort_by(|a, b| placement::queue_order(&request_of(a), &request_of(b)));
+        self.queue
+            .sort_by(|a, b| placement::queue_order(&request_of(a), &request_of(b)));
     }
 
     /// Refuses what can never run; `Ok` for what may (now or later).
@@ -221,7 +253,10 @@ impl Scheduler {
         let r = request_of(t);
         match &t.target_node {
             Some(target) => {
-                let node = self.nodes.get(target).ok_or_else(|| SubmitError::UnknownNode(target.clone()))?;
+                let node = self
+                    .nodes
+                    .get(target)
+                    .ok_or_else(|| SubmitError::UnknownNode(target.clone()))?;
                 match placement::never_fits_on(&r, node) {
                     Some(why) => Err(SubmitError::NeverFits(why)),
                     None => Ok(()),
@@ -231,10 +266,16 @@ impl Scheduler {
                 if self.nodes.is_empty() {
                     return Err(SubmitError::NoNodes);
                 }
-                let reasons: Vec<String> =
-                    self.nodes.values().filter_map(|n| placement::never_fits_on(&r, n)).collect();
+                let reasons: Vec<String> = self
+                    .nodes
+                    .values()
+                    .filter_map(|n| placement::never_fits_on(&r, n))
+                    .collect();
                 if reasons.len() == self.nodes.len() {
-                    Err(SubmitError::NeverFits(format!("no registered node can ever run this task: {}", reasons.join("; "))))
+                    Err(SubmitError::NeverFits(format!(
+                        "no registered node can ever run this task: {}",
+                        reasons.join("; ")
+                    )))
                 } else {
                     Ok(())
                 }
@@ -243,7 +284,7 @@ impl Scheduler {
     }
 
     async fn handle(&mut self, batch: Vec<Event>) {
-        let mut submits: Vec<(Vec<TaskRow>, oneshot::Sender<Result<Vec<Placement>, SubmitError>>)> = Vec::new();
+        let mut submits: Vec<PendingSubmit> = Vec::new();
         let mut changes = Vec::new();
         for event in batch {
             match event {
@@ -277,8 +318,14 @@ impl Scheduler {
             let placed: Vec<Placement> = tasks
                 .iter()
                 .map(|t| match self.holding.get(&t.id) {
-                    Some((node, _)) => Placement::Placed { id: t.id, node: node.clone() },
-                    None => Placement::Queued { id: t.id, position: view.queue.get(&t.id).copied().unwrap_or(0) },
+                    Some((node, _)) => Placement::Placed {
+                        id: t.id,
+                        node: node.clone(),
+                    },
+                    None => Placement::Queued {
+                        id: t.id,
+                        position: view.queue.get(&t.id).copied().unwrap_or(0),
+                    },
                 })
                 .collect();
             let _ = reply.send(Ok(placed));
@@ -286,13 +333,10 @@ impl Scheduler {
     }
 
     /// Inserts new tasks and applies changes in one transaction, then mirrors them in memory.
-    async fn write_batch(
-        &mut self,
-        submits: &mut Vec<(Vec<TaskRow>, oneshot::Sender<Result<Vec<Placement>, SubmitError>>)>,
-        changes: Vec<(TaskId, Change, Option<oneshot::Sender<Result<Applied, StoreError>>>)>,
-    ) {
+    async fn write_batch(&mut self, submits: &mut Vec<PendingSubmit>, changes: Vec<PendingChange>) {
         let new_rows: Vec<Vec<TaskRow>> = submits.iter().map(|(t, _)| t.clone()).collect();
-        let change_list: Vec<(TaskId, Change)> = changes.iter().map(|(id, c, _)| (*id, c.clone())).collect();
+        let change_list: Vec<(TaskId, Change)> =
+            changes.iter().map(|(id, c, _)| (*id, c.clone())).collect();
         let now = now_ms();
         let result = self
             .db
@@ -364,7 +408,13 @@ impl Scheduler {
     }
 
     /// Keeps the ledger and queue in step with a status change already written.
-    fn mirror_change(&mut self, id: TaskId, from: TaskStatus, to: TaskStatus, row: Option<TaskRow>) {
+    fn mirror_change(
+        &mut self,
+        id: TaskId,
+        from: TaskStatus,
+        to: TaskStatus,
+        row: Option<TaskRow>,
+    ) {
         if from.holds_resources() && !to.holds_resources() {
             if let Some((node, r)) = self.holding.remove(&id) {
                 if let Some(u) = self.usage.get_mut(&node) {
@@ -412,7 +462,9 @@ impl Scheduler {
         match result {
             Ok(applied) => {
                 for ((id, node), a) in plan.into_iter().zip(applied) {
-                    let Some(pos) = self.queue.iter().position(|t| t.id == id) else { continue };
+                    let Some(pos) = self.queue.iter().position(|t| t.id == id) else {
+                        continue;
+                    };
                     let mut row = self.queue.remove(pos);
                     if !matches!(a, Applied::Changed { .. }) {
                         tracing::warn!(task_id = %id, outcome = ?a, "placement not applied");
@@ -427,14 +479,24 @@ impl Scheduler {
                     self.dispatch(row, node);
                 }
             }
-            Err(e) => tracing::error!(error = %e, "could not commit placements; will retry on the next event"),
+            Err(e) => {
+                tracing::error!(error = %e, "could not commit placements; will retry on the next event")
+            }
         }
         self.publish();
     }
 
     fn publish(&self) {
-        let queue = self.queue.iter().enumerate().map(|(i, t)| (t.id, i as u64 + 1)).collect();
-        self.view.send_replace(Arc::new(View { usage: self.usage.clone(), queue }));
+        let queue = self
+            .queue
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id, i as u64 + 1))
+            .collect();
+        self.view.send_replace(Arc::new(View {
+            usage: self.usage.clone(),
+            queue,
+        }));
     }
 
     /// Sends a placed task to its runner in the background; failures come back as events.
@@ -457,7 +519,8 @@ impl Scheduler {
                         return;
                     }
                     Err(RunnerError::Refused { status, detail }) => {
-                        last_error = format!("runner '{node}' refused the task ({status}): {detail}");
+                        last_error =
+                            format!("runner '{node}' refused the task ({status}): {detail}");
                         break;
                     }
                     Err(RunnerError::Unreachable(e)) => {
@@ -474,7 +537,13 @@ impl Scheduler {
                 exit_code: Some(-1),
                 ..Default::default()
             };
-            let _ = events.send(Event::Change { id: row.id, change, reply: None }).await;
+            let _ = events
+                .send(Event::Change {
+                    id: row.id,
+                    change,
+                    reply: None,
+                })
+                .await;
         });
     }
 }

@@ -143,7 +143,12 @@ pub fn plan(
             .filter(|n| fits_now(r, n, usage.get(&n.hostname).unwrap_or(&empty)))
             .max_by(|a, b| {
                 let free = |n: &NodeCapacity| {
-                    n.total_cores - usage.get(&n.hostname).map(|u| u.cores).unwrap_or(0).min(n.total_cores)
+                    n.total_cores
+                        - usage
+                            .get(&n.hostname)
+                            .map(|u| u.cores)
+                            .unwrap_or(0)
+                            .min(n.total_cores)
                 };
                 free(a).cmp(&free(b)).then(b.hostname.cmp(&a.hostname))
             });
@@ -174,11 +179,21 @@ mod tests {
     }
 
     fn req(id: u64, cores: u32) -> Request {
-        Request { id: TaskId(id), cores, memory: None, gpus: vec![], target: None, numa: None, priority: 0 }
+        Request {
+            id: TaskId(id),
+            cores,
+            memory: None,
+            gpus: vec![],
+            target: None,
+            numa: None,
+            priority: 0,
+        }
     }
 
     fn nodes(list: &[NodeCapacity]) -> BTreeMap<String, NodeCapacity> {
-        list.iter().map(|n| (n.hostname.clone(), n.clone())).collect()
+        list.iter()
+            .map(|n| (n.hostname.clone(), n.clone()))
+            .collect()
     }
 
     #[test]
@@ -192,10 +207,15 @@ mod tests {
     fn tasks_wait_when_nothing_fits_and_order_is_fifo() {
         let ns = nodes(&[node("a", 2)]);
         let q = [req(1, 2), req(2, 2), req(3, 2)];
-        assert_eq!(plan(&ns, &BTreeMap::new(), &q), vec![(TaskId(1), "a".to_string())]);
+        assert_eq!(
+            plan(&ns, &BTreeMap::new(), &q),
+            vec![(TaskId(1), "a".to_string())]
+        );
         // With the node busy nothing starts, and the small task behind does not jump the queue.
         let mut used = BTreeMap::new();
-        used.entry("a".to_string()).or_insert_with(Usage::default).book(&req(1, 2));
+        used.entry("a".to_string())
+            .or_insert_with(Usage::default)
+            .book(&req(1, 2));
         let q = [req(2, 2), req(4, 1)];
         assert!(plan(&ns, &used, &q).is_empty());
     }
@@ -204,11 +224,16 @@ mod tests {
     fn a_blocked_task_does_not_hold_back_tasks_for_other_nodes() {
         let ns = nodes(&[node("a", 2), node("b", 2)]);
         let mut used = BTreeMap::new();
-        used.entry("a".to_string()).or_insert_with(Usage::default).book(&req(9, 2));
+        used.entry("a".to_string())
+            .or_insert_with(Usage::default)
+            .book(&req(9, 2));
         let mut big = req(1, 2);
         big.target = Some("a".into());
         let small = req(2, 1);
-        assert_eq!(plan(&ns, &used, &[big, small]), vec![(TaskId(2), "b".to_string())]);
+        assert_eq!(
+            plan(&ns, &used, &[big, small]),
+            vec![(TaskId(2), "b".to_string())]
+        );
     }
 
     #[test]
@@ -218,7 +243,10 @@ mod tests {
         q.sort_by(queue_order);
         assert_eq!(q[0].id, TaskId(2));
         let ns = nodes(&[node("a", 2)]);
-        assert_eq!(plan(&ns, &BTreeMap::new(), &q), vec![(TaskId(2), "a".to_string())]);
+        assert_eq!(
+            plan(&ns, &BTreeMap::new(), &q),
+            vec![(TaskId(2), "a".to_string())]
+        );
     }
 
     #[test]
@@ -230,8 +258,13 @@ mod tests {
         assert!(never_fits_on(&r, &ns["a"]).is_some());
         r.memory = Some(512 << 20);
         let mut used = BTreeMap::new();
-        used.entry("a".to_string()).or_insert_with(Usage::default).memory = 600 << 20;
-        assert!(plan(&ns, &used, &[r.clone()]).is_empty(), "not enough free memory on a, b offline");
+        used.entry("a".to_string())
+            .or_insert_with(Usage::default)
+            .memory = 600 << 20;
+        assert!(
+            plan(&ns, &used, &[r.clone()]).is_empty(),
+            "not enough free memory on a, b offline"
+        );
         let mut g = req(2, 1);
         g.target = Some("a".into());
         g.gpus = vec![1];
@@ -244,7 +277,9 @@ mod tests {
     #[test]
     fn never_fits_explains_why() {
         let n = node("a", 2);
-        assert!(never_fits_on(&req(1, 3), &n).unwrap().contains("only 2 cores"));
+        assert!(never_fits_on(&req(1, 3), &n)
+            .unwrap()
+            .contains("only 2 cores"));
         let mut r = req(1, 1);
         r.gpus = vec![5];
         assert!(never_fits_on(&r, &n).unwrap().contains("GPU 5"));

@@ -48,7 +48,9 @@ where
     F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
 {
     fn run(&mut self, conn: &Connection) -> bool {
-        let Some(work) = self.work.take() else { return false };
+        let Some(work) = self.work.take() else {
+            return false;
+        };
         let result = work(conn);
         let ok = result.is_ok();
         self.result = Some(result);
@@ -92,7 +94,11 @@ impl Db {
             .name("ferry-db-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| StoreError::Corrupt(format!("cannot start writer thread: {e}")))?;
-        Ok(Db { writer: tx, readers: Arc::new(Mutex::new(Vec::new())), path: path.to_path_buf() })
+        Ok(Db {
+            writer: tx,
+            readers: Arc::new(Mutex::new(Vec::new())),
+            path: path.to_path_buf(),
+        })
     }
 
     /// Runs `f` in the writer's transaction; resolves after the commit.
@@ -102,7 +108,11 @@ impl Db {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job: Box<dyn Job> = Box::new(WriteJob { work: Some(f), result: None, reply: tx });
+        let job: Box<dyn Job> = Box::new(WriteJob {
+            work: Some(f),
+            result: None,
+            reply: tx,
+        });
         self.writer.send(job).map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
@@ -142,8 +152,11 @@ impl Db {
 
     /// A cheap query proving the database answers (for `/ready`).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?))
-            .await
+        self.read(|c| {
+            Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map(|_| ())?)
+        })
+        .await
     }
 }
 

@@ -20,7 +20,11 @@ pub struct NodeRow {
 
 /// Inserts or refreshes a node; returns whether it was new.
 pub fn upsert(conn: &Connection, n: &NodeRow, now_ms: i64) -> Result<bool, StoreError> {
-    let existed: bool = conn.query_row("SELECT COUNT(*) FROM nodes WHERE hostname = ?1", [&n.hostname], |r| r.get::<_, i64>(0))? > 0;
+    let existed: bool = conn.query_row(
+        "SELECT COUNT(*) FROM nodes WHERE hostname = ?1",
+        [&n.hostname],
+        |r| r.get::<_, i64>(0),
+    )? > 0;
     conn.execute(
         "INSERT INTO nodes (hostname, url, total_cores, memory_total_bytes, numa_topology, gpu_info,
                             status, last_heartbeat, metrics, runner_version, heartbeat_interval_ms, registered_at)
@@ -54,7 +58,13 @@ pub fn set_status(conn: &Connection, hostname: &str, online: bool) -> Result<(),
     Ok(())
 }
 
-pub fn record_heartbeat(conn: &Connection, hostname: &str, at_ms: i64, metrics: &serde_json::Value, gpu_info: &[serde_json::Value]) -> Result<(), StoreError> {
+pub fn record_heartbeat(
+    conn: &Connection,
+    hostname: &str,
+    at_ms: i64,
+    metrics: &serde_json::Value,
+    gpu_info: &[serde_json::Value],
+) -> Result<(), StoreError> {
     conn.execute(
         "UPDATE nodes SET last_heartbeat = ?2, metrics = ?3, gpu_info = ?4, status = 'online' WHERE hostname = ?1",
         params![hostname, at_ms, metrics.to_string(), serde_json::Value::from(gpu_info.to_vec()).to_string()],
@@ -69,11 +79,18 @@ pub fn all(conn: &Connection) -> Result<Vec<NodeRow>, StoreError> {
          FROM nodes ORDER BY hostname",
     )?;
     let rows = stmt.query_map([], |r| {
-        let parse = |idx: usize, text: Option<String>| -> rusqlite::Result<Option<serde_json::Value>> {
-            text.map(|t| serde_json::from_str(&t))
-                .transpose()
-                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e)))
-        };
+        let parse =
+            |idx: usize, text: Option<String>| -> rusqlite::Result<Option<serde_json::Value>> {
+                text.map(|t| serde_json::from_str(&t))
+                    .transpose()
+                    .map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            idx,
+                            rusqlite::types::Type::Text,
+                            Box::new(e),
+                        )
+                    })
+            };
         let gpus = parse(5, r.get(5)?)?;
         Ok(NodeRow {
             hostname: r.get(0)?,

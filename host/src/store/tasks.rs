@@ -39,7 +39,8 @@ pub struct TaskRow {
     pub last_seq: u64,
 }
 
-const COLUMNS: &str = "task_id, task_type, batch_id, owner_id, approval_status, command, arguments, \
+const COLUMNS: &str =
+    "task_id, task_type, batch_id, owner_id, approval_status, command, arguments, \
     env_vars, required_cores, required_gpus, required_memory_bytes, target_node, \
     target_numa_node_id, status, assigned_node, container_name, docker_image_name, \
     registry_image, working_dir, privileged, mounts, priority, exit_code, error_message, \
@@ -150,7 +151,11 @@ pub fn insert_batch(conn: &Connection, rows: &[TaskRow]) -> Result<(), StoreErro
 
 pub fn get(conn: &Connection, id: TaskId) -> Result<Option<TaskRow>, StoreError> {
     Ok(conn
-        .query_row(&format!("SELECT {COLUMNS} FROM tasks WHERE task_id = ?1"), [id.0 as i64], from_row)
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM tasks WHERE task_id = ?1"),
+            [id.0 as i64],
+            from_row,
+        )
         .optional()?)
 }
 
@@ -172,7 +177,13 @@ pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<TaskRow>, StoreErro
          ORDER BY task_id DESC LIMIT ?4 OFFSET ?5"
     ))?;
     let rows = stmt.query_map(
-        params![f.status.map(|s| s.as_str()), f.task_type, f.node, f.limit, f.offset],
+        params![
+            f.status.map(|s| s.as_str()),
+            f.task_type,
+            f.node,
+            f.limit,
+            f.offset
+        ],
         from_row,
     )?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -189,13 +200,18 @@ pub fn active(conn: &Connection) -> Result<Vec<TaskRow>, StoreError> {
 }
 
 /// Statuses of the given tasks (those that exist).
-pub fn statuses(conn: &Connection, ids: &[TaskId]) -> Result<Vec<(TaskId, TaskStatus)>, StoreError> {
+pub fn statuses(
+    conn: &Connection,
+    ids: &[TaskId],
+) -> Result<Vec<(TaskId, TaskStatus)>, StoreError> {
     let mut stmt = conn.prepare_cached("SELECT status FROM tasks WHERE task_id = ?1")?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         let status: Option<String> = stmt.query_row([id.0 as i64], |r| r.get(0)).optional()?;
         if let Some(s) = status {
-            let st = s.parse().map_err(|e: ferry_common::status::BadStatus| StoreError::Corrupt(e.to_string()))?;
+            let st = s
+                .parse()
+                .map_err(|e: ferry_common::status::BadStatus| StoreError::Corrupt(e.to_string()))?;
             out.push((*id, st));
         }
     }
@@ -218,35 +234,69 @@ pub struct Change {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Applied {
-    Changed { from: TaskStatus, to: TaskStatus, node: Option<String> },
+    Changed {
+        from: TaskStatus,
+        to: TaskStatus,
+        node: Option<String>,
+    },
     Ignored(String),
     NotFound,
 }
 
 /// Applies `change` if the transition is allowed and the report is not stale. Timestamps:
 /// `started_at` is kept once set; a final state gets `completed_at` (now when not given).
-pub fn apply(conn: &Connection, id: TaskId, change: &Change, now_ms: i64) -> Result<Applied, StoreError> {
-    let Some(cur) = get(conn, id)? else { return Ok(Applied::NotFound) };
+pub fn apply(
+    conn: &Connection,
+    id: TaskId,
+    change: &Change,
+    now_ms: i64,
+) -> Result<Applied, StoreError> {
+    let Some(cur) = get(conn, id)? else {
+        return Ok(Applied::NotFound);
+    };
     if let Some(seq) = change.seq {
         if seq <= cur.last_seq {
-            return Ok(Applied::Ignored(format!("report {seq} already applied (last {})", cur.last_seq)));
+            return Ok(Applied::Ignored(format!(
+                "report {seq} already applied (last {})",
+                cur.last_seq
+            )));
         }
     }
-    let Some(to) = change.status else { return Ok(Applied::Ignored("no status".into())) };
+    let Some(to) = change.status else {
+        return Ok(Applied::Ignored("no status".into()));
+    };
     if !cur.status.can_become(to) {
         // Still record the sequence so a stale duplicate is recognised next time.
         if let Some(seq) = change.seq {
-            conn.execute("UPDATE tasks SET last_seq = ?2 WHERE task_id = ?1", params![id.0 as i64, seq as i64])?;
+            conn.execute(
+                "UPDATE tasks SET last_seq = ?2 WHERE task_id = ?1",
+                params![id.0 as i64, seq as i64],
+            )?;
         }
-        return Ok(Applied::Ignored(format!("{} -> {} is not allowed", cur.status, to)));
+        return Ok(Applied::Ignored(format!(
+            "{} -> {} is not allowed",
+            cur.status, to
+        )));
     }
     let started_at = cur.started_at.or(change.started_at).or(match to {
         TaskStatus::Running => Some(now_ms),
         _ => None,
     });
-    let completed_at = if to.is_final() { Some(change.completed_at.unwrap_or(now_ms)) } else { None };
-    let exit_code = if to.is_final() || to == TaskStatus::Lost { change.exit_code.or(cur.exit_code) } else { cur.exit_code };
-    let message = if to.is_final() || to == TaskStatus::Lost { change.message.clone() } else { change.message.clone().or(cur.error_message.clone()) };
+    let completed_at = if to.is_final() {
+        Some(change.completed_at.unwrap_or(now_ms))
+    } else {
+        None
+    };
+    let exit_code = if to.is_final() || to == TaskStatus::Lost {
+        change.exit_code.or(cur.exit_code)
+    } else {
+        cur.exit_code
+    };
+    let message = if to.is_final() || to == TaskStatus::Lost {
+        change.message.clone()
+    } else {
+        change.message.clone().or(cur.error_message.clone())
+    };
     let node = change.assigned_node.clone().or(cur.assigned_node.clone());
     conn.execute(
         "UPDATE tasks SET status = ?2, exit_code = ?3, error_message = ?4, started_at = ?5,
@@ -263,7 +313,11 @@ pub fn apply(conn: &Connection, id: TaskId, change: &Change, now_ms: i64) -> Res
             change.seq.unwrap_or(0) as i64,
         ],
     )?;
-    Ok(Applied::Changed { from: cur.status, to, node })
+    Ok(Applied::Changed {
+        from: cur.status,
+        to,
+        node,
+    })
 }
 
 #[cfg(test)]
@@ -321,16 +375,42 @@ pub(crate) mod tests {
     fn first_final_state_wins_and_stale_reports_are_dropped() {
         let c = db();
         insert(&c, &sample(5)).unwrap();
-        let place = Change { status: Some(TaskStatus::Assigning), assigned_node: Some("n1".into()), ..Default::default() };
-        assert!(matches!(apply(&c, TaskId(5), &place, 10).unwrap(), Applied::Changed { .. }));
-        let run = Change { status: Some(TaskStatus::Running), seq: Some(1), ..Default::default() };
+        let place = Change {
+            status: Some(TaskStatus::Assigning),
+            assigned_node: Some("n1".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            apply(&c, TaskId(5), &place, 10).unwrap(),
+            Applied::Changed { .. }
+        ));
+        let run = Change {
+            status: Some(TaskStatus::Running),
+            seq: Some(1),
+            ..Default::default()
+        };
         apply(&c, TaskId(5), &run, 20).unwrap();
-        let done = Change { status: Some(TaskStatus::Completed), exit_code: Some(0), seq: Some(2), ..Default::default() };
+        let done = Change {
+            status: Some(TaskStatus::Completed),
+            exit_code: Some(0),
+            seq: Some(2),
+            ..Default::default()
+        };
         apply(&c, TaskId(5), &done, 30).unwrap();
         // A duplicate of an older report and a later contradicting one change nothing.
-        assert!(matches!(apply(&c, TaskId(5), &run, 40).unwrap(), Applied::Ignored(_)));
-        let killed = Change { status: Some(TaskStatus::Killed), seq: Some(3), ..Default::default() };
-        assert!(matches!(apply(&c, TaskId(5), &killed, 50).unwrap(), Applied::Ignored(_)));
+        assert!(matches!(
+            apply(&c, TaskId(5), &run, 40).unwrap(),
+            Applied::Ignored(_)
+        ));
+        let killed = Change {
+            status: Some(TaskStatus::Killed),
+            seq: Some(3),
+            ..Default::default()
+        };
+        assert!(matches!(
+            apply(&c, TaskId(5), &killed, 50).unwrap(),
+            Applied::Ignored(_)
+        ));
         let t = get(&c, TaskId(5)).unwrap().unwrap();
         assert_eq!(t.status, TaskStatus::Completed);
         assert_eq!(t.exit_code, Some(0));

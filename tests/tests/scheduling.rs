@@ -1,0 +1,106 @@
+//! Placement, batches and the queue, against real runners.
+
+use ferry_e2e::*;
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test]
+async fn a_three_target_batch_runs_one_task_per_node() {
+    let mut c = TestCluster::new(Opts::default());
+    c.start_host().await;
+    for n in ["node-a", "node-b", "node-c"] {
+        c.start_runner(n, &[]);
+    }
+    for n in ["node-a", "node-b", "node-c"] {
+        c.wait_node_online(n).await;
+    }
+    let ids = c
+        .submit(
+            json!({"command": "echo $FERRY_TASK_ID", "targets": ["node-a", "node-b", "node-c"]}),
+        )
+        .await;
+    assert_eq!(ids.len(), 3);
+    let mut nodes = Vec::new();
+    for id in &ids {
+        let t = c.wait_final(id).await;
+        assert_eq!(t["status"], "completed", "{t}");
+        assert_eq!(
+            t["batch_id"],
+            ids[0].as_str(),
+            "batch id is the first task's id"
+        );
+        nodes.push(t["assigned_node"].as_str().unwrap_or_default().to_string());
+        let (_, out) = c.get_text(&format!("/api/tasks/{id}/stdout")).await;
+        assert_eq!(out.trim(), id);
+    }
+    assert_eq!(nodes, vec!["node-a", "node-b", "node-c"]);
+}
+
+#[tokio::test]
+async fn tasks_needing_the_whole_node_wait_their_turn() {
+    let c = TestCluster::with_runner(&["--cores", "2"]).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let body = json!({"command": format!("sleep 1; echo run{i}"), "required_cores": 2});
+        ids.extend(c.submit(body).await);
+    }
+    // None was refused; the later ones wait in the queue, in order.
+    let second = c.task(&ids[1]).await;
+    let third = c.task(&ids[2]).await;
+    assert_eq!(second["status"], "pending", "{second}");
+    assert_eq!(third["status"], "pending", "{third}");
+    assert_eq!(second["queue_position"], 1);
+    assert_eq!(third["queue_position"], 2);
+    let nodes = c.nodes().await;
+    assert_eq!(nodes[0]["cores_in_use"], 2);
+    assert_eq!(nodes[0]["available_cores"], 0);
+
+    let mut spans = Vec::new();
+    for id in &ids {
+        let t = c.wait_final(id).await;
+        assert_eq!(t["status"], "completed", "{t}");
+        assert!(t["queue_position"].is_null());
+        spans.push((
+            t["started_at"].as_str().unwrap().to_string(),
+            t["completed_at"].as_str().unwrap().to_string(),
+        ));
+    }
+    // One after another: each starts after the previous one ended.
+    for w in spans.windows(2) {
+        assert!(w[1].0 >= w[0].1, "overlap: {spans:?}");
+    }
+    let nodes = c.nodes().await;
+    assert_eq!(nodes[0]["cores_in_use"], 0, "resources released");
+}
+
+#[tokio::test]
+async fn a_queued_task_can_be_killed_and_priority_jumps_the_queue() {
+    let c = TestCluster::with_runner(&["--cores", "1"]).await;
+    let blocker = c.submit(json!({"command": "sleep 2"})).await;
+    c.wait_status(&blocker[0], &["running"], Duration::from_secs(30))
+        .await;
+    let low = c.submit(json!({"command": "echo low"})).await;
+    let doomed = c.submit(json!({"command": "echo never"})).await;
+    let high = c
+        .submit(json!({"command": "echo high", "priority": 10}))
+        .await;
+    assert_eq!(c.task(&high[0]).await["queue_position"], 1);
+    let (status, _) = c
+        .post_json(&format!("/api/kill/{}", doomed[0]), &json!({}))
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(c.task(&doomed[0]).await["status"], "killed");
+    let h = c.wait_final(&high[0]).await;
+    let l = c.wait_final(&low[0]).await;
+    assert_eq!(h["status"], "completed");
+    assert_eq!(l["status"], "completed");
+    assert!(
+        l["started_at"].as_str() >= h["completed_at"].as_str(),
+        "high priority ran first: {h} {l}"
+    );
+    assert!(containers_of(&doomed[0]).is_empty());
+    assert_eq!(
+        c.task(&doomed[0]).await["started_at"],
+        serde_json::Value::Null
+    );
+}
