@@ -44,13 +44,17 @@ fn pct(v: &[f64], p: f64) -> f64 {
 
 async fn ferry_echo(c: &TestCluster) -> anyhow::Result<f64> {
     let start = Instant::now();
-    let ids = c.submit(json!({"command": "echo hello", "registry_image": TEST_IMAGE})).await;
+    let ids = c
+        .submit(json!({"command": "echo hello", "registry_image": TEST_IMAGE}))
+        .await;
     let id = &ids[0];
     loop {
         let t = c.task(id).await;
         match t["status"].as_str() {
             Some("completed") => return Ok(start.elapsed().as_secs_f64() * 1000.0),
-            Some("failed" | "killed" | "killed_oom" | "lost") => anyhow::bail!("echo task ended {t}"),
+            Some("failed" | "killed" | "killed_oom" | "lost") => {
+                anyhow::bail!("echo task ended {t}")
+            }
             _ => tokio::time::sleep(Duration::from_millis(2)).await,
         }
     }
@@ -58,14 +62,23 @@ async fn ferry_echo(c: &TestCluster) -> anyhow::Result<f64> {
 
 fn docker_run_echo() -> anyhow::Result<f64> {
     let start = Instant::now();
-    let out = std::process::Command::new("docker").args(["run", "--rm", TEST_IMAGE, "echo", "hello"]).output()?;
-    anyhow::ensure!(out.status.success(), "docker run failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("docker")
+        .args(["run", "--rm", TEST_IMAGE, "echo", "hello"])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "docker run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(start.elapsed().as_secs_f64() * 1000.0)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let rounds: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(30);
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(30);
     let bin_dir = std::env::var("FERRY_BIN_DIR").unwrap_or_else(|_| "target/debug".into());
     let c = TestCluster::with_runner(&[]).await;
     // Idle: registered, heartbeating, nothing to do.
@@ -88,11 +101,26 @@ async fn main() -> anyhow::Result<()> {
     println!("| measure | value |");
     println!("|---|---|");
     println!("| host idle RSS | {:.1} MiB |", host_idle as f64 / 1024.0);
-    println!("| runner idle RSS | {:.1} MiB |", runner_idle as f64 / 1024.0);
-    println!("| host RSS after {rounds} tasks | {:.1} MiB |", host_after as f64 / 1024.0);
-    println!("| runner RSS after {rounds} tasks | {:.1} MiB |", runner_after as f64 / 1024.0);
-    println!("| echo submit->completed, median (p90) | {fm:.1} ms ({:.1} ms) |", pct(&ferry, 0.9));
-    println!("| `docker run --rm` echo, median (p90) | {dm:.1} ms ({:.1} ms) |", pct(&floor, 0.9));
+    println!(
+        "| runner idle RSS | {:.1} MiB |",
+        runner_idle as f64 / 1024.0
+    );
+    println!(
+        "| host RSS after {rounds} tasks | {:.1} MiB |",
+        host_after as f64 / 1024.0
+    );
+    println!(
+        "| runner RSS after {rounds} tasks | {:.1} MiB |",
+        runner_after as f64 / 1024.0
+    );
+    println!(
+        "| echo submit->completed, median (p90) | {fm:.1} ms ({:.1} ms) |",
+        pct(&ferry, 0.9)
+    );
+    println!(
+        "| `docker run --rm` echo, median (p90) | {dm:.1} ms ({:.1} ms) |",
+        pct(&floor, 0.9)
+    );
     println!("| Ferry over the floor (medians) | {:+.1} ms |", fm - dm);
     Ok(())
 }
