@@ -28,9 +28,12 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const LABEL_TASK_ID: &str = "ferry.task_id";
 /// Docker label carrying the kind of workload (`command`, `vps`).
 pub const LABEL_KIND: &str = "ferry.kind";
-/// Docker label carrying the name of the runner that started the container, so several
-/// runners sharing one engine only ever touch their own containers.
+/// Docker label carrying the name of the runner that started the container.
 pub const LABEL_RUNNER: &str = "ferry.runner";
+/// Docker label carrying the runner's instance id (random, kept in its data dir), so runners
+/// sharing one engine — even under the same name, in different clusters — only ever adopt
+/// their own containers.
+pub const LABEL_RUNNER_ID: &str = "ferry.runner_id";
 
 /// Container name of a command task (kept from the original so its tooling still finds them).
 pub fn task_container_name(id: TaskId) -> String {

@@ -40,6 +40,12 @@ pub struct Heartbeat {
     /// Every task the runner currently has a container for (running or paused).
     pub running_tasks: Vec<TaskId>,
     pub killed_tasks: Vec<KilledTask>,
+    /// Ferry: the subset of `running_tasks` that is paused.
+    pub paused_tasks: Option<Vec<TaskId>>,
+    /// Ferry: every task the runner holds state for (preparing, running, paused, or ended with
+    /// its final report not yet acknowledged). A task the host placed on this node that stays
+    /// absent from this list is gone from the node. `None` from runners that do not send it.
+    pub known_tasks: Option<Vec<TaskId>>,
     pub cpu_percent: Option<f64>,
     pub memory_percent: Option<f64>,
     pub memory_used_bytes: Option<u64>,

@@ -104,7 +104,7 @@ impl TaskStatus {
             ),
             Lost => matches!(
                 next,
-                Running | Paused | Completed | Failed | Killed | KilledOom | Stopped
+                Running | Paused | Completed | Failed | Killed | KilledOom | Stopped | Pending
             ),
             Rejected | Completed | Failed | Killed | KilledOom | Stopped => false,
         }

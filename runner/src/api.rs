@@ -34,7 +34,9 @@ impl From<SupervisorError> for ApiError {
         let status = match e {
             SupervisorError::Unknown(_) => StatusCode::NOT_FOUND,
             SupervisorError::WrongState(..) => StatusCode::CONFLICT,
-            SupervisorError::Docker(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            SupervisorError::Docker(_) | SupervisorError::Io(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         };
         ApiError(status, e.to_string())
     }
@@ -128,7 +130,7 @@ async fn execute(
         ));
     }
     let id = req.task_id;
-    state.supervisor.execute(req);
+    state.supervisor.execute(req).await?;
     Ok(Json(
         json!({"message": "Task accepted for launch", "task_id": id}),
     ))

@@ -195,27 +195,17 @@ impl Engine {
         }
     }
 
-    /// Follows the container's output into two files until the container stops.
+    /// Copies the container's whole output, from its start, into two files (replacing what they
+    /// held) and follows it until the container stops. Starting over from the engine's copy
+    /// makes a re-adopted task's logs exact, with nothing lost or doubled.
     pub async fn copy_logs(
         &self,
         name: &str,
         stdout: PathBuf,
         stderr: PathBuf,
     ) -> std::io::Result<()> {
-        let mut out = tokio::io::BufWriter::new(
-            tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&stdout)
-                .await?,
-        );
-        let mut err = tokio::io::BufWriter::new(
-            tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&stderr)
-                .await?,
-        );
+        let mut out = tokio::io::BufWriter::new(tokio::fs::File::create(&stdout).await?);
+        let mut err = tokio::io::BufWriter::new(tokio::fs::File::create(&stderr).await?);
         let opts = LogsOptionsBuilder::default()
             .follow(true)
             .stdout(true)

@@ -115,8 +115,11 @@ impl HostLink {
         loop {
             interval.tick().await;
             let usage = self.resources.sample().await;
+            let (running, paused) = supervisor.live_tasks();
             let hb = Heartbeat {
-                running_tasks: supervisor.live_tasks(),
+                running_tasks: running,
+                paused_tasks: Some(paused),
+                known_tasks: Some(supervisor.known_tasks()),
                 cpu_percent: Some(usage.cpu_percent),
                 memory_percent: Some(usage.memory_percent),
                 memory_used_bytes: Some(usage.memory_used_bytes),
@@ -157,8 +160,10 @@ impl HostLink {
             .map_err(|e| e.to_string())
     }
 
-    pub async fn deliver_outbox(self, outbox: Arc<Outbox>) {
-        outbox.deliver(|u| self.send_update(u)).await;
+    pub async fn deliver_outbox(self, outbox: Arc<Outbox>, supervisor: Arc<Supervisor>) {
+        outbox
+            .deliver(|u| self.send_update(u), |u| supervisor.acknowledged(u))
+            .await;
     }
 }
 

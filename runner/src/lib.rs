@@ -8,6 +8,7 @@
 pub mod api;
 pub mod config;
 pub mod docker;
+pub mod durable;
 pub mod host_link;
 pub mod outbox;
 pub mod resources;
@@ -42,11 +43,19 @@ pub async fn run(
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let bound = listener.local_addr()?;
     let url = host_link::advertise_url(&config, bound).await;
-    let outbox = Arc::new(outbox::Outbox::default());
-    let supervisor = supervisor::Supervisor::new(engine, outbox.clone(), config.clone());
+    let outbox = Arc::new(
+        outbox::Outbox::open(config.data_dir.join("outbox")).context("cannot open the outbox")?,
+    );
+    let supervisor = supervisor::Supervisor::new(engine, outbox.clone(), config.clone())?;
+    // Know what runs here before anyone asks: re-adopt containers, resume unfinished work.
+    // Docker may still be starting (boot order): keep trying rather than exit.
+    while let Err(e) = supervisor.recover().await {
+        tracing::warn!(error = %e, "cannot recover tasks from the previous run yet; retrying in 2s");
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
     let link = host_link::HostLink::new(config.clone(), url.clone(), resources);
     tokio::spawn(link.clone().run(supervisor.clone()));
-    tokio::spawn(link.clone().deliver_outbox(outbox));
+    tokio::spawn(link.clone().deliver_outbox(outbox, supervisor.clone()));
     let state = RunnerState {
         config: config.clone(),
         supervisor,

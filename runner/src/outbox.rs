@@ -1,65 +1,111 @@
-//! Status reports waiting to reach the host, sent in order and retried with backoff until the
-//! host acknowledges them; a report is never dropped because the host was away.
+//! Status reports waiting to reach the host. Each report is written to its own file under
+//! `<data_dir>/outbox/` (fsynced) before it is queued, sent oldest first, resent with backoff
+//! until the host acknowledges it, and only then deleted: a crash, a restart or a host outage
+//! loses none, and a task's reports arrive in the order they were made.
 
+use crate::durable;
 use ferry_common::runner_proto::TaskUpdate;
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::Notify;
 
-#[derive(Default)]
 pub struct Outbox {
-    queue: Mutex<VecDeque<TaskUpdate>>,
+    dir: PathBuf,
+    /// (file, report), oldest first; `next` numbers new files after the newest on disk.
+    queue: Mutex<(VecDeque<(PathBuf, TaskUpdate)>, u64)>,
     wake: Notify,
 }
 
 impl Outbox {
-    pub fn push(&self, update: TaskUpdate) {
-        self.queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back(update);
+    /// Opens the outbox, picking up reports a previous run did not deliver.
+    pub fn open(dir: PathBuf) -> std::io::Result<Outbox> {
+        std::fs::create_dir_all(&dir)?;
+        let pending: Vec<(PathBuf, TaskUpdate)> = durable::read_dir_json(&dir)?;
+        let next = pending
+            .iter()
+            .filter_map(|(p, _)| p.file_stem()?.to_str()?.parse::<u64>().ok())
+            .max()
+            .map_or(0, |n| n + 1);
+        if !pending.is_empty() {
+            tracing::info!(
+                count = pending.len(),
+                "resending status reports left from the previous run"
+            );
+        }
+        Ok(Outbox {
+            dir,
+            queue: Mutex::new((pending.into_iter().collect(), next)),
+            wake: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (VecDeque<(PathBuf, TaskUpdate)>, u64)> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `update` durable, then queues it.
+    pub async fn push(&self, update: TaskUpdate) -> std::io::Result<()> {
+        let path = {
+            let mut q = self.lock();
+            let n = q.1;
+            q.1 += 1;
+            self.dir.join(format!("{n:020}.json"))
+        };
+        let bytes = serde_json::to_vec(&update).map_err(std::io::Error::other)?;
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || durable::write_atomic(&p, &bytes))
+            .await
+            .map_err(std::io::Error::other)??;
+        {
+            let mut q = self.lock();
+            q.0.push_back((path, update));
+            // File numbers are taken in order but written concurrently: keep the queue sorted.
+            q.0.make_contiguous().sort_by(|a, b| a.0.cmp(&b.0));
+        }
         self.wake.notify_one();
+        Ok(())
     }
 
-    fn front(&self) -> Option<TaskUpdate> {
-        self.queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .front()
-            .cloned()
-    }
-
-    fn pop(&self) {
-        self.queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop_front();
+    /// Tasks with a report still waiting for the host.
+    pub fn pending_tasks(&self) -> std::collections::HashSet<ferry_common::TaskId> {
+        self.lock().0.iter().map(|(_, u)| u.task_id).collect()
     }
 
     pub fn len(&self) -> usize {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.lock().0.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Delivers reports one at a time, oldest first, through `send`, for ever.
-    pub async fn deliver<F, Fut>(&self, send: F)
+    /// Delivers reports one at a time, oldest first, through `send`, for ever; calls `acked`
+    /// after the host has taken one.
+    pub async fn deliver<F, Fut, A>(&self, send: F, acked: A)
     where
         F: Fn(TaskUpdate) -> Fut,
         Fut: std::future::Future<Output = Result<(), String>>,
+        A: Fn(&TaskUpdate),
     {
         let mut backoff = Duration::from_millis(200);
         loop {
-            let Some(update) = self.front() else {
+            let front = self.lock().0.front().cloned();
+            let Some((path, update)) = front else {
                 self.wake.notified().await;
                 continue;
             };
             match send(update.clone()).await {
                 Ok(()) => {
-                    self.pop();
+                    let p = path.clone();
+                    if let Ok(Err(e)) =
+                        tokio::task::spawn_blocking(move || durable::remove(&p)).await
+                    {
+                        tracing::warn!(path = %path.display(), error = %e, "could not delete a delivered report");
+                    }
+                    self.lock().0.retain(|(p, _)| *p != path);
+                    acked(&update);
                     backoff = Duration::from_millis(200);
                 }
                 Err(e) => {
@@ -69,5 +115,75 @@ impl Outbox {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_common::{TaskId, TaskStatus};
+    use std::sync::Arc;
+
+    fn update(id: u64, status: TaskStatus, seq: u64) -> TaskUpdate {
+        TaskUpdate {
+            task_id: TaskId(id),
+            status,
+            exit_code: None,
+            message: None,
+            started_at: None,
+            completed_at: None,
+            ssh_port: None,
+            seq: Some(seq),
+        }
+    }
+
+    #[tokio::test]
+    async fn reports_survive_a_restart_and_are_delivered_in_order_after_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let ob = Outbox::open(dir.path().to_path_buf()).unwrap();
+            ob.push(update(1, TaskStatus::Running, 1)).await.unwrap();
+            ob.push(update(1, TaskStatus::Completed, 2)).await.unwrap();
+        }
+        // "Restart": a new outbox sees both, and numbers new reports after them.
+        let ob = Arc::new(Outbox::open(dir.path().to_path_buf()).unwrap());
+        assert_eq!(ob.len(), 2);
+        ob.push(update(2, TaskStatus::Running, 1)).await.unwrap();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let failures = Arc::new(Mutex::new(2));
+        let (s, f, o) = (sent.clone(), failures.clone(), ob.clone());
+        let deliver = tokio::spawn(async move {
+            o.deliver(
+                move |u| {
+                    let (s, f) = (s.clone(), f.clone());
+                    async move {
+                        let mut left = f.lock().unwrap();
+                        if *left > 0 {
+                            *left -= 1;
+                            return Err("host down".to_string());
+                        }
+                        s.lock().unwrap().push((u.task_id.0, u.seq));
+                        Ok(())
+                    }
+                },
+                |_| {},
+            )
+            .await
+        });
+        for _ in 0..100 {
+            if ob.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        deliver.abort();
+        assert_eq!(
+            *sent.lock().unwrap(),
+            vec![(1, Some(1)), (1, Some(2)), (2, Some(1))]
+        );
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+            "delivered files are deleted"
+        );
     }
 }

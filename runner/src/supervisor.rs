@@ -1,17 +1,25 @@
 //! The supervisor alone owns this node's task table. For each task it drives one lifecycle —
-//! image, container, start, log capture, wait, exit mapping, report, clean-up — and it answers
-//! kill, pause and resume. Every state change is reported through the outbox.
+//! image, container, start ([`Supervisor::launch`]), then log capture, wait, exit mapping,
+//! report and clean-up ([`Supervisor::follow`]) — and it answers kill, pause and resume.
+//!
+//! Every task has a durable record (`<data_dir>/tasks/<id>.json`), written before the runner
+//! acknowledges the task and kept until the host has acknowledged the task's final report. On
+//! start, [`Supervisor::recover`] rebuilds the table from those records and from the containers
+//! that carry this runner's label: running ones are re-adopted, ones that ended meanwhile are
+//! reported with their real exit code, and tasks never started are started.
 
 use crate::config::RunnerConfig;
 use crate::docker::{ContainerSpec, DockerError, Engine, Exit, State};
+use crate::durable;
 use crate::outbox::Outbox;
 use ferry_common::runner_proto::{ExecuteRequest, TaskUpdate};
 use ferry_common::time::{format_ms, now_ms};
 use ferry_common::{
     environment_image, task_container_name, TaskId, TaskStatus, LABEL_KIND, LABEL_RUNNER,
-    LABEL_TASK_ID,
+    LABEL_RUNNER_ID, LABEL_TASK_ID,
 };
-use std::collections::{HashMap, HashSet};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,17 +27,32 @@ use tokio::sync::watch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// Accepted; image and container being prepared.
     Preparing,
     Running,
     Paused,
+    /// Ended; the final report is waiting for the host's acknowledgement.
+    Finished,
+}
+
+/// What survives a runner restart about one task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TaskRecord {
+    request: ExecuteRequest,
+    /// Number of the last report made for this task.
+    seq: u64,
+    kill_requested: bool,
+    /// A container was started for it.
+    started: bool,
+    /// Its final report has been made.
+    finished: bool,
 }
 
 struct Entry {
     phase: Phase,
-    kill_requested: bool,
-    seq: u64,
+    record: TaskRecord,
     /// Set to the exit code once the task's container is gone.
-    done: watch::Receiver<Option<i64>>,
+    done: watch::Sender<Option<i64>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,12 +63,17 @@ pub enum SupervisorError {
     WrongState(TaskId, &'static str),
     #[error(transparent)]
     Docker(#[from] DockerError),
+    #[error("cannot record task state: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 pub struct Supervisor {
     engine: Engine,
     outbox: Arc<Outbox>,
     config: Arc<RunnerConfig>,
+    records_dir: PathBuf,
+    /// This runner's identity on the Docker engine (see `LABEL_RUNNER_ID`).
+    instance_id: String,
     tasks: Mutex<HashMap<TaskId, Entry>>,
     /// Tasks killed before their container existed: a late or repeated execute must not start them.
     killed: Mutex<HashSet<TaskId>>,
@@ -86,14 +114,23 @@ pub fn container_cmd(command: &str, arguments: &[String]) -> Vec<String> {
 }
 
 impl Supervisor {
-    pub fn new(engine: Engine, outbox: Arc<Outbox>, config: Arc<RunnerConfig>) -> Arc<Supervisor> {
-        Arc::new(Supervisor {
+    pub fn new(
+        engine: Engine,
+        outbox: Arc<Outbox>,
+        config: Arc<RunnerConfig>,
+    ) -> std::io::Result<Arc<Supervisor>> {
+        let records_dir = config.data_dir.join("tasks");
+        std::fs::create_dir_all(&records_dir)?;
+        let instance_id = instance_id(&config.data_dir)?;
+        Ok(Arc::new(Supervisor {
             engine,
             outbox,
             config,
+            records_dir,
+            instance_id,
             tasks: Mutex::new(HashMap::new()),
             killed: Mutex::new(HashSet::new()),
-        })
+        }))
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, Entry>> {
@@ -104,32 +141,85 @@ impl Supervisor {
         &self.engine
     }
 
-    /// Tasks with a live container (running or paused): what heartbeats list.
-    pub fn live_tasks(&self) -> Vec<TaskId> {
-        self.table()
+    /// Tasks with a live container, and which of them are paused: what heartbeats report.
+    pub fn live_tasks(&self) -> (Vec<TaskId>, Vec<TaskId>) {
+        let table = self.table();
+        let live = table
             .iter()
-            .filter(|(_, e)| e.phase != Phase::Preparing)
+            .filter(|(_, e)| matches!(e.phase, Phase::Running | Phase::Paused))
             .map(|(id, _)| *id)
-            .collect()
+            .collect();
+        let paused = table
+            .iter()
+            .filter(|(_, e)| e.phase == Phase::Paused)
+            .map(|(id, _)| *id)
+            .collect();
+        (live, paused)
     }
 
-    fn report(
+    /// Every task this runner holds any state for.
+    pub fn known_tasks(&self) -> Vec<TaskId> {
+        self.table().keys().copied().collect()
+    }
+
+    fn record_path(&self, id: TaskId) -> PathBuf {
+        self.records_dir.join(format!("{id}.json"))
+    }
+
+    async fn save_record(&self, id: TaskId, record: &TaskRecord) -> std::io::Result<()> {
+        let path = self.record_path(id);
+        let bytes = serde_json::to_vec(record).map_err(std::io::Error::other)?;
+        tokio::task::spawn_blocking(move || durable::write_atomic(&path, &bytes))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    /// Applies `f` to the task's record and writes it out.
+    async fn update_record(
+        &self,
+        id: TaskId,
+        f: impl FnOnce(&mut TaskRecord),
+    ) -> std::io::Result<()> {
+        let record = {
+            let mut table = self.table();
+            let Some(e) = table.get_mut(&id) else {
+                return Ok(());
+            };
+            f(&mut e.record);
+            e.record.clone()
+        };
+        self.save_record(id, &record).await
+    }
+
+    /// Makes a report durable (record, then outbox) and queues it for the host.
+    async fn report(
         &self,
         id: TaskId,
         status: TaskStatus,
         exit_code: Option<i64>,
         message: Option<String>,
     ) {
-        let seq = {
-            let mut table = self.table();
-            match table.get_mut(&id) {
-                Some(e) => {
-                    e.seq += 1;
-                    e.seq
+        let mut seq = 0;
+        let saved = self
+            .update_record(id, |r| {
+                r.seq += 1;
+                seq = r.seq;
+                if status.is_final() {
+                    r.finished = true;
                 }
-                None => 1,
+                if status == TaskStatus::Running {
+                    r.started = true;
+                }
+            })
+            .await;
+        if let Err(e) = saved {
+            tracing::error!(task_id = %id, error = %e, "cannot record task state");
+        }
+        if status.is_final() {
+            if let Some(e) = self.table().get_mut(&id) {
+                e.phase = Phase::Finished;
             }
-        };
+        }
         let now = format_ms(now_ms());
         let update = TaskUpdate {
             task_id: id,
@@ -141,11 +231,36 @@ impl Supervisor {
             ssh_port: None,
             seq: Some(seq),
         };
-        self.outbox.push(update);
+        if let Err(e) = self.outbox.push(update).await {
+            tracing::error!(task_id = %id, error = %e, "cannot write status report to the outbox");
+        }
     }
 
-    /// Accepts a task; idempotent, so the host may resend a dispatch it is unsure about.
-    pub fn execute(self: &Arc<Self>, req: ExecuteRequest) {
+    /// Called once the host has acknowledged a report: after the final one, the task is
+    /// forgotten (record deleted), so a re-sent dispatch can no longer be mistaken for new work
+    /// only once the host knows the outcome.
+    pub fn acknowledged(&self, update: &TaskUpdate) {
+        if !update.status.is_final() {
+            return;
+        }
+        let removed = {
+            let mut table = self.table();
+            match table.get(&update.task_id) {
+                Some(e) if e.phase == Phase::Finished => table.remove(&update.task_id).is_some(),
+                _ => false,
+            }
+        };
+        if removed {
+            if let Err(e) = durable::remove(&self.record_path(update.task_id)) {
+                tracing::warn!(task_id = %update.task_id, error = %e, "cannot delete task record");
+            }
+        }
+    }
+
+    /// Accepts a task. Idempotent: a task id this runner already holds (running, or finished
+    /// with its result not yet acknowledged) is not started again. The record is on disk before
+    /// this returns, so an acknowledged dispatch survives a crash.
+    pub async fn execute(self: &Arc<Self>, req: ExecuteRequest) -> Result<(), SupervisorError> {
         let id = req.task_id;
         if self
             .killed
@@ -154,36 +269,55 @@ impl Supervisor {
             .contains(&id)
         {
             tracing::info!(task_id = %id, "execute for a task already killed: ignored");
-            return;
+            return Ok(());
         }
-        let (done_tx, done_rx) = watch::channel(None);
+        let record = TaskRecord {
+            request: req.clone(),
+            seq: 0,
+            kill_requested: false,
+            started: false,
+            finished: false,
+        };
         {
             let mut table = self.table();
             if table.contains_key(&id) {
-                return;
+                return Ok(());
             }
+            let (done, _) = watch::channel(None);
             table.insert(
                 id,
                 Entry {
                     phase: Phase::Preparing,
-                    kill_requested: false,
-                    seq: 0,
-                    done: done_rx,
+                    record: record.clone(),
+                    done,
                 },
             );
         }
+        if let Err(e) = self.save_record(id, &record).await {
+            self.table().remove(&id);
+            return Err(e.into());
+        }
         let me = self.clone();
         tokio::spawn(async move {
-            let exit_code = me.lifecycle(req).await;
-            me.table().remove(&id);
-            let _ = done_tx.send(Some(exit_code.unwrap_or(-1)));
+            let exit = match me.launch(&req).await {
+                Some(name) => me.follow(id, name).await,
+                None => None,
+            };
+            me.ended(id, exit);
         });
+        Ok(())
+    }
+
+    fn ended(&self, id: TaskId, exit_code: Option<i64>) {
+        if let Some(e) = self.table().get(&id) {
+            let _ = e.done.send(Some(exit_code.unwrap_or(-1)));
+        }
     }
 
     fn kill_requested(&self, id: TaskId) -> bool {
         self.table()
             .get(&id)
-            .map(|e| e.kill_requested)
+            .map(|e| e.record.kill_requested)
             .unwrap_or(true)
     }
 
@@ -219,6 +353,7 @@ impl Supervisor {
             (LABEL_TASK_ID.to_string(), req.task_id.to_string()),
             (LABEL_KIND.to_string(), "command".to_string()),
             (LABEL_RUNNER.to_string(), self.config.name.clone()),
+            (LABEL_RUNNER_ID.to_string(), self.instance_id.clone()),
         ]);
         ContainerSpec {
             name: task_container_name(req.task_id),
@@ -244,29 +379,16 @@ impl Supervisor {
         (dir.join("stdout.log"), dir.join("stderr.log"))
     }
 
-    /// Runs one task to its end; returns the exit code when a container ran.
-    async fn lifecycle(&self, req: ExecuteRequest) -> Option<i64> {
+    /// Image, container, start. Returns the container name once it runs; on failure the
+    /// final report has been made.
+    async fn launch(&self, req: &ExecuteRequest) -> Option<String> {
         let id = req.task_id;
-        let spec = self.spec(&req);
+        let spec = self.spec(req);
         let name = spec.name.clone();
         if let Err(e) = self.engine.ensure_image(&spec.image).await {
-            self.report(id, TaskStatus::Failed, None, Some(e.to_string()));
+            self.report(id, TaskStatus::Failed, None, Some(e.to_string()))
+                .await;
             return None;
-        }
-        let (stdout, stderr) = self.log_paths(id);
-        if let Some(dir) = stdout.parent() {
-            if let Err(e) = tokio::fs::create_dir_all(dir).await {
-                self.report(
-                    id,
-                    TaskStatus::Failed,
-                    None,
-                    Some(format!(
-                        "cannot create log directory {}: {e}",
-                        dir.display()
-                    )),
-                );
-                return None;
-            }
         }
         if let Err(e) = tokio::fs::create_dir_all(&self.config.local_temp_dir).await {
             tracing::warn!(error = %e, "cannot create local_temp_dir");
@@ -277,7 +399,8 @@ impl Supervisor {
                 TaskStatus::Killed,
                 None,
                 Some("Kill requested by user.".into()),
-            );
+            )
+            .await;
             return None;
         }
         match self.engine.create(&spec).await {
@@ -293,21 +416,28 @@ impl Supervisor {
                     TaskStatus::Failed,
                     None,
                     Some(format!("cannot create container: {e}")),
-                );
+                )
+                .await;
                 return None;
             }
         }
-        match self.engine.state(&name).await {
+        self.start_created(id, &name).await.then_some(name)
+    }
+
+    /// Starts the container if it is only created, then reports `running`.
+    async fn start_created(&self, id: TaskId, name: &str) -> bool {
+        match self.engine.state(name).await {
             Ok(State::Created) => {
-                if let Err(e) = self.engine.start(&name).await {
+                if let Err(e) = self.engine.start(name).await {
                     self.report(
                         id,
                         TaskStatus::Failed,
                         None,
                         Some(format!("cannot start container: {e}")),
-                    );
-                    let _ = self.engine.remove(&name).await;
-                    return None;
+                    )
+                    .await;
+                    let _ = self.engine.remove(name).await;
+                    return false;
                 }
             }
             Ok(_) => {}
@@ -317,18 +447,30 @@ impl Supervisor {
                     TaskStatus::Failed,
                     None,
                     Some(format!("container vanished: {e}")),
-                );
-                return None;
+                )
+                .await;
+                return false;
             }
         }
         self.set_phase(id, Phase::Running);
         if self.kill_requested(id) {
             // The kill arrived between create and start.
-            let _ = self.engine.kill(&name).await;
+            let _ = self.engine.kill(name).await;
         }
-        self.report(id, TaskStatus::Running, None, None);
-        tracing::info!(task_id = %id, image = %spec.image, "task started");
+        self.report(id, TaskStatus::Running, None, None).await;
+        tracing::info!(task_id = %id, "task running");
+        true
+    }
 
+    /// Captures logs, waits for the exit, reports it and removes the container. Returns the
+    /// exit code.
+    async fn follow(&self, id: TaskId, name: String) -> Option<i64> {
+        let (stdout, stderr) = self.log_paths(id);
+        if let Some(dir) = stdout.parent() {
+            if let Err(e) = tokio::fs::create_dir_all(dir).await {
+                tracing::warn!(task_id = %id, error = %e, "cannot create log directory");
+            }
+        }
         let engine = self.engine.clone();
         let log_name = name.clone();
         let logs = tokio::spawn(async move { engine.copy_logs(&log_name, stdout, stderr).await });
@@ -353,7 +495,7 @@ impl Supervisor {
             Err(e) => tracing::warn!(task_id = %id, error = %e, "log task failed"),
         }
         let (status, message) = final_status(exit, self.kill_requested(id));
-        self.report(id, status, Some(exit.code), message);
+        self.report(id, status, Some(exit.code), message).await;
         tracing::info!(task_id = %id, %status, exit_code = exit.code, "task ended");
         if let Err(e) = self.engine.remove(&name).await {
             tracing::warn!(task_id = %id, error = %e, "could not remove container");
@@ -361,25 +503,149 @@ impl Supervisor {
         Some(exit.code)
     }
 
+    /// Rebuilds the task table after a start: from the records on disk and the containers
+    /// labelled with this runner's name. Call before serving requests or heartbeating.
+    pub async fn recover(self: &Arc<Self>) -> Result<(), SupervisorError> {
+        let dir = self.records_dir.clone();
+        let records: Vec<(PathBuf, TaskRecord)> =
+            tokio::task::spawn_blocking(move || durable::read_dir_json(&dir))
+                .await
+                .map_err(std::io::Error::other)??;
+        let mut records: BTreeMap<TaskId, TaskRecord> = records
+            .into_iter()
+            .map(|(_, r)| (r.request.task_id, r))
+            .collect();
+        let containers = self
+            .engine
+            .list_labelled(LABEL_RUNNER_ID, &self.instance_id)
+            .await?;
+        let mut by_task: BTreeMap<TaskId, String> = BTreeMap::new();
+        for (name, labels) in containers {
+            if let Some(id) = labels
+                .get(LABEL_TASK_ID)
+                .and_then(|v| v.parse::<TaskId>().ok())
+            {
+                by_task.insert(id, name);
+            }
+        }
+        let pending_reports = self.outbox.pending_tasks();
+        for (id, name) in &by_task {
+            let record = records.remove(id).unwrap_or_else(|| TaskRecord {
+                request: adopted_request(*id),
+                seq: 0,
+                kill_requested: false,
+                started: true,
+                finished: false,
+            });
+            self.adopt(*id, name.clone(), record).await;
+        }
+        for (id, record) in records {
+            let (done, _) = watch::channel(None);
+            if record.finished {
+                if pending_reports.contains(&id) {
+                    self.table().insert(
+                        id,
+                        Entry {
+                            phase: Phase::Finished,
+                            record,
+                            done,
+                        },
+                    );
+                } else if let Err(e) = durable::remove(&self.record_path(id)) {
+                    tracing::warn!(task_id = %id, error = %e, "cannot delete task record");
+                }
+                continue;
+            }
+            let started = record.started;
+            let req = record.request.clone();
+            self.table().insert(
+                id,
+                Entry {
+                    phase: Phase::Preparing,
+                    record,
+                    done,
+                },
+            );
+            if started {
+                tracing::warn!(task_id = %id, "container gone while the runner was down");
+                self.report(
+                    id,
+                    TaskStatus::Failed,
+                    None,
+                    Some("The task's container disappeared while the runner was down.".into()),
+                )
+                .await;
+            } else {
+                tracing::info!(task_id = %id, "task accepted before the restart but never started: starting it");
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let exit = match me.launch(&req).await {
+                        Some(name) => me.follow(id, name).await,
+                        None => None,
+                    };
+                    me.ended(id, exit);
+                });
+            }
+        }
+        let n = self.table().len();
+        tracing::info!(tasks = n, "recovered task table");
+        Ok(())
+    }
+
+    /// Takes over a container found at start: follows it if it runs, reports it if it ended.
+    async fn adopt(self: &Arc<Self>, id: TaskId, name: String, record: TaskRecord) {
+        let state = self.engine.state(&name).await;
+        let phase = match state {
+            Ok(State::Paused) => Phase::Paused,
+            Ok(State::Created) => Phase::Preparing,
+            _ => Phase::Running,
+        };
+        let (done, _) = watch::channel(None);
+        let finished = record.finished;
+        self.table().insert(
+            id,
+            Entry {
+                phase,
+                record,
+                done,
+            },
+        );
+        tracing::info!(task_id = %id, container = %name, state = ?state, "re-adopting container");
+        let me = self.clone();
+        tokio::spawn(async move {
+            if finished {
+                // Its final report was already made; only the container is left to remove.
+                me.set_phase(id, Phase::Finished);
+                let _ = me.engine.remove(&name).await;
+                return;
+            }
+            let running = match state {
+                Ok(State::Created) => me.start_created(id, &name).await,
+                _ => true,
+            };
+            let exit = if running {
+                me.follow(id, name).await
+            } else {
+                None
+            };
+            me.ended(id, exit);
+        });
+    }
+
     /// Kills a task and waits (briefly) until its container is gone; returns its exit code.
     pub async fn kill(&self, id: TaskId) -> Result<Option<i64>, SupervisorError> {
-        let done = {
-            let mut table = self.table();
-            match table.get_mut(&id) {
-                Some(e) => {
-                    e.kill_requested = true;
-                    Some(e.done.clone())
-                }
-                None => None,
-            }
-        };
         self.killed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id);
-        let Some(mut done) = done else {
+        let done = self.table().get(&id).map(|e| (e.done.subscribe(), e.phase));
+        let Some((mut done, phase)) = done else {
             return Err(SupervisorError::Unknown(id));
         };
+        if phase == Phase::Finished {
+            return Ok(*done.borrow());
+        }
+        self.update_record(id, |r| r.kill_requested = true).await?;
         let name = task_container_name(id);
         match self.engine.kill(&name).await {
             Ok(()) | Err(DockerError::NoSuchContainer(_)) => {}
@@ -414,8 +680,44 @@ impl Supervisor {
             (true, Phase::Paused) => return Err(SupervisorError::WrongState(id, "already paused")),
             (false, Phase::Running) => return Err(SupervisorError::WrongState(id, "not paused")),
             (_, Phase::Preparing) => return Err(SupervisorError::WrongState(id, "still starting")),
+            (_, Phase::Finished) => return Err(SupervisorError::WrongState(id, "finished")),
         }
         Ok(())
+    }
+}
+
+/// The runner's instance id: read from `<data_dir>/runner-id`, created on first start.
+fn instance_id(data_dir: &std::path::Path) -> std::io::Result<String> {
+    let path = data_dir.join("runner-id");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let id = text.trim().to_string();
+        if !id.is_empty() {
+            return Ok(id);
+        }
+    }
+    let id: String = (0..16)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    durable::write_atomic(&path, id.as_bytes())?;
+    Ok(id)
+}
+
+/// A stand-in request for a container found without its record (started by an older run whose
+/// record was lost); it is never launched again, only followed.
+fn adopted_request(id: TaskId) -> ExecuteRequest {
+    ExecuteRequest {
+        task_id: id,
+        command: String::new(),
+        arguments: Vec::new(),
+        env_vars: Default::default(),
+        required_cores: 0,
+        required_gpus: Vec::new(),
+        required_memory_bytes: None,
+        target_numa_node_id: None,
+        container_name: None,
+        registry_image: None,
+        working_dir: None,
+        reserved_ip: None,
     }
 }
 

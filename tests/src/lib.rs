@@ -35,6 +35,10 @@ pub struct Daemon {
     pub port: u16,
     pub log: PathBuf,
     pub name: String,
+    binary: String,
+    args: Vec<String>,
+    env: Vec<(&'static str, String)>,
+    starts: usize,
 }
 
 impl Daemon {
@@ -76,8 +80,54 @@ impl Daemon {
         c.wait().ok()
     }
 
+    /// Every start's log, oldest first.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        (0..=self.starts)
+            .map(|i| std::fs::read_to_string(self.log_path(i)).unwrap_or_default())
+            .collect()
+    }
+
+    fn log_path(&self, start: usize) -> PathBuf {
+        if start == 0 {
+            self.log.clone()
+        } else {
+            self.log.with_extension(format!("{start}.log"))
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Starts the same process again (same flags, port and data dir), after a kill.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.starts += 1;
+        let log = self.log_path(self.starts);
+        let env: Vec<(&str, String)> = self.env.iter().map(|(k, v)| (*k, v.clone())).collect();
+        self.child = Some(spawn(&self.binary, &self.args, &env, &log));
+    }
+
+    fn start(
+        binary: &str,
+        args: Vec<String>,
+        env: Vec<(&'static str, String)>,
+        port: u16,
+        log: PathBuf,
+        name: &str,
+    ) -> Daemon {
+        let env_ref: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.clone())).collect();
+        let child = spawn(binary, &args, &env_ref, &log);
+        Daemon {
+            child: Some(child),
+            port,
+            log,
+            name: name.into(),
+            binary: binary.into(),
+            args,
+            env,
+            starts: 0,
+        }
     }
 }
 
@@ -157,12 +207,48 @@ impl TestCluster {
         format!("http://127.0.0.1:{}", self.host_port)
     }
 
+    pub fn host_mut(&mut self) -> &mut Daemon {
+        self.host.as_mut().expect("host started")
+    }
+
+    /// SIGKILLs the host and starts it again on the same port and data dir.
+    pub async fn crash_and_restart_host(&mut self) {
+        self.host_mut().restart();
+        self.wait_ready(&self.url()).await;
+    }
+
+    /// Lines of `<runner data>/local_temp/<file>`: tasks write there through `/local_temp`.
+    pub fn local_temp_lines(&self, runner: &str, file: &str) -> Vec<String> {
+        let path = self
+            .dir
+            .path()
+            .join(format!("runner-{runner}"))
+            .join("local_temp")
+            .join(file);
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// A runner-facing call to the host, with the cluster secret.
+    pub async fn runner_post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url()))
+            .bearer_auth(&self.opts.secret)
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn start_host(&mut self) {
         let data = self.dir.path().join("host");
-        let log = self.dir.path().join(format!(
-            "host-{}.log",
-            self.runners.len() + usize::from(self.host.is_some())
-        ));
+        let log = self.dir.path().join("host.log");
         let args = vec![
             "--listen".into(),
             format!("127.0.0.1:{}", self.host_port),
@@ -171,18 +257,15 @@ impl TestCluster {
             "--node-timeout".into(),
             self.opts.node_timeout.into(),
         ];
-        let child = spawn(
+        let env = vec![("FERRY_CLUSTER_SECRET", self.opts.secret.clone())];
+        self.host = Some(Daemon::start(
             "ferry-host",
-            &args,
-            &[("FERRY_CLUSTER_SECRET", self.opts.secret.clone())],
-            &log,
-        );
-        self.host = Some(Daemon {
-            child: Some(child),
-            port: self.host_port,
+            args,
+            env,
+            self.host_port,
             log,
-            name: "host".into(),
-        });
+            "host",
+        ));
         self.wait_ready(&self.url()).await;
     }
 
@@ -210,18 +293,9 @@ impl TestCluster {
             self.opts.heartbeat.into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = spawn(
-            "ferry-runner",
-            &args,
-            &[("FERRY_CLUSTER_SECRET", secret.to_string())],
-            &log,
-        );
-        self.runners.push(Daemon {
-            child: Some(child),
-            port,
-            log,
-            name: name.into(),
-        });
+        let env = vec![("FERRY_CLUSTER_SECRET", secret.to_string())];
+        self.runners
+            .push(Daemon::start("ferry-runner", args, env, port, log, name));
         self.runners.len() - 1
     }
 

@@ -12,8 +12,8 @@ use crate::store::{Db, StoreError};
 use ferry_common::runner_proto::{Heartbeat, HeartbeatResponse, RegisterRequest};
 use ferry_common::time::now_ms;
 use ferry_common::{TaskId, TaskStatus};
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -35,7 +35,12 @@ pub struct Cluster {
     scheduler: SchedulerHandle,
     nodes: RwLock<BTreeMap<String, NodeEntry>>,
     node_timeout: Duration,
+    /// Consecutive heartbeats in which a node's runner did not know a task placed there.
+    absent: Mutex<HashMap<TaskId, u32>>,
 }
+
+/// Heartbeats a task may be missing from its runner's known tasks before it is given up.
+pub const ABSENT_BEATS: u32 = 3;
 
 fn capacity(row: &NodeRow) -> NodeCapacity {
     let numa_ids = row
@@ -84,6 +89,7 @@ impl Cluster {
             scheduler,
             nodes: RwLock::new(map),
             node_timeout,
+            absent: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -207,45 +213,99 @@ impl Cluster {
             tracing::info!(node = %hostname, "node is back online");
             self.scheduler.send(Event::NodeUp(cap)).await;
         }
-        let kill_tasks = self.reconcile(hostname, &hb.running_tasks).await?;
+        let kill_tasks = self.reconcile(hostname, &hb).await?;
         Ok(HeartbeatResponse {
             message: "Heartbeat received".into(),
             kill_tasks,
         })
     }
 
-    /// Tasks a runner lists are proof of life: `assigning`/`lost` ones become `running`; ones the
-    /// host already ended are returned so the runner kills them.
-    async fn reconcile(
-        &self,
-        hostname: &str,
-        listed: &[TaskId],
-    ) -> Result<Vec<TaskId>, ClusterError> {
-        if listed.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids = listed.to_vec();
-        let statuses = self.db.read(move |c| tasks::statuses(c, &ids)).await?;
-        let mut kill = Vec::new();
-        for (id, status) in statuses {
-            if status.is_final() {
-                kill.push(id);
-            } else if matches!(status, TaskStatus::Assigning | TaskStatus::Lost) {
-                let change = Change {
-                    status: Some(TaskStatus::Running),
-                    ..Default::default()
-                };
-                self.scheduler
-                    .send(Event::Change {
-                        id,
-                        change,
-                        reply: None,
-                    })
-                    .await;
-            }
-        }
+    /// Squares the host's view of a node's tasks with what its runner reports:
+    /// - a task the runner runs is alive: `assigning`/`lost` become `running` (or `paused`);
+    /// - a task the runner runs that the host has already ended is returned, to be killed;
+    /// - a task placed on the node that the runner does not know for [`ABSENT_BEATS`]
+    ///   heartbeats is gone: queued again if it never started, failed if it had.
+    async fn reconcile(&self, hostname: &str, hb: &Heartbeat) -> Result<Vec<TaskId>, ClusterError> {
+        let listed: HashSet<TaskId> = hb.running_tasks.iter().copied().collect();
+        let paused: HashSet<TaskId> = hb.paused_tasks.iter().flatten().copied().collect();
+        let known: Option<HashSet<TaskId>> =
+            hb.known_tasks.as_ref().map(|k| k.iter().copied().collect());
+        let ids = hb.running_tasks.clone();
+        let host = hostname.to_string();
+        let (statuses, holding) = self
+            .db
+            .read(move |c| Ok((tasks::statuses(c, &ids)?, tasks::holding_on(c, &host)?)))
+            .await?;
+        let kill: Vec<TaskId> = statuses
+            .iter()
+            .filter(|(_, s)| s.is_final())
+            .map(|(id, _)| *id)
+            .collect();
         if !kill.is_empty() {
             tracing::warn!(node = %hostname, tasks = ?kill, "runner still runs tasks that have ended; asking it to kill them");
+        }
+        let mut changes = Vec::new();
+        {
+            let mut absent = self.absent.lock().unwrap_or_else(|p| p.into_inner());
+            for (id, status, started) in holding {
+                if listed.contains(&id) {
+                    absent.remove(&id);
+                    let alive = if paused.contains(&id) {
+                        TaskStatus::Paused
+                    } else {
+                        TaskStatus::Running
+                    };
+                    if matches!(status, TaskStatus::Assigning | TaskStatus::Lost) {
+                        changes.push((
+                            id,
+                            Change {
+                                status: Some(alive),
+                                ..Default::default()
+                            },
+                        ));
+                    }
+                    continue;
+                }
+                match &known {
+                    Some(k) if !k.contains(&id) => {
+                        let n = absent.entry(id).or_insert(0);
+                        *n += 1;
+                        if *n >= ABSENT_BEATS {
+                            absent.remove(&id);
+                            let change = if started {
+                                Change {
+                                    status: Some(TaskStatus::Failed),
+                                    exit_code: Some(-1),
+                                    message: Some(format!("Runner {hostname} no longer has this task: its container and state are gone.")),
+                                    ..Default::default()
+                                }
+                            } else {
+                                Change {
+                                    status: Some(TaskStatus::Pending),
+                                    message: Some(format!(
+                                        "Runner {hostname} never received this task; queued again."
+                                    )),
+                                    ..Default::default()
+                                }
+                            };
+                            tracing::warn!(node = %hostname, task_id = %id, ?status, started, "task unknown to its runner");
+                            changes.push((id, change));
+                        }
+                    }
+                    _ => {
+                        absent.remove(&id);
+                    }
+                }
+            }
+        }
+        for (id, change) in changes {
+            self.scheduler
+                .send(Event::Change {
+                    id,
+                    change,
+                    reply: None,
+                })
+                .await;
         }
         Ok(kill)
     }

@@ -25,8 +25,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// Most events handled in one pass.
 const MAX_BATCH: usize = 512;
-/// Attempts to deliver a task to a runner that cannot be reached before it is failed.
-const DISPATCH_ATTEMPTS: u32 = 4;
 
 type SubmitReply = oneshot::Sender<Result<Vec<Placement>, SubmitError>>;
 type ChangeReply = oneshot::Sender<Result<Applied, StoreError>>;
@@ -209,7 +207,8 @@ pub async fn start(
     for (t, node) in redispatch {
         s.dispatch(t, node);
     }
-    s.publish();
+    // Queued tasks may fit right away (the host may have stopped with a queue).
+    s.place().await;
     tokio::spawn(s.run(rx));
     Ok(())
 }
@@ -294,6 +293,22 @@ impl Scheduler {
                 Event::NodeOffline(host) => {
                     if let Some(n) = self.nodes.get_mut(&host) {
                         n.online = false;
+                    }
+                    // Its tasks may still be running there: they keep their resources, but
+                    // nobody can vouch for them until the node is heard from again.
+                    let message = format!(
+                        "Node {host} went offline (no heartbeat for {}).",
+                        ferry_common::units::format_duration(self.cluster.timeout())
+                    );
+                    for (id, (node, _)) in &self.holding {
+                        if *node == host {
+                            let change = Change {
+                                status: Some(TaskStatus::Lost),
+                                message: Some(message.clone()),
+                                ..Default::default()
+                            };
+                            changes.push((*id, change, None));
+                        }
                     }
                 }
                 Event::Submit { tasks, reply } => {
@@ -499,47 +514,51 @@ impl Scheduler {
         }));
     }
 
-    /// Sends a placed task to its runner in the background; failures come back as events.
+    /// Sends a placed task to its runner in the background. An unreachable runner is retried
+    /// for as long as the task is still `assigning` (the node going offline makes it `lost`,
+    /// and the node's heartbeats then settle it); a runner that refuses fails the task.
     fn dispatch(&self, row: TaskRow, node: String) {
         let runner = self.runner.clone();
         let cluster = self.cluster.clone();
         let events = self.events.clone();
+        let db = self.db.clone();
         tokio::spawn(async move {
             let req = execute_request(&row);
-            let mut delay = Duration::from_millis(500);
-            let mut last_error = String::new();
-            for attempt in 1..=DISPATCH_ATTEMPTS {
+            let id = row.id;
+            let mut delay = Duration::from_millis(250);
+            let failure = loop {
                 let Some(url) = cluster.url_of(&node) else {
-                    last_error = format!("node '{node}' is no longer registered");
-                    break;
+                    break format!("node '{node}' is no longer registered");
                 };
                 match runner.execute(&url, &req).await {
                     Ok(_) => {
-                        tracing::debug!(task_id = %row.id, node = %node, "dispatched");
+                        tracing::debug!(task_id = %id, node = %node, "dispatched");
                         return;
                     }
                     Err(RunnerError::Refused { status, detail }) => {
-                        last_error =
-                            format!("runner '{node}' refused the task ({status}): {detail}");
-                        break;
+                        break format!("runner '{node}' refused the task ({status}): {detail}");
                     }
                     Err(RunnerError::Unreachable(e)) => {
-                        tracing::warn!(task_id = %row.id, node = %node, attempt, error = %e, "dispatch failed; retrying");
-                        last_error = format!("could not reach runner '{node}': {e}");
-                        tokio::time::sleep(delay).await;
-                        delay *= 2;
+                        tracing::warn!(task_id = %id, node = %node, error = %e, retry_in = ?delay, "dispatch failed");
                     }
                 }
-            }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                match db.read(move |c| tasks::status_of(c, id)).await {
+                    Ok(Some(TaskStatus::Assigning)) => {}
+                    Ok(_) => return,
+                    Err(e) => tracing::warn!(task_id = %id, error = %e, "cannot check task status"),
+                }
+            };
             let change = Change {
                 status: Some(TaskStatus::Failed),
-                message: Some(last_error),
+                message: Some(failure),
                 exit_code: Some(-1),
                 ..Default::default()
             };
             let _ = events
                 .send(Event::Change {
-                    id: row.id,
+                    id,
                     change,
                     reply: None,
                 })

@@ -199,6 +199,36 @@ pub fn active(conn: &Connection) -> Result<Vec<TaskRow>, StoreError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Tasks placed on `node` that still hold resources there: (id, status, started?).
+pub fn holding_on(
+    conn: &Connection,
+    node: &str,
+) -> Result<Vec<(TaskId, TaskStatus, bool)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT task_id, status, started_at IS NOT NULL FROM tasks
+         WHERE assigned_node = ?1 AND status IN ('assigning', 'running', 'paused', 'lost')",
+    )?;
+    let rows = stmt.query_map([node], |r| {
+        Ok((
+            TaskId(r.get::<_, i64>(0)? as u64),
+            status_col(r, 1)?,
+            r.get::<_, bool>(2)?,
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Status of one task, if it exists.
+pub fn status_of(conn: &Connection, id: TaskId) -> Result<Option<TaskStatus>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT status FROM tasks WHERE task_id = ?1",
+            [id.0 as i64],
+            |r| status_col(r, 0),
+        )
+        .optional()?)
+}
+
 /// Statuses of the given tasks (those that exist).
 pub fn statuses(
     conn: &Connection,

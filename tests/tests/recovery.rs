@@ -1,0 +1,287 @@
+//! Nothing lost: restarts, outages and partitions of host and runner, made by the test itself
+//! against the real binaries and the real Docker engine.
+
+use ferry_e2e::*;
+use nix::sys::signal::Signal;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn runner_killed_while_a_task_runs_adopts_it_after_restart() {
+    let mut c = TestCluster::with_runner(&[]).await;
+    let ids = c
+        .submit(json!({"command": "echo start; sleep 3; echo done"}))
+        .await;
+    c.wait_status(&ids[0], &["running"], Duration::from_secs(30))
+        .await;
+    c.runners[0].kill();
+    c.runners[0].restart();
+    let t = c.wait_final(&ids[0]).await;
+    assert_eq!(t["status"], "completed", "{t}\n{}", c.logs());
+    assert_eq!(t["exit_code"], 0);
+    let (_, out) = c.get_text(&format!("/api/tasks/{}/stdout", ids[0])).await;
+    assert_eq!(out, "start\ndone\n", "logs complete, nothing doubled");
+    assert!(c.runners[0].log_text().contains("re-adopting container"));
+}
+
+#[tokio::test]
+async fn task_that_ends_while_the_runner_is_down_gets_its_real_exit_code() {
+    let mut c = TestCluster::with_runner(&[]).await;
+    let ids = c
+        .submit(json!({"command": "sleep 2; echo out; exit 7"}))
+        .await;
+    let name = format!("kohakuriver-task-{}", ids[0]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while container_state(&name) != "running" {
+        assert!(Instant::now() < deadline, "container never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.runners[0].kill();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        docker(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}}",
+            &format!("kohakuriver-task-{}", ids[0])
+        ]),
+        "exited"
+    );
+    c.runners[0].restart();
+    let t = c.wait_final(&ids[0]).await;
+    assert_eq!(t["status"], "failed", "{t}");
+    assert_eq!(t["exit_code"], 7);
+    let (_, out) = c.get_text(&format!("/api/tasks/{}/stdout", ids[0])).await;
+    assert_eq!(out, "out\n");
+    // The container is cleaned up once its result is in.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !containers_of(&ids[0]).is_empty() {
+        assert!(Instant::now() < deadline, "container left behind");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn host_killed_with_running_and_queued_tasks_runs_each_exactly_once() {
+    let mut c = TestCluster::with_runner(&["--cores", "1"]).await;
+    let mut ids = Vec::new();
+    for code in [0, 1, 2, 3] {
+        let cmd = format!("echo $FERRY_TASK_ID >> /local_temp/starts; sleep 1; exit {code}");
+        ids.extend(c.submit(json!({"command": cmd})).await);
+    }
+    c.wait_status(&ids[0], &["running"], Duration::from_secs(30))
+        .await;
+    assert_eq!(c.task(&ids[3]).await["status"], "pending");
+    c.crash_and_restart_host().await;
+    for (i, id) in ids.iter().enumerate() {
+        let t = c.wait_final(id).await;
+        assert_eq!(t["exit_code"], i as i64, "{t}");
+        assert_eq!(
+            t["status"],
+            if i == 0 { "completed" } else { "failed" },
+            "{t}"
+        );
+    }
+    let starts = c.local_temp_lines("node-1", "starts");
+    for id in &ids {
+        assert_eq!(
+            starts.iter().filter(|l| *l == id).count(),
+            1,
+            "task {id} started {starts:?}"
+        );
+    }
+    // A second crash while idle changes nothing and loses nothing.
+    c.crash_and_restart_host().await;
+    for id in &ids {
+        assert!(["completed", "failed"].contains(&c.task(id).await["status"].as_str().unwrap()));
+    }
+}
+
+#[tokio::test]
+async fn a_report_made_while_the_host_is_down_arrives_when_it_returns() {
+    let mut c = TestCluster::with_runner(&[]).await;
+    let ids = c.submit(json!({"command": "sleep 2; echo finished"})).await;
+    c.wait_status(&ids[0], &["running"], Duration::from_secs(30))
+        .await;
+    c.host_mut().kill();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The runner kept the task and its report; nothing was killed because the host was away.
+    assert!(
+        c.runners[0]
+            .log_text()
+            .contains("status report not delivered"),
+        "{}",
+        c.logs()
+    );
+    c.host_mut().restart();
+    c.wait_ready(&c.url()).await;
+    let t = c.wait_final(&ids[0]).await;
+    assert_eq!(t["status"], "completed", "{t}");
+    let (_, out) = c.get_text(&format!("/api/tasks/{}/stdout", ids[0])).await;
+    assert_eq!(out, "finished\n");
+}
+
+#[tokio::test]
+async fn a_stopped_runner_makes_its_tasks_lost_and_they_recover() {
+    let mut c = TestCluster::new(Opts {
+        node_timeout: "2s",
+        ..Opts::default()
+    });
+    c.start_host().await;
+    c.start_runner("node-1", &["--cores", "2"]);
+    c.wait_node_online("node-1").await;
+    let ids = c
+        .submit(json!({"command": "sleep 6; echo survived", "required_cores": 2}))
+        .await;
+    c.wait_status(&ids[0], &["running"], Duration::from_secs(30))
+        .await;
+    c.runners[0].signal(Signal::SIGSTOP);
+    let t = c
+        .wait_status(&ids[0], &["lost"], Duration::from_secs(15))
+        .await;
+    assert!(
+        t["error_message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("offline"),
+        "{t}"
+    );
+    let node = &c.nodes().await[0];
+    assert_eq!(node["status"], "offline");
+    assert_eq!(
+        node["cores_in_use"], 2,
+        "a lost task keeps its resources: the node may still run it"
+    );
+    // Nothing else may be placed on its cores meanwhile.
+    let other = c
+        .submit(json!({"command": "echo later", "required_cores": 2}))
+        .await;
+    assert_eq!(c.task(&other[0]).await["status"], "pending");
+    c.runners[0].signal(Signal::SIGCONT);
+    let t = c
+        .wait_status(&ids[0], &["running", "completed"], Duration::from_secs(15))
+        .await;
+    assert!(
+        t["error_message"].is_null() || t["status"] == "running",
+        "{t}"
+    );
+    let t = c.wait_final(&ids[0]).await;
+    assert_eq!(t["status"], "completed", "{t}");
+    let (_, out) = c.get_text(&format!("/api/tasks/{}/stdout", ids[0])).await;
+    assert_eq!(out, "survived\n");
+    assert_eq!(c.wait_final(&other[0]).await["status"], "completed");
+}
+
+#[tokio::test]
+async fn duplicate_and_stale_reports_do_not_change_a_final_state() {
+    let c = TestCluster::with_runner(&[]).await;
+    let ids = c.submit(echo_task("once")).await;
+    let t = c.wait_final(&ids[0]).await;
+    assert_eq!(t["status"], "completed");
+    let id = &ids[0];
+    for report in [
+        json!({"task_id": id, "status": "running", "seq": 1}),
+        json!({"task_id": id, "status": "completed", "exit_code": 0, "seq": 2}),
+        json!({"task_id": id, "status": "failed", "exit_code": 9, "seq": 100}),
+        json!({"task_id": id, "status": "killed", "exit_code": 137}),
+    ] {
+        let (status, v) = c.runner_post("/api/update", &report).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(
+            v["message"], "Task ID not recognized or invalid state transition.",
+            "{report}"
+        );
+    }
+    let after = c.task(id).await;
+    assert_eq!(after["status"], "completed");
+    assert_eq!(after["exit_code"], 0);
+    assert_eq!(after["completed_at"], t["completed_at"]);
+    // A status that does not exist is refused outright.
+    let (status, _) = c
+        .runner_post("/api/update", &json!({"task_id": id, "status": "exploded"}))
+        .await;
+    assert_eq!(status, 422);
+}
+
+#[tokio::test]
+async fn graceful_stop_leaves_tasks_running_and_exits_zero() {
+    let mut c = TestCluster::with_runner(&[]).await;
+    let ids = c.submit(json!({"command": "sleep 3; echo after"})).await;
+    c.wait_status(&ids[0], &["running"], Duration::from_secs(30))
+        .await;
+    let st = c.runners[0].terminate().expect("runner exit status");
+    assert!(st.success(), "runner exit {st:?}");
+    assert_eq!(
+        container_state(&format!("kohakuriver-task-{}", ids[0])),
+        "running"
+    );
+    let st = c.host_mut().terminate().expect("host exit status");
+    assert!(st.success(), "host exit {st:?}");
+    c.host_mut().restart();
+    c.wait_ready(&c.url()).await;
+    c.runners[0].restart();
+    let t = c.wait_final(&ids[0]).await;
+    assert_eq!(t["status"], "completed", "{t}");
+}
+
+/// Bounded soak: many short tasks while runner and host are killed and restarted at random;
+/// at the end every task is final, matches what its container did, and ran exactly once.
+#[tokio::test]
+async fn soak_with_random_crashes_loses_nothing() {
+    const TASKS: usize = 120;
+    let mut c = TestCluster::with_runner(&["--cores", "2"]).await;
+    let mut ids = Vec::new();
+    for _ in 0..TASKS {
+        let cmd = "echo $FERRY_TASK_ID >> /local_temp/starts; sleep 0.$((RANDOM % 3)); exit $((FERRY_TASK_ID % 3))";
+        ids.extend(c.submit(json!({"command": cmd})).await);
+    }
+    // Crash something every 1-2 s, a bounded number of times.
+    let mut seed: u64 = std::process::id() as u64 | 1;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(1000 + next() % 1000)).await;
+        if next() % 2 == 0 {
+            c.runners[0].restart();
+        } else {
+            c.crash_and_restart_host().await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(240);
+    for id in &ids {
+        let remaining = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1));
+        let t = c
+            .wait_status(
+                id,
+                &[
+                    "completed",
+                    "failed",
+                    "killed",
+                    "killed_oom",
+                    "lost",
+                    "stopped",
+                ],
+                remaining,
+            )
+            .await;
+        let expected: u64 = id.parse::<u64>().unwrap() % 3;
+        let want = if expected == 0 { "completed" } else { "failed" };
+        assert_eq!(t["status"], want, "{t}\n{}", c.logs());
+        assert_eq!(t["exit_code"], expected as i64, "{t}");
+    }
+    let starts = c.local_temp_lines("node-1", "starts");
+    for id in &ids {
+        assert_eq!(
+            starts.iter().filter(|l| *l == id).count(),
+            1,
+            "task {id} did not run exactly once"
+        );
+    }
+    assert_eq!(starts.len(), TASKS);
+}
