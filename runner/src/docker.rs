@@ -57,6 +57,9 @@ pub struct ContainerSpec {
     pub nano_cpus: Option<i64>,
     pub memory_bytes: Option<i64>,
     pub binds: Vec<String>,
+    /// CPUs and memory nodes to bind to (a NUMA-targeted task).
+    pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
 }
 
 /// How a container ended.
@@ -126,6 +129,8 @@ impl Engine {
             memory: spec.memory_bytes,
             // Same as memory: no swap, so a task over its limit is OOM-killed, not slowed.
             memory_swap: spec.memory_bytes,
+            cpuset_cpus: spec.cpuset_cpus.clone(),
+            cpuset_mems: spec.cpuset_mems.clone(),
             binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
             ..Default::default()
         };

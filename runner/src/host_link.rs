@@ -80,7 +80,7 @@ impl HostLink {
             url: self.advertise_url.clone(),
             total_cores: self.resources.cores,
             total_ram_bytes: Some(self.resources.memory_total),
-            numa_topology: None,
+            numa_topology: self.resources.numa.as_ref().map(crate::numa::to_json),
             gpu_info: Vec::new(),
             runner_version: Some(ferry_common::VERSION.to_string()),
             heartbeat_interval_ms: Some(self.config.heartbeat_interval.as_millis() as u64),

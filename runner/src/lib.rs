@@ -10,6 +10,7 @@ pub mod config;
 pub mod docker;
 pub mod durable;
 pub mod host_link;
+pub mod numa;
 pub mod outbox;
 pub mod resources;
 pub mod supervisor;
@@ -46,7 +47,12 @@ pub async fn run(
     let outbox = Arc::new(
         outbox::Outbox::open(config.data_dir.join("outbox")).context("cannot open the outbox")?,
     );
-    let supervisor = supervisor::Supervisor::new(engine, outbox.clone(), config.clone())?;
+    let supervisor = supervisor::Supervisor::new(
+        engine,
+        outbox.clone(),
+        config.clone(),
+        resources.numa.clone(),
+    )?;
     // Know what runs here before anyone asks: re-adopt containers, resume unfinished work.
     // Docker may still be starting (boot order): keep trying rather than exit.
     while let Err(e) = supervisor.recover().await {

@@ -16,6 +16,7 @@ pub struct Resources {
     system: Arc<Mutex<System>>,
     pub cores: u32,
     pub memory_total: u64,
+    pub numa: Option<crate::numa::Topology>,
 }
 
 impl Resources {
@@ -32,6 +33,7 @@ impl Resources {
             system: Arc::new(Mutex::new(sys)),
             cores: cores.unwrap_or(detected_cores),
             memory_total: memory.unwrap_or(total),
+            numa: crate::numa::detect(std::path::Path::new("/sys/devices/system/node")),
         }
     }
 

@@ -74,6 +74,7 @@ pub struct Supervisor {
     records_dir: PathBuf,
     /// This runner's identity on the Docker engine (see `LABEL_RUNNER_ID`).
     instance_id: String,
+    numa: Option<crate::numa::Topology>,
     tasks: Mutex<HashMap<TaskId, Entry>>,
     /// Tasks killed before their container existed: a late or repeated execute must not start them.
     killed: Mutex<HashSet<TaskId>>,
@@ -118,6 +119,7 @@ impl Supervisor {
         engine: Engine,
         outbox: Arc<Outbox>,
         config: Arc<RunnerConfig>,
+        numa: Option<crate::numa::Topology>,
     ) -> std::io::Result<Arc<Supervisor>> {
         let records_dir = config.data_dir.join("tasks");
         std::fs::create_dir_all(&records_dir)?;
@@ -128,6 +130,7 @@ impl Supervisor {
             config,
             records_dir,
             instance_id,
+            numa,
             tasks: Mutex::new(HashMap::new()),
             killed: Mutex::new(HashSet::new()),
         }))
@@ -349,6 +352,9 @@ impl Supervisor {
             binds.push(format!("{}:/shared", shared.join("shared_data").display()));
             env.push("KOHAKURIVER_SHARED_DIR=/shared".into());
         }
+        let numa_node = req
+            .target_numa_node_id
+            .and_then(|n| self.numa.as_ref()?.get(&n));
         let labels = HashMap::from([
             (LABEL_TASK_ID.to_string(), req.task_id.to_string()),
             (LABEL_KIND.to_string(), "command".to_string()),
@@ -371,6 +377,8 @@ impl Supervisor {
                 .then(|| i64::from(req.required_cores) * 1_000_000_000),
             memory_bytes: req.required_memory_bytes.map(|m| m as i64),
             binds,
+            cpuset_cpus: numa_node.map(crate::numa::cpuset),
+            cpuset_mems: numa_node.map(|_| req.target_numa_node_id.unwrap_or(0).to_string()),
         }
     }
 
@@ -677,8 +685,8 @@ impl Supervisor {
                 self.engine.unpause(&name).await?;
                 self.set_phase(id, Phase::Running);
             }
-            (true, Phase::Paused) => return Err(SupervisorError::WrongState(id, "already paused")),
-            (false, Phase::Running) => return Err(SupervisorError::WrongState(id, "not paused")),
+            // Already as asked: idempotent, so a host that lost track can simply ask again.
+            (true, Phase::Paused) | (false, Phase::Running) => {}
             (_, Phase::Preparing) => return Err(SupervisorError::WrongState(id, "still starting")),
             (_, Phase::Finished) => return Err(SupervisorError::WrongState(id, "finished")),
         }

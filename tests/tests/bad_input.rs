@@ -44,7 +44,10 @@ async fn each_bad_submission_is_refused_and_writes_nothing() {
             json!({"command": "echo", "targets": ["node-1::0"]}),
             "targets[0]",
         ),
-        (json!({"command": "echo", "targets": ["node-1:0"]}), "NUMA"),
+        (
+            json!({"command": "echo", "targets": ["node-1:77"]}),
+            "NUMA node 77",
+        ),
         (json!({"command": "echo", "required_cores": 64}), "cores"),
         (
             json!({"command": "echo", "required_memory_bytes": 1u64 << 50}),

@@ -104,3 +104,32 @@ async fn a_queued_task_can_be_killed_and_priority_jumps_the_queue() {
         serde_json::Value::Null
     );
 }
+
+#[tokio::test]
+async fn a_numa_target_binds_the_task_to_that_nodes_cpus() {
+    let c = TestCluster::with_runner(&[]).await;
+    let topo = c.nodes().await[0]["numa_topology"].clone();
+    let cores = topo["0"]["cores"]
+        .as_array()
+        .expect("this machine reports NUMA node 0")
+        .clone();
+    let ids = c
+        .submit(json!({"command": "sleep 30", "targets": ["node-1:0"]}))
+        .await;
+    let t = c
+        .wait_status(&ids[0], &["running"], Duration::from_secs(30))
+        .await;
+    assert_eq!(t["target_numa_node_id"], 0);
+    let cpuset = docker(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.CpusetCpus}}",
+        &format!("kohakuriver-task-{}", ids[0]),
+    ]);
+    let want: Vec<String> = cores.iter().map(|c| c.to_string()).collect();
+    assert_eq!(cpuset, want.join(","));
+    let (status, _) = c
+        .post_json(&format!("/api/kill/{}", ids[0]), &json!({}))
+        .await;
+    assert_eq!(status, 202);
+}
