@@ -5,8 +5,12 @@
 //! ([`status`]), the target syntax ([`target`]), byte-size and duration parsing ([`units`]),
 //! timestamps ([`time`]), the JSON error shape ([`error`]) and a log-tail reader ([`logtail`]).
 //! No async runtime and no network I/O: the host, the runner and the CLI talk only through these.
+//! The one exception is the `daemon` feature ([`daemon`]): start-up helpers the two daemons
+//! share (config files, logging, signals), which the CLI does not enable.
 
 pub mod api;
+#[cfg(feature = "daemon")]
+pub mod daemon;
 pub mod error;
 pub mod ids;
 pub mod logtail;

@@ -3,10 +3,12 @@
 //! code 2 and a message naming the key.
 
 use clap::Parser;
+use ferry_common::daemon::{de_duration, load_file, read_secret, ser_duration};
+pub use ferry_common::daemon::{ConfigError, LogFormat};
 use ferry_common::units::parse_duration;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Keys as read from flags, environment and file; all optional until [`HostArgs::resolve`].
@@ -60,21 +62,6 @@ pub struct HostArgs {
     pub log_format: Option<LogFormat>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
-
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_duration(&s)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
-}
-
 /// The effective configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct HostConfig {
@@ -93,23 +80,6 @@ pub struct HostConfig {
     #[serde(skip)]
     pub max_body_bytes: usize,
     pub log_format: LogFormat,
-}
-
-fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&ferry_common::units::format_duration(*d))
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {error}")]
-    Read {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    #[error("config file {path}: {error}")]
-    Parse { path: PathBuf, error: String },
-    #[error("{key}: {message}")]
-    Value { key: &'static str, message: String },
 }
 
 const DEFAULT_CONFIG: &str = "/etc/ferry/host.toml";
@@ -178,44 +148,17 @@ impl Merged {
     }
 }
 
-fn load_file<T: for<'de> Deserialize<'de> + Default>(
-    explicit: Option<&Path>,
-    default: &str,
-) -> Result<T, ConfigError> {
-    let (path, required) = match explicit {
-        Some(p) => (p.to_path_buf(), true),
-        None => (PathBuf::from(default), false),
-    };
-    match std::fs::read_to_string(&path) {
-        Ok(text) => toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path,
-            error: e.to_string(),
-        }),
-        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
-        Err(error) => Err(ConfigError::Read { path, error }),
-    }
-}
-
-fn read_secret(path: &Path) -> Result<String, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Value {
-        key: "cluster_secret_file",
-        message: format!("cannot read {}: {e}", path.display()),
-    })?;
-    let secret = text.lines().next().unwrap_or("").trim().to_string();
-    if secret.is_empty() {
-        return Err(ConfigError::Value {
-            key: "cluster_secret_file",
-            message: format!("{} is empty", path.display()),
-        });
-    }
-    Ok(secret)
-}
-
-impl HostConfig {
-    pub fn to_toml(&self) -> String {
+impl ferry_common::daemon::DaemonConfig for HostConfig {
+    fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_default()
     }
+
+    fn log_format(&self) -> LogFormat {
+        self.log_format
+    }
 }
+
+impl HostConfig {}
 
 #[cfg(test)]
 mod tests {

@@ -1,63 +1,8 @@
 use clap::Parser;
-use ferry_runner::config::{LogFormat, RunnerArgs};
-use std::process::ExitCode;
+use ferry_runner::config::RunnerArgs;
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut t), Ok(mut i)) => {
-            tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} }
-        }
-        _ => std::future::pending::<()>().await,
-    }
-    tracing::info!("shutdown requested: finishing in-flight requests");
-}
-
-fn main() -> ExitCode {
+fn main() -> std::process::ExitCode {
     let args = RunnerArgs::parse();
     let print = args.print_config;
-    let config = match args.resolve() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("ferry-runner: configuration error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if print {
-        print!("{}", config.to_toml());
-        return ExitCode::SUCCESS;
-    }
-    init_logging(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("ferry-runner: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(ferry_runner::run(config, shutdown_signal())) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("ferry-runner: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    ferry_common::daemon::main("ferry-runner", args.resolve(), print, ferry_runner::run)
 }

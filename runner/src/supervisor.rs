@@ -300,15 +300,21 @@ impl Supervisor {
             self.table().remove(&id);
             return Err(e.into());
         }
+        self.spawn_run(req);
+        Ok(())
+    }
+
+    /// Runs a task's whole lifecycle in the background.
+    fn spawn_run(self: &Arc<Self>, req: ExecuteRequest) {
         let me = self.clone();
         tokio::spawn(async move {
+            let id = req.task_id;
             let exit = match me.launch(&req).await {
                 Some(name) => me.follow(id, name).await,
                 None => None,
             };
             me.ended(id, exit);
         });
-        Ok(())
     }
 
     fn ended(&self, id: TaskId, exit_code: Option<i64>) {
@@ -585,14 +591,7 @@ impl Supervisor {
                 .await;
             } else {
                 tracing::info!(task_id = %id, "task accepted before the restart but never started: starting it");
-                let me = self.clone();
-                tokio::spawn(async move {
-                    let exit = match me.launch(&req).await {
-                        Some(name) => me.follow(id, name).await,
-                        None => None,
-                    };
-                    me.ended(id, exit);
-                });
+                self.spawn_run(req);
             }
         }
         let n = self.table().len();
