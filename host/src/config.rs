@@ -60,6 +60,19 @@ pub struct HostArgs {
     /// Log format: text or json [default: text]
     #[arg(long, env = "FERRY_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Require users to sign in [default: true]; false makes everyone an administrator
+    #[arg(long, env = "FERRY_AUTH_ENABLED")]
+    pub auth_enabled: Option<bool>,
+    /// With auth_enabled = false, also allow listening on a non-loopback address [default: false]
+    #[arg(long, env = "FERRY_ALLOW_UNAUTHENTICATED_NETWORK")]
+    pub allow_unauthenticated_network: Option<bool>,
+    /// Lifetime of a login session [default: 720h]
+    #[arg(long, env = "FERRY_SESSION_TTL", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub session_ttl: Option<Duration>,
+    /// Mark the session cookie Secure (set when users reach the host over HTTPS) [default: false]
+    #[arg(long, env = "FERRY_COOKIE_SECURE")]
+    pub cookie_secure: Option<bool>,
 }
 
 /// The effective configuration.
@@ -80,6 +93,11 @@ pub struct HostConfig {
     #[serde(skip)]
     pub max_body_bytes: usize,
     pub log_format: LogFormat,
+    pub auth_enabled: bool,
+    pub allow_unauthenticated_network: bool,
+    #[serde(serialize_with = "ser_duration")]
+    pub session_ttl: Duration,
+    pub cookie_secure: bool,
 }
 
 const DEFAULT_CONFIG: &str = "/etc/ferry/host.toml";
@@ -133,6 +151,14 @@ impl HostArgs {
             max_body,
             max_body_bytes,
             log_format: m.pick(|a| a.log_format).unwrap_or_default(),
+            auth_enabled: m.pick(|a| a.auth_enabled).unwrap_or(true),
+            allow_unauthenticated_network: m
+                .pick(|a| a.allow_unauthenticated_network)
+                .unwrap_or(false),
+            session_ttl: m
+                .pick(|a| a.session_ttl)
+                .unwrap_or(Duration::from_secs(720 * 3600)),
+            cookie_secure: m.pick(|a| a.cookie_secure).unwrap_or(false),
         })
     }
 }

@@ -1,6 +1,7 @@
 //! Kill, pause and resume: the runner is asked first where a container exists, and the new
 //! state is recorded through the scheduler, which frees resources when the task ends.
 
+use crate::auth::Caller;
 use crate::runner_client::RunnerError;
 use crate::store::tasks::{self, Applied, Change, TaskRow};
 use crate::AppState;
@@ -10,6 +11,8 @@ use ferry_common::{TaskId, TaskStatus};
 pub enum ControlError {
     #[error("Task not found.")]
     NotFound,
+    #[error("Access denied to this task")]
+    Forbidden,
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -26,11 +29,25 @@ async fn load(state: &AppState, id: TaskId) -> Result<TaskRow, ControlError> {
         .ok_or(ControlError::NotFound)
 }
 
+/// Loads a task the caller may act on: its owner, or an operator and up.
+pub async fn load_owned(
+    state: &AppState,
+    caller: &Caller,
+    id: TaskId,
+) -> Result<TaskRow, ControlError> {
+    let t = load(state, id).await?;
+    if caller.may_touch(t.owner_id) {
+        Ok(t)
+    } else {
+        Err(ControlError::Forbidden)
+    }
+}
+
 /// Kills a task in any non-final state. A queued task just leaves the queue; a placed one is
 /// killed on its runner when that runner answers (if not, the runner is told to kill it on its
 /// next heartbeat, because the host already records the task as ended).
-pub async fn kill(state: &AppState, id: TaskId) -> Result<(), ControlError> {
-    let t = load(state, id).await?;
+pub async fn kill(state: &AppState, caller: &Caller, id: TaskId) -> Result<(), ControlError> {
+    let t = load_owned(state, caller, id).await?;
     if t.status.is_final() {
         return Err(ControlError::Conflict(format!(
             "Task cannot be killed (state: {})",
@@ -59,26 +76,39 @@ pub async fn kill(state: &AppState, id: TaskId) -> Result<(), ControlError> {
         exit_code,
         ..Default::default()
     };
-    match state.scheduler.change(id, change).await? {
+    let outcome = match state.scheduler.change(id, change).await? {
         Applied::Changed { .. } => Ok(()),
         Applied::NotFound => Err(ControlError::NotFound),
         Applied::Ignored(_) => {
             let now = load(state, id).await?;
             // The runner's own report of the kill may arrive first: that is success too.
             if now.status == TaskStatus::Killed {
-                return Ok(());
+                Ok(())
+            } else {
+                Err(ControlError::Conflict(format!(
+                    "Task cannot be killed (state: {})",
+                    now.status
+                )))
             }
-            Err(ControlError::Conflict(format!(
-                "Task cannot be killed (state: {})",
-                now.status
-            )))
         }
+    };
+    if outcome.is_ok() {
+        crate::auth::service::audit(
+            state,
+            Some(caller),
+            "task.kill",
+            Some(format!("task {id}")),
+            None,
+        )
+        .await;
     }
+    outcome
 }
 
 /// `pause` (from running) or `resume` (from paused), applied only when the runner succeeds.
 pub async fn pause_or_resume(
     state: &AppState,
+    caller: &Caller,
     id: TaskId,
     pause: bool,
 ) -> Result<(), ControlError> {
@@ -87,7 +117,7 @@ pub async fn pause_or_resume(
     } else {
         ("resume", TaskStatus::Paused, TaskStatus::Running)
     };
-    let t = load(state, id).await?;
+    let t = load_owned(state, caller, id).await?;
     if t.status != from {
         return Err(ControlError::Conflict(format!(
             "Invalid command or task state: {verb} for {}",

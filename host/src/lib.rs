@@ -6,6 +6,8 @@
 //! runners), `views` (rows to wire types), `config`, `ids`.
 
 pub mod api;
+pub mod approval;
+pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod control;
@@ -35,6 +37,7 @@ pub struct AppState {
     pub config: Arc<HostConfig>,
     pub ids: Arc<ids::IdGen>,
     pub health: Arc<HealthHistory>,
+    pub limiter: Arc<auth::ratelimit::LoginLimiter>,
 }
 
 /// Reads the cluster secret from the config, or from `<data_dir>/cluster-secret`, generating
@@ -60,7 +63,7 @@ fn ensure_secret(config: &mut HostConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -78,6 +81,15 @@ pub async fn run(
     mut config: HostConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    if !config.auth_enabled
+        && !config.listen.ip().is_loopback()
+        && !config.allow_unauthenticated_network
+    {
+        anyhow::bail!(
+            "auth_enabled = false would let anyone who reaches {} act as an administrator: listen on a loopback address, or also set allow_unauthenticated_network = true",
+            config.listen
+        );
+    }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     ensure_secret(&mut config)?;
@@ -104,7 +116,13 @@ pub async fn run(
         config: Arc::new(config),
         ids: Arc::new(ids::IdGen::new()),
         health,
+        limiter: Arc::new(auth::ratelimit::LoginLimiter::default()),
     };
+    if state.config.auth_enabled {
+        auth::service::bootstrap_admin(&state, &state.config.data_dir).await?;
+    } else {
+        tracing::warn!("authentication is DISABLED: every caller acts as an administrator");
+    }
     tracing::info!(%addr, version = ferry_common::VERSION, "ferry-host listening");
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown)

@@ -1,6 +1,7 @@
 //! Task output: read from the shared directory when the host has one, else fetched from the
 //! runner that ran the task (no shared filesystem needed).
 
+use crate::auth::Caller;
 use crate::store::tasks;
 use crate::AppState;
 use ferry_common::TaskId;
@@ -12,6 +13,8 @@ const MAX_LOG_BYTES: u64 = 16 * 1024 * 1024;
 pub enum LogError {
     #[error("Task not found.")]
     NotFound,
+    #[error("Access denied to this task")]
+    Forbidden,
     #[error("VPS tasks do not have stdout.")]
     Vps,
     #[error("{0}")]
@@ -22,6 +25,7 @@ pub enum LogError {
 
 pub async fn read(
     state: &AppState,
+    caller: &Caller,
     id: TaskId,
     stream: &'static str,
     lines: Option<usize>,
@@ -31,6 +35,9 @@ pub async fn read(
         .read(move |c| tasks::get(c, id))
         .await?
         .ok_or(LogError::NotFound)?;
+    if !caller.may_touch(t.owner_id) {
+        return Err(LogError::Forbidden);
+    }
     if t.task_type == "vps" {
         return Err(LogError::Vps);
     }

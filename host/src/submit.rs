@@ -219,6 +219,11 @@ pub fn build(
             started_at: None,
             completed_at: None,
             last_seq: 0,
+            approved_by_id: None,
+            approved_at: None,
+            rejection_reason: None,
+            owner_username: None,
+            approved_by_username: None,
         });
     }
     Ok(rows)

@@ -154,6 +154,7 @@ fn spawn(binary: &str, args: &[String], env: &[(&str, String)], log: &Path) -> C
 #[derive(Clone)]
 pub struct Opts {
     pub secret: String,
+    pub admin_password: String,
     pub node_timeout: &'static str,
     pub heartbeat: &'static str,
 }
@@ -162,6 +163,7 @@ impl Default for Opts {
     fn default() -> Self {
         Opts {
             secret: format!("test-secret-{}", std::process::id()),
+            admin_password: "admin-test-password".into(),
             node_timeout: "5s",
             heartbeat: "500ms",
         }
@@ -176,6 +178,8 @@ pub struct TestCluster {
     pub host: Option<Daemon>,
     pub runners: Vec<Daemon>,
     pub http: reqwest::Client,
+    /// The admin's API token, sent with every helper request.
+    pub token: Option<String>,
 }
 
 impl TestCluster {
@@ -187,6 +191,7 @@ impl TestCluster {
             host_port: free_port(),
             host: None,
             runners: Vec::new(),
+            token: None,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -257,7 +262,10 @@ impl TestCluster {
             "--node-timeout".into(),
             self.opts.node_timeout.into(),
         ];
-        let env = vec![("FERRY_CLUSTER_SECRET", self.opts.secret.clone())];
+        let env = vec![
+            ("FERRY_CLUSTER_SECRET", self.opts.secret.clone()),
+            ("FERRY_ADMIN_PASSWORD", self.opts.admin_password.clone()),
+        ];
         self.host = Some(Daemon::start(
             "ferry-host",
             args,
@@ -267,6 +275,10 @@ impl TestCluster {
             "host",
         ));
         self.wait_ready(&self.url()).await;
+        if self.token.is_none() {
+            let password = self.opts.admin_password.clone();
+            self.token = Some(self.login_token("admin", &password).await);
+        }
     }
 
     pub fn start_runner(&mut self, name: &str, extra: &[&str]) -> usize {
@@ -355,10 +367,47 @@ impl TestCluster {
         s
     }
 
-    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+    /// Signs in and creates an API token; panics on failure.
+    pub async fn login_token(&self, username: &str, password: &str) -> String {
         let r = self
             .http
-            .get(format!("{}{path}", self.url()))
+            .post(format!("{}/api/auth/login", self.url()))
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(r.status().as_u16(), 200, "login as {username}");
+        let cookie = r
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let session = cookie.split(';').next().unwrap_or_default().to_string();
+        let r = self
+            .http
+            .post(format!("{}/api/auth/tokens/create", self.url()))
+            .header("cookie", session)
+            .json(&json!({"name": "e2e"}))
+            .send()
+            .await
+            .expect("create token");
+        let v: Value = r.json().await.expect("token json");
+        v["token"].as_str().expect("token").to_string()
+    }
+
+    /// A request to the host carrying the admin token.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let rb = self.http.request(method, format!("{}{path}", self.url()));
+        match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .request(reqwest::Method::GET, path)
             .send()
             .await
             .expect("GET");
@@ -368,8 +417,7 @@ impl TestCluster {
 
     pub async fn get_text(&self, path: &str) -> (u16, String) {
         let r = self
-            .http
-            .get(format!("{}{path}", self.url()))
+            .request(reqwest::Method::GET, path)
             .send()
             .await
             .expect("GET");
@@ -378,8 +426,7 @@ impl TestCluster {
 
     pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
         let r = self
-            .http
-            .post(format!("{}{path}", self.url()))
+            .request(reqwest::Method::POST, path)
             .json(body)
             .send()
             .await
@@ -390,8 +437,7 @@ impl TestCluster {
 
     pub async fn post_raw(&self, path: &str, body: &str) -> (u16, Value) {
         let r = self
-            .http
-            .post(format!("{}{path}", self.url()))
+            .request(reqwest::Method::POST, path)
             .header("content-type", "application/json")
             .body(body.to_string())
             .send()

@@ -13,6 +13,8 @@ use serde::de::DeserializeOwned;
 pub struct ApiError {
     pub status: StatusCode,
     pub detail: String,
+    /// Seconds for a `Retry-After` header (429).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -20,6 +22,7 @@ impl ApiError {
         ApiError {
             status,
             detail: detail.into(),
+            retry_after: None,
         }
     }
     pub fn bad_request(detail: impl Into<String>) -> ApiError {
@@ -46,6 +49,14 @@ impl ApiError {
     pub fn unauthorized(detail: impl Into<String>) -> ApiError {
         Self::new(StatusCode::UNAUTHORIZED, detail)
     }
+    pub fn forbidden(detail: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::FORBIDDEN, detail)
+    }
+    pub fn too_many(detail: impl Into<String>, wait: std::time::Duration) -> ApiError {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, detail);
+        e.retry_after = Some(wait.as_secs().max(1));
+        e
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -54,6 +65,11 @@ impl IntoResponse for ApiError {
             tracing::error!(status = %self.status, detail = %self.detail, "request failed");
         }
         let mut resp = (self.status, Json(ErrorBody::new(self.detail))).into_response();
+        if let Some(secs) = self.retry_after {
+            if let Ok(v) = header::HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -66,7 +82,10 @@ impl IntoResponse for ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        ApiError::internal(e.to_string())
+        match e {
+            crate::store::StoreError::Conflict(m) => ApiError::conflict(m),
+            other => ApiError::internal(other.to_string()),
+        }
     }
 }
 

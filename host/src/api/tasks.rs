@@ -1,6 +1,7 @@
 //! Submission, queries, logs and control of tasks.
 
 use super::error::{ApiError, ApiJson, ApiQuery, TaskIdPath};
+use crate::auth::{Caller, Role};
 use crate::control::{self, ControlError};
 use crate::logs::{self, LogError};
 use crate::scheduler::{Placement, SubmitError};
@@ -9,7 +10,7 @@ use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::Json;
+use axum::{Extension, Json};
 use ferry_common::api::{NodeRef, QueuedTask, SubmitRequest, SubmitResponse, TaskResponse};
 use ferry_common::TaskStatus;
 use serde::Deserialize;
@@ -17,6 +18,7 @@ use serde_json::json;
 
 pub async fn submit(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(req): ApiJson<SubmitRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let rows = crate::submit::build(
@@ -26,6 +28,21 @@ pub async fn submit(
         || state.ids.next(),
     )
     .map_err(|e| ApiError::bad_request(e.0))?;
+    let mut rows = rows;
+    let now = ferry_common::time::now_ms();
+    // Tasks of the `user` role wait for an operator; everyone else's are approved by submitting.
+    let needs_approval = state.config.auth_enabled && caller.role == Role::User;
+    for r in rows.iter_mut() {
+        r.owner_id = caller.user_id;
+        if needs_approval {
+            r.status = TaskStatus::PendingApproval;
+            r.approval_status = Some("pending".into());
+        } else if state.config.auth_enabled {
+            r.approval_status = Some("approved".into());
+            r.approved_by_id = caller.user_id;
+            r.approved_at = Some(now);
+        }
+    }
     let targets: Vec<Option<String>> = rows.iter().map(|r| r.target_node.clone()).collect();
     let placements = state.scheduler.submit(rows).await.map_err(|e| match e {
         SubmitError::UnknownNode(n) => {
@@ -42,7 +59,9 @@ pub async fn submit(
     let task_ids = placements
         .iter()
         .map(|p| match p {
-            Placement::Placed { id, .. } | Placement::Queued { id, .. } => *id,
+            Placement::Placed { id, .. }
+            | Placement::Queued { id, .. }
+            | Placement::AwaitingApproval { id } => *id,
         })
         .collect();
     let queued = placements
@@ -52,7 +71,7 @@ pub async fn submit(
                 task_id: *id,
                 queue_position: *position,
             }),
-            Placement::Placed { .. } => None,
+            Placement::Placed { .. } | Placement::AwaitingApproval { .. } => None,
         })
         .collect::<Vec<_>>();
     let last_node = match placements.last() {
@@ -65,7 +84,9 @@ pub async fn submit(
             .url_of(&h)
             .map(|url| NodeRef { hostname: h, url })
     });
-    let message = if queued.is_empty() {
+    let message = if needs_approval {
+        format!("Task batch submitted. {n} tasks created, awaiting approval by an operator.")
+    } else if queued.is_empty() {
         format!("Task batch submitted successfully. {n} tasks created.")
     } else {
         format!(
@@ -79,14 +100,24 @@ pub async fn submit(
             message,
             task_ids,
             assigned_node,
-            runner_response: json!(true),
+            runner_response: if needs_approval {
+                json!({"status": "pending_approval"})
+            } else {
+                json!(true)
+            },
             queued,
         }),
     ))
 }
 
+/// Users see their own tasks; viewers (read-only observers) and operators see all.
+fn may_read(caller: &Caller, owner: Option<i64>) -> bool {
+    caller.role != Role::User || caller.may_touch(owner)
+}
+
 pub async fn status(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     TaskIdPath(id): TaskIdPath,
 ) -> Result<Json<TaskResponse>, ApiError> {
     let row = state
@@ -94,6 +125,9 @@ pub async fn status(
         .read(move |c| store_tasks::get(c, id))
         .await?
         .ok_or_else(|| ApiError::not_found("Task not found."))?;
+    if !may_read(&caller, row.owner_id) {
+        return Err(ApiError::forbidden("Access denied to this task"));
+    }
     Ok(Json(crate::views::task(
         &row,
         &state.scheduler.view(),
@@ -113,10 +147,24 @@ pub struct ListQuery {
 /// Most rows one page may hold (the original CLI asks for 10000).
 const MAX_LIMIT: i64 = 10_000;
 
-pub async fn list(
-    State(state): State<AppState>,
-    ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Vec<TaskResponse>>, ApiError> {
+/// Validated `limit` (default 100) and `offset` (default 0).
+pub fn page(limit: Option<i64>, offset: Option<i64>) -> Result<(u32, u32), ApiError> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::unprocessable(format!(
+            "limit: must be between 1 and {MAX_LIMIT}, got {limit}"
+        )));
+    }
+    let offset = offset.unwrap_or(0);
+    if offset < 0 || offset > u32::MAX as i64 {
+        return Err(ApiError::unprocessable(format!(
+            "offset: must be 0 or more, got {offset}"
+        )));
+    }
+    Ok((limit as u32, offset as u32))
+}
+
+fn filter(q: ListQuery, owner: Option<i64>) -> Result<ListFilter, ApiError> {
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(
@@ -124,18 +172,7 @@ pub async fn list(
                 .map_err(|e| ApiError::unprocessable(format!("status: {e}")))?,
         ),
     };
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::unprocessable(format!(
-            "limit: must be between 1 and {MAX_LIMIT}, got {limit}"
-        )));
-    }
-    let offset = q.offset.unwrap_or(0);
-    if offset < 0 || offset > u32::MAX as i64 {
-        return Err(ApiError::unprocessable(format!(
-            "offset: must be 0 or more, got {offset}"
-        )));
-    }
+    let (limit, offset) = page(q.limit, q.offset)?;
     let task_type = match q.task_type.as_deref().filter(|s| !s.is_empty()) {
         None => Some("command".to_string()),
         Some(t @ ("command" | "vps")) => Some(t.to_string()),
@@ -146,23 +183,46 @@ pub async fn list(
             )))
         }
     };
-    let filter = ListFilter {
+    Ok(ListFilter {
         status,
         task_type,
         node: q.node.filter(|n| !n.is_empty()),
-        limit: limit as u32,
-        offset: offset as u32,
-    };
-    let rows = state
-        .db
-        .read(move |c| store_tasks::list(c, &filter))
-        .await?;
+        owner,
+        limit,
+        offset,
+    })
+}
+
+async fn list_with(state: AppState, f: ListFilter) -> Result<Json<Vec<TaskResponse>>, ApiError> {
+    let rows = state.db.read(move |c| store_tasks::list(c, &f)).await?;
     let view = state.scheduler.view();
     Ok(Json(
         rows.iter()
             .map(|r| crate::views::task(r, &view, state.config.shared_dir.as_deref()))
             .collect(),
     ))
+}
+
+/// Newest first; a `user` sees only their own tasks.
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Vec<TaskResponse>>, ApiError> {
+    let owner = if caller.role == Role::User {
+        Some(caller.user_id.unwrap_or(-1))
+    } else {
+        None
+    };
+    list_with(state, filter(q, owner)?).await
+}
+
+pub async fn list_mine(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Vec<TaskResponse>>, ApiError> {
+    list_with(state, filter(q, Some(caller.user_id.unwrap_or(-1)))?).await
 }
 
 #[derive(Deserialize)]
@@ -172,6 +232,7 @@ pub struct LogParams {
 
 async fn log_stream(
     state: AppState,
+    caller: Caller,
     id: ferry_common::TaskId,
     stream: &'static str,
     lines: Option<i64>,
@@ -185,10 +246,11 @@ async fn log_stream(
         }
         Some(n) => Some(n as usize),
     };
-    let text = logs::read(&state, id, stream, lines)
+    let text = logs::read(&state, &caller, id, stream, lines)
         .await
         .map_err(|e| match e {
             LogError::NotFound => ApiError::not_found(e.to_string()),
+            LogError::Forbidden => ApiError::forbidden(e.to_string()),
             LogError::Vps => ApiError::bad_request(e.to_string()),
             LogError::Unavailable(m) => ApiError::unavailable(m),
             LogError::Store(e) => e.into(),
@@ -204,23 +266,26 @@ async fn log_stream(
 
 pub async fn stdout(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     TaskIdPath(id): TaskIdPath,
     ApiQuery(q): ApiQuery<LogParams>,
 ) -> Result<impl IntoResponse, ApiError> {
-    log_stream(state, id, "stdout", q.lines).await
+    log_stream(state, caller, id, "stdout", q.lines).await
 }
 
 pub async fn stderr(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     TaskIdPath(id): TaskIdPath,
     ApiQuery(q): ApiQuery<LogParams>,
 ) -> Result<impl IntoResponse, ApiError> {
-    log_stream(state, id, "stderr", q.lines).await
+    log_stream(state, caller, id, "stderr", q.lines).await
 }
 
 fn control_error(e: ControlError) -> ApiError {
     match e {
         ControlError::NotFound => ApiError::not_found(e.to_string()),
+        ControlError::Forbidden => ApiError::forbidden(e.to_string()),
         ControlError::Conflict(m) => ApiError::conflict(m),
         ControlError::Runner(m) => ApiError::bad_gateway(m),
         ControlError::Store(e) => e.into(),
@@ -229,9 +294,12 @@ fn control_error(e: ControlError) -> ApiError {
 
 pub async fn kill(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     TaskIdPath(id): TaskIdPath,
 ) -> Result<impl IntoResponse, ApiError> {
-    control::kill(&state, id).await.map_err(control_error)?;
+    control::kill(&state, &caller, id)
+        .await
+        .map_err(control_error)?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"message": format!("Kill requested for task {id}. Task marked as killed.")})),
@@ -240,6 +308,7 @@ pub async fn kill(
 
 pub async fn command(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     TaskIdPath(id): TaskIdPath,
     Path((_, command)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -252,7 +321,7 @@ pub async fn command(
             )))
         }
     };
-    control::pause_or_resume(&state, id, pause)
+    control::pause_or_resume(&state, &caller, id, pause)
         .await
         .map_err(control_error)?;
     let (verb, done) = if pause {

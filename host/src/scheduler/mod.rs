@@ -48,8 +48,18 @@ pub enum Event {
 /// Where a submitted task went.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Placement {
-    Placed { id: TaskId, node: String },
-    Queued { id: TaskId, position: u64 },
+    Placed {
+        id: TaskId,
+        node: String,
+    },
+    Queued {
+        id: TaskId,
+        position: u64,
+    },
+    /// Submitted by the `user` role: waits for an operator before it is queued.
+    AwaitingApproval {
+        id: TaskId,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -333,6 +343,9 @@ impl Scheduler {
             let placed: Vec<Placement> = tasks
                 .iter()
                 .map(|t| match self.holding.get(&t.id) {
+                    _ if t.status == TaskStatus::PendingApproval => {
+                        Placement::AwaitingApproval { id: t.id }
+                    }
                     Some((node, _)) => Placement::Placed {
                         id: t.id,
                         node: node.clone(),
@@ -395,7 +408,11 @@ impl Scheduler {
         for ((rows, reply), outcome) in submits.drain(..).zip(inserted) {
             match outcome {
                 Ok(()) => {
-                    self.queue.extend(rows.iter().cloned());
+                    self.queue.extend(
+                        rows.iter()
+                            .filter(|t| t.status == TaskStatus::Pending)
+                            .cloned(),
+                    );
                     kept.push((rows, reply));
                 }
                 Err(e) => {

@@ -6,6 +6,7 @@
 //! disk. Reads run on a small pool of read-only connections in blocking threads, never on the
 //! async runtime. WAL mode lets reads proceed while the writer commits.
 
+pub mod auth;
 pub mod nodes;
 pub mod schema;
 pub mod tasks;
@@ -21,6 +22,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("the database writer has stopped")]
     WriterGone,
     #[error("database schema version {found} is newer than this ferry-host understands ({known})")]

@@ -63,6 +63,53 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX tasks_by_status ON tasks(status, task_id);
     CREATE INDEX tasks_by_node ON tasks(assigned_node, status);
     "#,
+    // 2: users, sessions, API tokens, invitations, audit log.
+    r#"
+    CREATE TABLE users (
+        id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+        username            TEXT NOT NULL UNIQUE,
+        display_name        TEXT,
+        password_hash       TEXT NOT NULL,
+        role                TEXT NOT NULL,
+        is_active           INTEGER NOT NULL DEFAULT 1,
+        created_at          INTEGER NOT NULL
+    );
+    CREATE TABLE sessions (
+        id_hash             TEXT PRIMARY KEY,
+        user_id             INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created_at          INTEGER NOT NULL,
+        expires_at          INTEGER NOT NULL
+    );
+    CREATE INDEX sessions_by_user ON sessions(user_id);
+    CREATE TABLE api_tokens (
+        id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id             INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name                TEXT NOT NULL,
+        token_hash          TEXT NOT NULL UNIQUE,
+        created_at          INTEGER NOT NULL,
+        last_used           INTEGER
+    );
+    CREATE TABLE invitations (
+        id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+        token_hash          TEXT NOT NULL UNIQUE,
+        role                TEXT NOT NULL,
+        max_usage           INTEGER NOT NULL,
+        usage_count         INTEGER NOT NULL DEFAULT 0,
+        expires_at          INTEGER NOT NULL,
+        created_by          INTEGER REFERENCES users(id) ON DELETE SET NULL,
+        created_at          INTEGER NOT NULL
+    );
+    CREATE TABLE audit (
+        id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+        at                  INTEGER NOT NULL,
+        actor_id            INTEGER,
+        actor               TEXT,
+        action              TEXT NOT NULL,
+        target              TEXT,
+        detail              TEXT,
+        address             TEXT
+    );
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

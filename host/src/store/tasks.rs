@@ -13,6 +13,9 @@ pub struct TaskRow {
     pub batch_id: Option<TaskId>,
     pub owner_id: Option<i64>,
     pub approval_status: Option<String>,
+    pub approved_by_id: Option<i64>,
+    pub approved_at: Option<i64>,
+    pub rejection_reason: Option<String>,
     pub command: String,
     pub arguments: Vec<String>,
     pub env_vars: BTreeMap<String, String>,
@@ -37,6 +40,9 @@ pub struct TaskRow {
     pub started_at: Option<i64>,
     pub completed_at: Option<i64>,
     pub last_seq: u64,
+    /// Read-only, joined from `users` (ignored on insert).
+    pub owner_username: Option<String>,
+    pub approved_by_username: Option<String>,
 }
 
 const COLUMNS: &str =
@@ -44,7 +50,20 @@ const COLUMNS: &str =
     env_vars, required_cores, required_gpus, required_memory_bytes, target_node, \
     target_numa_node_id, status, assigned_node, container_name, docker_image_name, \
     registry_image, working_dir, privileged, mounts, priority, exit_code, error_message, \
-    submitted_at, started_at, completed_at, last_seq";
+    submitted_at, started_at, completed_at, last_seq, approved_by_id, approved_at, rejection_reason";
+
+/// `SELECT ... FROM` with owner and approver names joined in (one query, no look-up per row).
+fn select() -> String {
+    let cols: Vec<String> = COLUMNS
+        .split(',')
+        .map(|c| format!("t.{}", c.trim()))
+        .collect();
+    format!(
+        "SELECT {}, ou.username, au.username FROM tasks t
+         LEFT JOIN users ou ON ou.id = t.owner_id LEFT JOIN users au ON au.id = t.approved_by_id",
+        cols.join(", ")
+    )
+}
 
 fn json_col<T: serde::de::DeserializeOwned>(row: &Row, idx: usize) -> rusqlite::Result<T> {
     let text: String = row.get(idx)?;
@@ -90,6 +109,11 @@ fn from_row(r: &Row) -> rusqlite::Result<TaskRow> {
         started_at: r.get(25)?,
         completed_at: r.get(26)?,
         last_seq: r.get::<_, i64>(27)? as u64,
+        approved_by_id: r.get(28)?,
+        approved_at: r.get(29)?,
+        rejection_reason: r.get(30)?,
+        owner_username: r.get(31)?,
+        approved_by_username: r.get(32)?,
     })
 }
 
@@ -99,7 +123,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
 
 pub fn insert(conn: &Connection, t: &TaskRow) -> Result<(), StoreError> {
     conn.execute(
-        &format!("INSERT INTO tasks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)"),
+        &format!("INSERT INTO tasks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)"),
         params![
             t.id.0 as i64,
             t.task_type,
@@ -129,6 +153,9 @@ pub fn insert(conn: &Connection, t: &TaskRow) -> Result<(), StoreError> {
             t.started_at,
             t.completed_at,
             t.last_seq as i64,
+            t.approved_by_id,
+            t.approved_at,
+            t.rejection_reason,
         ],
     )?;
     Ok(())
@@ -152,7 +179,7 @@ pub fn insert_batch(conn: &Connection, rows: &[TaskRow]) -> Result<(), StoreErro
 pub fn get(conn: &Connection, id: TaskId) -> Result<Option<TaskRow>, StoreError> {
     Ok(conn
         .query_row(
-            &format!("SELECT {COLUMNS} FROM tasks WHERE task_id = ?1"),
+            &format!("{} WHERE t.task_id = ?1", select()),
             [id.0 as i64],
             from_row,
         )
@@ -164,6 +191,8 @@ pub struct ListFilter {
     pub status: Option<TaskStatus>,
     pub task_type: Option<String>,
     pub node: Option<String>,
+    /// Only tasks of this owner.
+    pub owner: Option<i64>,
     pub limit: u32,
     pub offset: u32,
 }
@@ -171,10 +200,10 @@ pub struct ListFilter {
 /// Newest first.
 pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<TaskRow>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM tasks
-         WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR task_type = ?2)
-           AND (?3 IS NULL OR assigned_node = ?3)
-         ORDER BY task_id DESC LIMIT ?4 OFFSET ?5"
+        "{} WHERE (?1 IS NULL OR t.status = ?1) AND (?2 IS NULL OR t.task_type = ?2)
+           AND (?3 IS NULL OR t.assigned_node = ?3) AND (?6 IS NULL OR t.owner_id = ?6)
+         ORDER BY t.task_id DESC LIMIT ?4 OFFSET ?5",
+        select()
     ))?;
     let rows = stmt.query_map(
         params![
@@ -182,7 +211,8 @@ pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<TaskRow>, StoreErro
             f.task_type,
             f.node,
             f.limit,
-            f.offset
+            f.offset,
+            f.owner
         ],
         from_row,
     )?;
@@ -192,8 +222,8 @@ pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<TaskRow>, StoreErro
 /// Tasks the scheduler must know about at start: those holding resources and those queued.
 pub fn active(conn: &Connection) -> Result<Vec<TaskRow>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM tasks WHERE status IN ('pending', 'assigning', 'running', 'paused', 'lost')
-         ORDER BY task_id"
+        "{} WHERE t.status IN ('pending', 'assigning', 'running', 'paused', 'lost') ORDER BY t.task_id",
+        select()
     ))?;
     let rows = stmt.query_map([], from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -260,6 +290,8 @@ pub struct Change {
     pub seq: Option<u64>,
     /// Set on placement.
     pub assigned_node: Option<String>,
+    /// Set on approval or rejection: (approval status, by whom, rejection reason).
+    pub approval: Option<(String, Option<i64>, Option<String>)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -343,6 +375,13 @@ pub fn apply(
             change.seq.unwrap_or(0) as i64,
         ],
     )?;
+    if let Some((status, by, reason)) = &change.approval {
+        conn.execute(
+            "UPDATE tasks SET approval_status = ?2, approved_by_id = ?3, approved_at = ?4, rejection_reason = ?5
+             WHERE task_id = ?1",
+            params![id.0 as i64, status, by, now_ms, reason],
+        )?;
+    }
     Ok(Applied::Changed {
         from: cur.status,
         to,
@@ -384,6 +423,11 @@ pub(crate) mod tests {
             started_at: None,
             completed_at: None,
             last_seq: 0,
+            approved_by_id: None,
+            approved_at: None,
+            rejection_reason: None,
+            owner_username: None,
+            approved_by_username: None,
         }
     }
 

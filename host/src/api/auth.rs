@@ -1,0 +1,298 @@
+//! `/api/auth/*`: sign-in, sessions, API tokens, invitations, user administration.
+
+use super::error::{ApiError, ApiJson, ApiQuery};
+use crate::auth::service::{self, caller_json, invitation_json, user_json};
+use crate::auth::{Caller, SESSION_COOKIE};
+use crate::store::auth as store;
+use crate::AppState;
+use axum::extract::{Path, State};
+use axum::http::header::SET_COOKIE;
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use ferry_common::time::format_ms;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+fn disabled(state: &AppState) -> Result<(), ApiError> {
+    if state.config.auth_enabled {
+        Ok(())
+    } else {
+        Err(ApiError::unavailable(
+            "Authentication is disabled on this host",
+        ))
+    }
+}
+
+fn session_cookie(state: &AppState, value: &str, max_age: u64) -> HeaderValue {
+    let secure = if state.config.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={value}; Max-Age={max_age}; HttpOnly; SameSite=Lax; Path=/{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn with_cookie(body: Value, cookie: HeaderValue) -> Response {
+    let mut resp = Json(body).into_response();
+    resp.headers_mut().insert(SET_COOKIE, cookie);
+    resp
+}
+
+pub async fn status(State(state): State<AppState>) -> Json<Value> {
+    let hours = state
+        .config
+        .auth_enabled
+        .then(|| state.config.session_ttl.as_secs() / 3600);
+    Json(json!({"auth_enabled": state.config.auth_enabled, "session_expire_hours": hours}))
+}
+
+#[derive(Deserialize)]
+pub struct LoginBody {
+    username: String,
+    password: String,
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(b): ApiJson<LoginBody>,
+) -> Result<Response, ApiError> {
+    disabled(&state)?;
+    if b.username.is_empty() || b.username.len() > 50 || b.password.is_empty() {
+        return Err(ApiError::unprocessable(
+            "username and password are required",
+        ));
+    }
+    let (user, session) = service::login(&state, &b.username, &b.password, caller.address).await?;
+    let cookie = session_cookie(&state, &session, state.config.session_ttl.as_secs());
+    Ok(with_cookie(
+        json!({"message": "Login successful", "user": user_json(&user)}),
+        cookie,
+    ))
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    service::logout(&state, &caller).await?;
+    Ok(with_cookie(
+        json!({"message": "Logged out successfully"}),
+        session_cookie(&state, "", 0),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+pub struct RegisterQuery {
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct RegisterBody {
+    username: String,
+    password: String,
+    display_name: Option<String>,
+    /// The invitation code; preferred over `?token=` so it stays out of access logs.
+    invitation: Option<String>,
+}
+
+pub async fn register(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiQuery(q): ApiQuery<RegisterQuery>,
+    ApiJson(b): ApiJson<RegisterBody>,
+) -> Result<Response, ApiError> {
+    disabled(&state)?;
+    let invitation = b
+        .invitation
+        .or(q.token)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::bad_request("invitation: an invitation code is required"))?;
+    let (user, session) = service::register(
+        &state,
+        &invitation,
+        &b.username,
+        &b.password,
+        b.display_name,
+        caller.address,
+    )
+    .await?;
+    let cookie = session_cookie(&state, &session, state.config.session_ttl.as_secs());
+    Ok(with_cookie(
+        json!({"message": "Registration successful", "user": user_json(&user)}),
+        cookie,
+    ))
+}
+
+/// 200 with the anonymous user when no credentials were sent (the original's clients rely on
+/// that); bad credentials never reach here (401 in the middleware).
+pub async fn me(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    disabled(&state)?;
+    Ok(Json(caller_json(&caller)))
+}
+
+#[derive(Deserialize)]
+pub struct PasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+pub async fn change_password(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(b): ApiJson<PasswordBody>,
+) -> Result<Json<Value>, ApiError> {
+    disabled(&state)?;
+    service::change_password(&state, &caller, &b.current_password, &b.new_password).await?;
+    Ok(Json(
+        json!({"message": "Password changed; other sessions were signed out"}),
+    ))
+}
+
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    disabled(&state)?;
+    let Some(uid) = caller.user_id else {
+        return Ok(Json(json!([])));
+    };
+    let rows = state.db.read(move |c| store::list_tokens(c, uid)).await?;
+    Ok(Json(Value::from(
+        rows.iter()
+            .map(|t| json!({"id": t.id, "name": t.name, "last_used": t.last_used.map(format_ms), "created_at": format_ms(t.created_at)}))
+            .collect::<Vec<_>>(),
+    )))
+}
+
+#[derive(Deserialize)]
+pub struct TokenBody {
+    name: String,
+}
+
+pub async fn create_token(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(b): ApiJson<TokenBody>,
+) -> Result<Json<Value>, ApiError> {
+    disabled(&state)?;
+    Ok(Json(service::create_token(&state, &caller, &b.name).await?))
+}
+
+fn id_param(raw: &str, name: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>()
+        .map_err(|_| ApiError::unprocessable(format!("{name}: must be an integer, got {raw:?}")))
+}
+
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    disabled(&state)?;
+    let name = service::revoke_token(&state, &caller, id_param(&id, "token_id")?).await?;
+    Ok(Json(json!({"message": format!("Token '{name}' revoked")})))
+}
+
+pub async fn list_users(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let users = state.db.read(store::list_users).await?;
+    Ok(Json(Value::from(
+        users.iter().map(user_json).collect::<Vec<_>>(),
+    )))
+}
+
+#[derive(Deserialize)]
+pub struct PatchUserBody {
+    display_name: Option<String>,
+    role: Option<String>,
+    is_active: Option<bool>,
+}
+
+pub async fn patch_user(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<PatchUserBody>,
+) -> Result<Json<Value>, ApiError> {
+    let id = id_param(&id, "user_id")?;
+    Ok(Json(
+        service::patch_user(&state, &caller, id, b.display_name, b.role, b.is_active).await?,
+    ))
+}
+
+pub async fn delete_user(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let name = service::delete_user(&state, &caller, id_param(&id, "user_id")?).await?;
+    Ok(Json(json!({"message": format!("User '{name}' deleted")})))
+}
+
+pub async fn list_invitations(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let rows = state.db.read(store::list_invitations).await?;
+    Ok(Json(Value::from(
+        rows.iter()
+            .map(|i| invitation_json(i, None))
+            .collect::<Vec<_>>(),
+    )))
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+pub struct InvitationBody {
+    role: String,
+    max_usage: i64,
+    expires_hours: i64,
+}
+
+impl Default for InvitationBody {
+    fn default() -> Self {
+        InvitationBody {
+            role: "user".into(),
+            max_usage: 1,
+            expires_hours: 72,
+        }
+    }
+}
+
+pub async fn create_invitation(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(b): ApiJson<InvitationBody>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        service::create_invitation(&state, &caller, &b.role, b.max_usage, b.expires_hours).await?,
+    ))
+}
+
+pub async fn delete_invitation(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = id_param(&id, "invitation_id")?;
+    if !state
+        .db
+        .write(move |c| store::delete_invitation(c, id))
+        .await?
+    {
+        return Err(ApiError::not_found("Invitation not found"));
+    }
+    service::audit(
+        &state,
+        Some(&caller),
+        "invitation.revoke",
+        Some(format!("invitation {id}")),
+        None,
+    )
+    .await;
+    Ok(Json(json!({"message": format!("Invitation {id} revoked")})))
+}
