@@ -18,9 +18,8 @@ HOST_URL=http://127.0.0.1:$HOST_PORT
 WAIT_S=60
 
 # ---------------------------------------------------------------------------
-# AUTH: every curl to the host API below passes "${AUTH_HEADER[@]}". Once the
-# host requires a bearer token, fill it in here, e.g.
-#   AUTH_HEADER=(-H "Authorization: Bearer $TOKEN")
+# AUTH: every curl to the host API below passes "${AUTH_HEADER[@]}"; it is
+# filled in with an API token of the first administrator once the host is up.
 AUTH_HEADER=()
 # ---------------------------------------------------------------------------
 
@@ -185,6 +184,25 @@ start_daemon host target/release/ferry-host \
   --listen "127.0.0.1:$HOST_PORT" --data-dir "$STATE/host"
 wait_for "ferry-host at $HOST_URL/ready" host_ready
 
+# --- sign in: the host created 'admin' on first start (password in its data dir) ---
+TOKEN_FILE="$STATE/api-token"
+token_ok() { curl -fs -o /dev/null --max-time 5 -H "Authorization: Bearer $(<"$TOKEN_FILE")" "$HOST_URL/api/auth/me"; }
+if [[ ! -s $TOKEN_FILE ]] || ! token_ok; then
+  pw_file="$STATE/host/initial-admin-password"
+  [[ -s $pw_file ]] || die "no $pw_file: this data dir's admin password is unknown; delete $STATE for a fresh cluster"
+  jar=$(mktemp)
+  login_body=$(python3 -c 'import json,sys; print(json.dumps({"username":"admin","password":sys.argv[1]}))' "$(head -n1 "$pw_file")")
+  curl -fsS --max-time 10 -c "$jar" -o /dev/null -H 'content-type: application/json' \
+    -d "$login_body" "$HOST_URL/api/auth/login" || { rm -f "$jar"; die "login as admin failed"; }
+  token=$(curl -fsS --max-time 10 -b "$jar" -H 'content-type: application/json' \
+    -d '{"name":"quickstart"}' "$HOST_URL/api/auth/tokens/create" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])') || { rm -f "$jar"; die "could not create an API token"; }
+  rm -f "$jar"
+  (umask 077; printf '%s\n' "$token" >"$TOKEN_FILE")
+  say "signed in as admin; API token saved in $TOKEN_FILE"
+fi
+AUTH_HEADER=(-H "Authorization: Bearer $(<"$TOKEN_FILE")")
+
 start_daemon runner target/release/ferry-runner \
   --listen "127.0.0.1:$RUNNER_PORT" --host-url "$HOST_URL" --name "$NODE" --data-dir "$STATE/runner"
 wait_for "node $NODE to be online" node_online
@@ -232,8 +250,7 @@ if [[ $status != completed ]]; then
 fi
 
 # --- 7. what next --------------------------------------------------------------
-auth=""
-((${#AUTH_HEADER[@]} == 0)) || auth="$(printf '%q ' "${AUTH_HEADER[@]}")"
+auth="-H \"Authorization: Bearer \$(cat $TOKEN_FILE)\" "
 cat <<EOF
 
 Ferry is running on this machine:
@@ -249,6 +266,7 @@ Its status and output (<id> from "task_ids" in the reply):
 Nodes:
   curl -sS ${auth}$HOST_URL/api/nodes
 
+Admin:  user 'admin', password in $STATE/host/initial-admin-password
 Logs:   $STATE/host.log  $STATE/runner.log
 State:  $STATE/  (delete it for a fresh cluster)
 Stop:   kill \$(cat $STATE/*.pid)

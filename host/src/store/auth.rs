@@ -198,10 +198,7 @@ pub fn insert_token(
 pub type TokenOwner = (UserRow, i64, String, Option<i64>);
 
 /// The active user owning a token, and the token's id and stored hash.
-pub fn token_user(
-    conn: &Connection,
-    token_hash: &str,
-) -> Result<Option<TokenOwner>, StoreError> {
+pub fn token_user(conn: &Connection, token_hash: &str) -> Result<Option<TokenOwner>, StoreError> {
     Ok(conn
         .query_row(
             &format!(
