@@ -131,10 +131,43 @@ impl HostArgs {
             (None, Some(path)) => read_secret(path)?,
             (None, None) => String::new(),
         };
+        let listen = m
+            .pick(|a| a.listen)
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8000)));
+        let auth_enabled = m.pick(|a| a.auth_enabled).unwrap_or(true);
+        let allow_open = m.pick(|a| a.allow_unauthenticated_network).unwrap_or(false);
+        if !auth_enabled && !listen.ip().is_loopback() && !allow_open {
+            return Err(ConfigError::Value {
+                key: "auth_enabled",
+                message: format!(
+                    "false would let anyone who reaches {listen} act as an administrator: \
+                     listen on a loopback address, or also set allow_unauthenticated_network = true"
+                ),
+            });
+        }
+        if max_body_bytes < 1024 {
+            return Err(ConfigError::Value {
+                key: "max_body",
+                message: "must be at least 1K".into(),
+            });
+        }
+        let default_container_name = m
+            .pick(|a| a.default_container_name.clone())
+            .unwrap_or_else(|| "kohakuriver-base".into());
+        let valid_env = !default_container_name.is_empty()
+            && default_container_name.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+            });
+        if !valid_env {
+            return Err(ConfigError::Value {
+                key: "default_container_name",
+                message: format!(
+                    "{default_container_name:?}: use lower-case letters, digits, '.', '_', '-'"
+                ),
+            });
+        }
         Ok(HostConfig {
-            listen: m
-                .pick(|a| a.listen)
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8000))),
+            listen,
             data_dir: m
                 .pick(|a| a.data_dir.clone())
                 .unwrap_or_else(|| "/var/lib/ferry/host".into()),
@@ -145,16 +178,12 @@ impl HostArgs {
                 .pick(|a| a.runner_timeout)
                 .unwrap_or(Duration::from_secs(10)),
             shared_dir: m.pick(|a| a.shared_dir.clone()),
-            default_container_name: m
-                .pick(|a| a.default_container_name.clone())
-                .unwrap_or_else(|| "kohakuriver-base".into()),
+            default_container_name,
             max_body,
             max_body_bytes,
             log_format: m.pick(|a| a.log_format).unwrap_or_default(),
-            auth_enabled: m.pick(|a| a.auth_enabled).unwrap_or(true),
-            allow_unauthenticated_network: m
-                .pick(|a| a.allow_unauthenticated_network)
-                .unwrap_or(false),
+            auth_enabled,
+            allow_unauthenticated_network: allow_open,
             session_ttl: m
                 .pick(|a| a.session_ttl)
                 .unwrap_or(Duration::from_secs(720 * 3600)),

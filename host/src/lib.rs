@@ -81,17 +81,15 @@ pub async fn run(
     mut config: HostConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    if !config.auth_enabled
-        && !config.listen.ip().is_loopback()
-        && !config.allow_unauthenticated_network
-    {
-        anyhow::bail!(
-            "auth_enabled = false would let anyone who reaches {} act as an administrator: listen on a loopback address, or also set allow_unauthenticated_network = true",
-            config.listen
-        );
-    }
+    auth::password::keep_hash_memory_transient();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    // The database holds password hashes: keep the directory private whatever the umask.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict data_dir {}", config.data_dir.display()))?;
+    }
     ensure_secret(&mut config)?;
     let db_path = config.data_dir.join("ferry.db");
     let db = Db::open(&db_path)
@@ -124,7 +122,9 @@ pub async fn run(
         tracing::warn!("authentication is DISABLED: every caller acts as an administrator");
     }
     tracing::info!(%addr, version = ferry_common::VERSION, "ferry-host listening");
-    axum::serve(listener, api::router(state))
+    // Connect info gives handlers the client address (login limits per address, audit log).
+    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
     tracing::info!("ferry-host stopped");

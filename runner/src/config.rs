@@ -84,11 +84,20 @@ pub struct RunnerConfig {
     pub shared_dir: Option<PathBuf>,
     pub local_temp_dir: PathBuf,
     pub cores: Option<u32>,
+    #[serde(serialize_with = "ser_size")]
     pub memory: Option<u64>,
     pub log_format: LogFormat,
 }
 
 const DEFAULT_CONFIG: &str = "/etc/ferry/runner.toml";
+
+/// Writes a size the way the config file takes it (`"1073741824"`, a string).
+fn ser_size<S: serde::Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(n) => s.serialize_str(&n.to_string()),
+        None => s.serialize_none(),
+    }
+}
 
 impl RunnerArgs {
     pub fn resolve(self) -> Result<RunnerConfig, ConfigError> {
@@ -117,7 +126,7 @@ impl RunnerArgs {
             pick(&|a| a.host_url.clone()).unwrap_or_else(|| "http://127.0.0.1:8000".into());
         let host_url = host_url.trim_end_matches('/').to_string();
         if reqwest::Url::parse(&host_url)
-            .map(|u| u.host_str().is_none())
+            .map(|u| u.host_str().is_none() || !matches!(u.scheme(), "http" | "https"))
             .unwrap_or(true)
         {
             return Err(ConfigError::Value {

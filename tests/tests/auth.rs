@@ -609,6 +609,80 @@ async fn auth_can_only_be_disabled_on_loopback_unless_told() {
         .env("FERRY_CLUSTER_SECRET", "s")
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2), "a configuration error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("allow_unauthenticated_network"));
+}
+
+#[tokio::test]
+async fn login_limits_are_per_address_and_the_audit_log_names_it() {
+    let c = TestCluster::with_runner(&[]).await;
+    let from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .build()
+            .unwrap()
+    };
+    let attacker = from([127, 0, 0, 2]);
+    for i in 0..20 {
+        let r = attacker
+            .post(format!("{}/api/auth/login", c.url()))
+            .json(&json!({"username": format!("guess{i}"), "password": "x"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+    }
+    let r = attacker
+        .post(format!("{}/api/auth/login", c.url()))
+        .json(&json!({"username": "guess99", "password": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429, "that address is now limited");
+    let r = from([127, 0, 0, 3])
+        .post(format!("{}/api/auth/login", c.url()))
+        .json(&json!({"username": "admin", "password": c.opts.admin_password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "another address is not");
+    let (_, audit) = c.get_json("/api/audit?limit=5").await;
+    assert!(
+        audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["address"] == "127.0.0.2"),
+        "{audit}"
+    );
+}
+
+#[tokio::test]
+async fn an_admin_resets_a_forgotten_password_and_a_given_one_is_not_written_down() {
+    let c = TestCluster::with_runner(&[]).await;
+    assert!(
+        !c.dir.path().join("host/initial-admin-password").exists(),
+        "FERRY_ADMIN_PASSWORD stays out of the data dir"
+    );
+    let (id, token) = account(&c, "forgetful", "user").await;
+    let r = c
+        .request(Method::PATCH, &format!("/api/auth/users/{id}"))
+        .json(&json!({"password": "short"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    let r = c
+        .request(Method::PATCH, &format!("/api/auth/users/{id}"))
+        .json(&json!({"password": "brand-new-pass"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let t2 = c.login_token("forgetful", "brand-new-pass").await;
+    let (status, _) = as_user(&c, &t2, Method::GET, "/api/auth/me", None).await;
+    assert_eq!(status, 200);
+    // API tokens are credentials of their own and survive a reset; revoke them separately.
+    let (status, _) = as_user(&c, &token, Method::GET, "/api/auth/me", None).await;
+    assert_eq!(status, 200);
 }

@@ -208,23 +208,14 @@ pub async fn list_users(State(state): State<AppState>) -> Result<Json<Value>, Ap
     )))
 }
 
-#[derive(Deserialize)]
-pub struct PatchUserBody {
-    display_name: Option<String>,
-    role: Option<String>,
-    is_active: Option<bool>,
-}
-
 pub async fn patch_user(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    ApiJson(b): ApiJson<PatchUserBody>,
+    ApiJson(b): ApiJson<service::UserPatch>,
 ) -> Result<Json<Value>, ApiError> {
     let id = id_param(&id, "user_id")?;
-    Ok(Json(
-        service::patch_user(&state, &caller, id, b.display_name, b.role, b.is_active).await?,
-    ))
+    Ok(Json(service::patch_user(&state, &caller, id, b).await?))
 }
 
 pub async fn delete_user(

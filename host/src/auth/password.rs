@@ -18,6 +18,18 @@ fn hash_now(password: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Keeps argon2's 19 MiB working memory from staying resident after each hash: glibc raises its
+/// mmap threshold after the first large free, so later hashes would come from (and stay in)
+/// the heap arenas of the blocking threads. A fixed threshold keeps large blocks mmapped and
+/// returned to the kernel when freed. Call once at start.
+pub fn keep_hash_memory_transient() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator tuning; called before other threads hash.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 pub async fn hash(password: String) -> Result<String, String> {
     tokio::task::spawn_blocking(move || hash_now(&password))
         .await

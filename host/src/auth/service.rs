@@ -99,15 +99,17 @@ pub async fn bootstrap_admin(state: &AppState, data_dir: &Path) -> anyhow::Resul
         .db
         .write(move |c| store::insert_user(c, "admin", Some("Administrator"), &hash, "admin", now))
         .await?;
-    let path = data_dir.join("initial-admin-password");
-    crate::write_private(&path, &format!("{password}\n"))?;
     if generated {
+        // Only a generated password is written down; one given in the environment is the
+        // operator's to keep.
+        let path = data_dir.join("initial-admin-password");
+        crate::write_private(&path, &format!("{password}\n"))?;
         eprintln!(
             "\nferry-host: created the first administrator.\n  username: admin\n  password: {password}\n  (also in {}; change it with POST /api/auth/password)\n",
             path.display()
         );
     }
-    tracing::warn!(path = %path.display(), "created the first administrator 'admin'");
+    tracing::warn!(generated, "created the first administrator 'admin'");
     audit(state, None, "user.bootstrap", Some("admin".into()), None).await;
     Ok(())
 }
@@ -467,15 +469,40 @@ pub async fn create_invitation(
     Ok(invitation_json(&row, Some(&token)))
 }
 
+/// Changes an admin may make to a user.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct UserPatch {
+    pub display_name: Option<String>,
+    pub role: Option<String>,
+    pub is_active: Option<bool>,
+    /// A new password (for a user who forgot theirs); ends all their sessions.
+    pub password: Option<String>,
+}
+
 /// Admin changes to a user; refuses to demote, disable or delete oneself.
 pub async fn patch_user(
     state: &AppState,
     caller: &Caller,
     id: i64,
-    display_name: Option<String>,
-    role: Option<String>,
-    is_active: Option<bool>,
+    p: UserPatch,
 ) -> Result<Value, ApiError> {
+    let UserPatch {
+        display_name,
+        role,
+        is_active,
+        password: new_password,
+    } = p;
+    let new_hash = match &new_password {
+        None => None,
+        Some(pw) => {
+            validate_password(pw)?;
+            Some(
+                password::hash(pw.clone())
+                    .await
+                    .map_err(ApiError::internal)?,
+            )
+        }
+    };
     let role = match role {
         None => None,
         Some(r) => {
@@ -514,7 +541,10 @@ pub async fn patch_user(
                 return Ok(None);
             }
             store::update_user(c, id, dn.as_deref(), r, is_active)?;
-            if is_active == Some(false) {
+            if let Some(h) = &new_hash {
+                store::set_password(c, id, h)?;
+            }
+            if is_active == Some(false) || new_hash.is_some() {
                 store::delete_sessions_of(c, id, None)?;
             }
             store::user_by_id(c, id)
@@ -522,10 +552,11 @@ pub async fn patch_user(
         .await?
         .ok_or_else(|| ApiError::not_found("User not found"))?;
     let detail = format!(
-        "role={:?} active={:?} display_name={:?}",
+        "role={:?} active={:?} display_name={:?} password_reset={}",
         role.map(|r| r.as_str()),
         is_active,
-        display_name
+        display_name,
+        new_password.is_some()
     );
     audit(
         state,

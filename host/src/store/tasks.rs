@@ -354,7 +354,8 @@ pub fn apply(
     } else {
         cur.exit_code
     };
-    let message = if to.is_final() || to == TaskStatus::Lost {
+    // A task back from `lost` sheds the "node went offline" message with the state.
+    let message = if to.is_final() || to == TaskStatus::Lost || cur.status == TaskStatus::Lost {
         change.message.clone()
     } else {
         change.message.clone().or(cur.error_message.clone())
