@@ -98,9 +98,40 @@ pub fn router(state: RunnerState) -> Router {
             get(|| async { Json(json!({"status": "ok", "version": ferry_common::VERSION})) }),
         )
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "Not Found".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed".into())
+        })
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Prometheus text: this runner's tasks by phase and its undelivered reports.
+async fn metrics(State(state): State<RunnerState>) -> impl IntoResponse {
+    let (live, paused) = state.supervisor.live_tasks();
+    let known = state.supervisor.known_tasks().len();
+    let body = format!(
+        "# HELP ferry_runner_tasks Tasks held by this runner.\n# TYPE ferry_runner_tasks gauge\n\
+         ferry_runner_tasks{{phase=\"running\"}} {}\nferry_runner_tasks{{phase=\"paused\"}} {}\n\
+         ferry_runner_tasks{{phase=\"other\"}} {}\n\
+         # HELP ferry_runner_outbox_pending Status reports not yet acknowledged by the host.\n\
+         # TYPE ferry_runner_outbox_pending gauge\nferry_runner_outbox_pending {}\n\
+         # HELP ferry_runner_registered Whether the runner is registered with the host.\n\
+         # TYPE ferry_runner_registered gauge\nferry_runner_registered {}\n",
+        live.len() - paused.len(),
+        paused.len(),
+        known.saturating_sub(live.len()),
+        state.outbox.len(),
+        u8::from(state.link.is_registered()),
+    );
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
 }
 
 async fn ready(State(state): State<RunnerState>) -> Result<Json<Value>, ApiError> {
@@ -169,8 +200,14 @@ async fn resume(
 async fn logs(
     State(state): State<RunnerState>,
     Path((task_id, stream)): Path<(String, String)>,
-    Query(q): Query<LogQuery>,
+    q: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| {
+        ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("query: {}", e.body_text()),
+        )
+    })?;
     let id: TaskId = task_id
         .parse()
         .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("task_id: {e}")))?;

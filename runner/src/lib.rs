@@ -24,6 +24,7 @@ pub struct RunnerState {
     pub config: Arc<RunnerConfig>,
     pub supervisor: Arc<supervisor::Supervisor>,
     pub link: host_link::HostLink,
+    pub outbox: Arc<outbox::Outbox>,
 }
 
 pub async fn run(
@@ -61,11 +62,15 @@ pub async fn run(
     }
     let link = host_link::HostLink::new(config.clone(), url.clone(), resources);
     tokio::spawn(link.clone().run(supervisor.clone()));
-    tokio::spawn(link.clone().deliver_outbox(outbox, supervisor.clone()));
+    tokio::spawn(
+        link.clone()
+            .deliver_outbox(outbox.clone(), supervisor.clone()),
+    );
     let state = RunnerState {
         config: config.clone(),
         supervisor,
         link,
+        outbox,
     };
     tracing::info!(addr = %bound, %url, name = %config.name, host = %config.host_url, "ferry-runner listening");
     axum::serve(listener, api::router(state))

@@ -112,6 +112,41 @@ async fn health_ready_and_node_view() {
     assert_eq!(h[0]["hostname"], "node-1");
     let (status, _) = c.get_json("/api/health?hostname=nope").await;
     assert_eq!(status, 404);
+    // Prometheus metrics on both daemons, aggregate counts only (no token needed).
+    let text = c
+        .http
+        .get(format!("{}/metrics", c.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("ferry_nodes{status=\"online\"} 1"), "{text}");
+    assert!(text.contains("ferry_tasks{status=\"completed\"}"), "{text}");
+    let text = c
+        .http
+        .get(format!("{}/metrics", c.runners[0].url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("ferry_runner_registered 1"), "{text}");
+    // Runner errors use the same JSON shape as the host's.
+    let r = c
+        .http
+        .get(format!(
+            "{}/api/tasks/1/stdout?lines=many",
+            c.runners[0].url()
+        ))
+        .bearer_auth(&c.opts.secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    assert!(r.json::<serde_json::Value>().await.unwrap()["detail"].is_string());
     let (_, all) = c.get_json("/api/health").await;
     assert!(!all["aggregate"].as_array().unwrap().is_empty());
 }

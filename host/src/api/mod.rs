@@ -19,7 +19,6 @@ use axum::routing::{delete, get, patch, post, put, MethodRouter};
 use axum::Router;
 use error::ApiError;
 use std::time::Duration;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +47,7 @@ const ADMIN: Access = Access::Role(Role::Admin);
 pub const ROUTES: &[RouteSpec] = &[
     r("GET", "/health", Public),
     r("GET", "/ready", Public),
+    r("GET", "/metrics", Public),
     // Accounts.
     r("GET", "/api/auth/status", Public),
     r("POST", "/api/auth/login", Public),
@@ -89,6 +89,7 @@ fn handler(spec: &RouteSpec) -> MethodRouter<AppState> {
     match (spec.method, spec.path) {
         ("GET", "/health") => get(ops::health),
         ("GET", "/ready") => get(ops::ready),
+        ("GET", "/metrics") => get(ops::metrics),
         ("GET", "/api/auth/status") => get(auth::status),
         ("POST", "/api/auth/login") => post(auth::login),
         ("POST", "/api/auth/register") => post(auth::register),
@@ -125,6 +126,24 @@ fn handler(spec: &RouteSpec) -> MethodRouter<AppState> {
     }
 }
 
+/// Longest a request may take before it is answered 408 (in the house error shape).
+const REQUEST_TIME_LIMIT: Duration = Duration::from_secs(60);
+
+async fn time_limit(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(REQUEST_TIME_LIMIT, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "The request took too long and was abandoned",
+        )
+        .into_response(),
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new();
     for spec in ROUTES {
@@ -144,10 +163,7 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(60),
-        ))
+        .layer(axum::middleware::from_fn(time_limit))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

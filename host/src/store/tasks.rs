@@ -248,6 +248,13 @@ pub fn holding_on(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// How many tasks are in each status.
+pub fn count_by_status(conn: &Connection) -> Result<Vec<(TaskStatus, u64)>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM tasks GROUP BY status")?;
+    let rows = stmt.query_map([], |r| Ok((status_col(r, 0)?, r.get::<_, i64>(1)? as u64)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Status of one task, if it exists.
 pub fn status_of(conn: &Connection, id: TaskId) -> Result<Option<TaskStatus>, StoreError> {
     Ok(conn
