@@ -64,6 +64,9 @@ pub struct RunnerArgs {
     /// Memory offered to the cluster, e.g. 16G [default: physical memory]
     #[arg(long, env = "FERRY_MEMORY")]
     pub memory: Option<String>,
+    /// nvidia-smi used to discover GPUs; none found = no GPUs [default: nvidia-smi on PATH]
+    #[arg(long, env = "FERRY_NVIDIA_SMI")]
+    pub nvidia_smi: Option<PathBuf>,
     /// Log format: text or json [default: text]
     #[arg(long, env = "FERRY_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -87,6 +90,7 @@ pub struct RunnerConfig {
     #[serde(serialize_with = "ser_size")]
     pub memory: Option<u64>,
     pub log_format: LogFormat,
+    pub nvidia_smi: PathBuf,
 }
 
 const DEFAULT_CONFIG: &str = "/etc/ferry/runner.toml";
@@ -194,6 +198,11 @@ impl RunnerArgs {
             cores,
             memory,
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            nvidia_smi: self
+                .nvidia_smi
+                .clone()
+                .or(file.nvidia_smi.clone())
+                .unwrap_or_else(|| "nvidia-smi".into()),
         })
     }
 }

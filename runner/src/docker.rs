@@ -60,6 +60,8 @@ pub struct ContainerSpec {
     /// CPUs and memory nodes to bind to (a NUMA-targeted task).
     pub cpuset_cpus: Option<String>,
     pub cpuset_mems: Option<String>,
+    /// NVIDIA GPU indices to expose (through Docker's device requests).
+    pub gpus: Vec<u32>,
 }
 
 /// How a container ended.
@@ -131,6 +133,14 @@ impl Engine {
             memory_swap: spec.memory_bytes,
             cpuset_cpus: spec.cpuset_cpus.clone(),
             cpuset_mems: spec.cpuset_mems.clone(),
+            device_requests: (!spec.gpus.is_empty()).then(|| {
+                vec![bollard::models::DeviceRequest {
+                    driver: Some("nvidia".into()),
+                    device_ids: Some(spec.gpus.iter().map(u32::to_string).collect()),
+                    capabilities: Some(vec![vec!["gpu".into()]]),
+                    ..Default::default()
+                }]
+            }),
             binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
             ..Default::default()
         };

@@ -81,7 +81,7 @@ impl HostLink {
             total_cores: self.resources.cores,
             total_ram_bytes: Some(self.resources.memory_total),
             numa_topology: self.resources.numa.as_ref().map(crate::numa::to_json),
-            gpu_info: Vec::new(),
+            gpu_info: crate::gpu::query(&self.config.nvidia_smi).await,
             runner_version: Some(ferry_common::VERSION.to_string()),
             heartbeat_interval_ms: Some(self.config.heartbeat_interval.as_millis() as u64),
         };
@@ -124,6 +124,7 @@ impl HostLink {
                 memory_percent: Some(usage.memory_percent),
                 memory_used_bytes: Some(usage.memory_used_bytes),
                 memory_total_bytes: Some(usage.memory_total_bytes),
+                gpu_info: crate::gpu::query(&self.config.nvidia_smi).await,
                 runner_version: Some(ferry_common::VERSION.to_string()),
                 ..Default::default()
             };

@@ -9,6 +9,7 @@ pub mod api;
 pub mod config;
 pub mod docker;
 pub mod durable;
+pub mod gpu;
 pub mod host_link;
 pub mod numa;
 pub mod outbox;

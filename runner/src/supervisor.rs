@@ -385,6 +385,7 @@ impl Supervisor {
             binds,
             cpuset_cpus: numa_node.map(crate::numa::cpuset),
             cpuset_mems: numa_node.map(|_| req.target_numa_node_id.unwrap_or(0).to_string()),
+            gpus: req.required_gpus.clone(),
         }
     }
 

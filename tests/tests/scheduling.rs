@@ -133,3 +133,64 @@ async fn a_numa_target_binds_the_task_to_that_nodes_cpus() {
         .await;
     assert_eq!(status, 202);
 }
+
+/// GPUs come from nvidia-smi; here a fake one that prints what two A100s would.
+#[tokio::test]
+async fn gpus_reported_by_nvidia_smi_are_placeable_by_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("nvidia-smi");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\n\
+         echo '0, NVIDIA A100-SXM4-40GB, 535.104.05, 00000000:06:00.0, 0, 210, 0, 1215, 40960, 0, 40960, 30, [N/A], 50.00, 400.00'\n\
+         echo '1, NVIDIA A100-SXM4-40GB, 535.104.05, 00000000:07:00.0, 0, 210, 0, 1215, 40960, 0, 40960, 31, [N/A], 51.00, 400.00'\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let c = TestCluster::with_runner(&["--nvidia-smi", fake.to_str().unwrap()]).await;
+    let node = &c.nodes().await[0];
+    let gpus = node["gpu_info"].as_array().unwrap();
+    assert_eq!(gpus.len(), 2, "{node}");
+    assert_eq!(gpus[1]["name"], "NVIDIA A100-SXM4-40GB");
+    assert_eq!(gpus[1]["power_usage_mw"], 51000.0);
+
+    let (status, v) = c
+        .post_json(
+            "/api/submit",
+            &json!({"command": "nvidia-smi", "targets": ["node-1"], "required_gpus": [[2]]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["detail"]
+        .as_str()
+        .unwrap()
+        .contains("GPU 2 does not exist"));
+    let (status, _) = c
+        .post_json(
+            "/api/submit",
+            &json!({"command": "nvidia-smi", "required_gpus": [[0]]}),
+        )
+        .await;
+    assert_eq!(status, 400, "GPU tasks need a target");
+
+    let ids = c
+        .submit(json!({"command": "echo gpu", "targets": ["node-1"], "required_gpus": [[1]]}))
+        .await;
+    let t = c.wait_final(&ids[0]).await;
+    assert_eq!(t["required_gpus"], json!([1]));
+    // This machine's Docker has no NVIDIA runtime, so the engine refuses the device request;
+    // on a GPU node the same request runs. Either way the GPU is released afterwards.
+    if t["status"] == "failed" {
+        assert!(
+            t["error_message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("nvidia"),
+            "{t}"
+        );
+    } else {
+        assert_eq!(t["status"], "completed", "{t}");
+    }
+    assert_eq!(c.nodes().await[0]["tasks_holding"], 0);
+}
