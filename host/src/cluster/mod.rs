@@ -43,21 +43,28 @@ pub struct Cluster {
 pub const ABSENT_BEATS: u32 = 3;
 
 fn capacity(row: &NodeRow) -> NodeCapacity {
-    let numa_ids = row
+    // {"0": {"cores": [0, 1], ...}} -> {0: 2}
+    let numa = row
         .numa_topology
         .as_object()
         .filter(|m| !m.is_empty())
         .map(|m| {
-            let mut ids: Vec<u32> = m.keys().filter_map(|k| k.parse().ok()).collect();
-            ids.sort_unstable();
-            ids
+            m.iter()
+                .filter_map(|(k, v)| {
+                    let cores = v
+                        .get("cores")
+                        .and_then(|c| c.as_array())
+                        .map_or(0, |c| c.len() as u32);
+                    k.parse::<u32>().ok().map(|id| (id, cores))
+                })
+                .collect::<BTreeMap<u32, u32>>()
         });
     NodeCapacity {
         hostname: row.hostname.clone(),
         total_cores: row.total_cores,
         memory_total: row.memory_total_bytes,
         gpu_count: row.gpu_info.len() as u32,
-        numa_ids,
+        numa,
         online: row.online,
     }
 }

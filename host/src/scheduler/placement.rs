@@ -16,8 +16,8 @@ pub struct NodeCapacity {
     /// `None` until the runner tells; memory requests cannot be placed there until then.
     pub memory_total: Option<u64>,
     pub gpu_count: u32,
-    /// NUMA node ids, `None` when the node reported no topology.
-    pub numa_ids: Option<Vec<u32>>,
+    /// Cores of each NUMA node, `None` when the node reported no topology.
+    pub numa: Option<BTreeMap<u32, u32>>,
     pub online: bool,
 }
 
@@ -38,6 +38,8 @@ pub struct Usage {
     pub memory: u64,
     pub gpus: BTreeSet<u32>,
     pub tasks: u32,
+    /// Cores booked by tasks bound to each NUMA node.
+    pub numa_cores: BTreeMap<u32, u32>,
 }
 
 impl Usage {
@@ -46,6 +48,9 @@ impl Usage {
         self.memory += r.memory.unwrap_or(0);
         self.gpus.extend(r.gpus.iter().copied());
         self.tasks += 1;
+        if let Some(n) = r.numa {
+            *self.numa_cores.entry(n).or_default() += r.cores;
+        }
     }
 
     pub fn release(&mut self, r: &Request) {
@@ -55,6 +60,11 @@ impl Usage {
             self.gpus.remove(g);
         }
         self.tasks = self.tasks.saturating_sub(1);
+        if let Some(n) = r.numa {
+            if let Some(c) = self.numa_cores.get_mut(&n) {
+                *c = c.saturating_sub(r.cores);
+            }
+        }
     }
 }
 
@@ -81,15 +91,24 @@ pub fn never_fits_on(r: &Request, n: &NodeCapacity) -> Option<String> {
         ));
     }
     if let Some(numa) = r.numa {
-        match &n.numa_ids {
+        match &n.numa {
             None => return Some(format!("node '{}' reported no NUMA topology", n.hostname)),
-            Some(ids) if !ids.contains(&numa) => {
-                return Some(format!(
-                    "NUMA node {} does not exist on node '{}' (valid: {:?})",
-                    numa, n.hostname, ids
-                ))
-            }
-            Some(_) => {}
+            Some(nodes) => match nodes.get(&numa) {
+                None => {
+                    let valid: Vec<&u32> = nodes.keys().collect();
+                    return Some(format!(
+                        "NUMA node {} does not exist on node '{}' (valid: {:?})",
+                        numa, n.hostname, valid
+                    ));
+                }
+                Some(cores) if r.cores > *cores => {
+                    return Some(format!(
+                        "required_cores={} but NUMA node {} of '{}' has only {} cores",
+                        r.cores, numa, n.hostname, cores
+                    ))
+                }
+                Some(_) => {}
+            },
         }
     }
     None
@@ -102,6 +121,13 @@ pub fn fits_now(r: &Request, n: &NodeCapacity, used: &Usage) -> bool {
     }
     if used.cores + r.cores > n.total_cores {
         return false;
+    }
+    // A task bound to a NUMA node runs on that node's cores only.
+    if let (Some(numa), Some(nodes)) = (r.numa, &n.numa) {
+        let booked = used.numa_cores.get(&numa).copied().unwrap_or(0);
+        if booked + r.cores > nodes.get(&numa).copied().unwrap_or(0) {
+            return false;
+        }
     }
     if let Some(want) = r.memory {
         match n.memory_total {
@@ -173,7 +199,7 @@ mod tests {
             total_cores: cores,
             memory_total: Some(1 << 30),
             gpu_count: 2,
-            numa_ids: None,
+            numa: None,
             online: true,
         }
     }
@@ -272,6 +298,29 @@ mod tests {
         assert!(plan(&ns, &used, &[g.clone()]).is_empty(), "GPU 1 is taken");
         g.gpus = vec![0];
         assert_eq!(plan(&ns, &used, &[g]), vec![(TaskId(2), "a".to_string())]);
+    }
+
+    #[test]
+    fn numa_bound_tasks_share_their_numa_nodes_cores() {
+        let mut n = node("a", 8);
+        n.numa = Some(BTreeMap::from([(0, 4), (1, 4)]));
+        let ns = nodes(&[n.clone()]);
+        let bound = |id, cores| {
+            let mut r = req(id, cores);
+            r.numa = Some(0);
+            r
+        };
+        assert!(never_fits_on(&bound(1, 5), &n)
+            .unwrap()
+            .contains("NUMA node 0"));
+        // Two 3-core tasks fit the node (8 cores) but not NUMA node 0 (4 cores) together.
+        assert_eq!(
+            plan(&ns, &BTreeMap::new(), &[bound(1, 3), bound(2, 3)]),
+            vec![(TaskId(1), "a".to_string())]
+        );
+        let mut other = req(3, 3);
+        other.numa = Some(1);
+        assert_eq!(plan(&ns, &BTreeMap::new(), &[bound(1, 3), other]).len(), 2);
     }
 
     #[test]
