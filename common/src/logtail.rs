@@ -23,32 +23,39 @@ pub fn tail<R: Read + Seek>(
     if want == 0 || len == 0 {
         return Ok(Vec::new());
     }
-    let mut start = len;
-    let mut buf: Vec<u8> = Vec::new();
-    loop {
-        let next = start.saturating_sub(BLOCK).max(floor);
-        let mut block = vec![0u8; (start - next) as usize];
-        r.seek(SeekFrom::Start(next))?;
-        r.read_exact(&mut block)?;
-        block.extend_from_slice(&buf);
-        buf = block;
-        start = next;
-        // A trailing newline ends the last line; it does not start a new one.
-        let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        let breaks: Vec<usize> = body
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| **b == b'\n')
-            .map(|(i, _)| i)
-            .collect();
-        if breaks.len() >= want {
-            let cut = breaks[breaks.len() - want] + 1;
-            return Ok(buf[cut..].to_vec());
-        }
-        if start == floor {
-            return Ok(buf);
-        }
+    // Walk back block by block, looking at each byte once, until `want` line starts are seen.
+    // A trailing newline ends the last line; it does not start a new one.
+    let mut end_of_scan = len;
+    let mut last = [0u8; 1];
+    r.seek(SeekFrom::Start(len - 1))?;
+    r.read_exact(&mut last)?;
+    if last[0] == b'\n' {
+        end_of_scan = len - 1;
     }
+    let mut start = end_of_scan;
+    let mut seen = 0usize;
+    let mut cut = floor;
+    let mut block = vec![0u8; BLOCK as usize];
+    'scan: while start > floor {
+        let next = start.saturating_sub(BLOCK).max(floor);
+        let chunk = &mut block[..(start - next) as usize];
+        r.seek(SeekFrom::Start(next))?;
+        r.read_exact(chunk)?;
+        for (i, b) in chunk.iter().enumerate().rev() {
+            if *b == b'\n' {
+                seen += 1;
+                if seen == want {
+                    cut = next + i as u64 + 1;
+                    break 'scan;
+                }
+            }
+        }
+        start = next;
+    }
+    r.seek(SeekFrom::Start(cut))?;
+    let mut out = Vec::with_capacity((len - cut) as usize);
+    r.take(len - cut).read_to_end(&mut out)?;
+    Ok(out)
 }
 
 #[cfg(test)]

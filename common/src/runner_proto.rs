@@ -132,6 +132,10 @@ pub struct TaskUpdate {
     pub ssh_port: Option<u16>,
     #[serde(default)]
     pub seq: Option<u64>,
+    /// Ferry: the reporting runner's name, so a report from a node the task has left (after
+    /// it was placed again elsewhere) is recognised and ignored.
+    #[serde(default)]
+    pub hostname: Option<String>,
 }
 
 /// `GET <runner>/api/tasks/{id}/stdout|stderr?lines=N` and the host route of the same shape.

@@ -77,6 +77,19 @@ pub async fn kill(state: &AppState, caller: &Caller, id: TaskId) -> Result<(), C
         ..Default::default()
     };
     let outcome = match state.scheduler.change(id, change).await? {
+        // Placed between our read and the kill: it may be starting on its runner now.
+        Applied::Changed {
+            from,
+            node: Some(node),
+            ..
+        } if from.holds_resources() && !t.status.holds_resources() => {
+            if let Some(url) = state.cluster.url_of(&node) {
+                if let Err(e) = state.runner.control(&url, "kill", id).await {
+                    tracing::warn!(task_id = %id, error = %e, "kill not delivered now; the runner will be told on its next heartbeat");
+                }
+            }
+            Ok(())
+        }
         Applied::Changed { .. } => Ok(()),
         Applied::NotFound => Err(ControlError::NotFound),
         Applied::Ignored(_) => {

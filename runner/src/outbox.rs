@@ -134,6 +134,7 @@ mod tests {
             completed_at: None,
             ssh_port: None,
             seq: Some(seq),
+            hostname: None,
         }
     }
 

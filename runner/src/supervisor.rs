@@ -76,6 +76,7 @@ pub struct Supervisor {
     instance_id: String,
     numa: Option<crate::numa::Topology>,
     tasks: Mutex<HashMap<TaskId, Entry>>,
+    save_lock: tokio::sync::Mutex<()>,
     /// Tasks killed before their container existed: a late or repeated execute must not start them.
     killed: Mutex<HashSet<TaskId>>,
 }
@@ -132,6 +133,7 @@ impl Supervisor {
             instance_id,
             numa,
             tasks: Mutex::new(HashMap::new()),
+            save_lock: tokio::sync::Mutex::new(()),
             killed: Mutex::new(HashSet::new()),
         }))
     }
@@ -183,6 +185,8 @@ impl Supervisor {
         id: TaskId,
         f: impl FnOnce(&mut TaskRecord),
     ) -> std::io::Result<()> {
+        // One save at a time, each of the newest state: an older snapshot can never land last.
+        let _order = self.save_lock.lock().await;
         let record = {
             let mut table = self.table();
             let Some(e) = table.get_mut(&id) else {
@@ -194,7 +198,9 @@ impl Supervisor {
         self.save_record(id, &record).await
     }
 
-    /// Makes a report durable (record, then outbox) and queues it for the host.
+    /// Makes a report durable and queues it for the host: the outbox file first, then the
+    /// task record (a crash in between leaves a record that does not yet say "finished", so
+    /// recovery follows the container again and the duplicate report is dropped by the host).
     async fn report(
         &self,
         id: TaskId,
@@ -202,27 +208,20 @@ impl Supervisor {
         exit_code: Option<i64>,
         message: Option<String>,
     ) {
-        let mut seq = 0;
-        let saved = self
-            .update_record(id, |r| {
-                r.seq += 1;
-                seq = r.seq;
-                if status.is_final() {
-                    r.finished = true;
+        let seq = {
+            let mut table = self.table();
+            match table.get_mut(&id) {
+                Some(e) => {
+                    e.record.seq += 1;
+                    if status.is_final() {
+                        // Before the report can be acknowledged (which forgets a finished task).
+                        e.phase = Phase::Finished;
+                    }
+                    e.record.seq
                 }
-                if status == TaskStatus::Running {
-                    r.started = true;
-                }
-            })
-            .await;
-        if let Err(e) = saved {
-            tracing::error!(task_id = %id, error = %e, "cannot record task state");
-        }
-        if status.is_final() {
-            if let Some(e) = self.table().get_mut(&id) {
-                e.phase = Phase::Finished;
+                None => 1,
             }
-        }
+        };
         let now = format_ms(now_ms());
         let update = TaskUpdate {
             task_id: id,
@@ -233,9 +232,20 @@ impl Supervisor {
             completed_at: status.is_final().then_some(now),
             ssh_port: None,
             seq: Some(seq),
+            hostname: Some(self.config.name.clone()),
         };
         if let Err(e) = self.outbox.push(update).await {
             tracing::error!(task_id = %id, error = %e, "cannot write status report to the outbox");
+        }
+        let saved = self
+            .update_record(id, |r| {
+                r.seq = r.seq.max(seq);
+                r.finished |= status.is_final();
+                r.started |= status == TaskStatus::Running;
+            })
+            .await;
+        if let Err(e) = saved {
+            tracing::error!(task_id = %id, error = %e, "cannot record task state");
         }
     }
 
@@ -442,6 +452,18 @@ impl Supervisor {
     /// Starts the container if it is only created, then reports `running`.
     async fn start_created(&self, id: TaskId, name: &str) -> bool {
         match self.engine.state(name).await {
+            // Killed before it started: it must not run at all.
+            Ok(State::Created) if self.kill_requested(id) => {
+                let _ = self.engine.remove(name).await;
+                self.report(
+                    id,
+                    TaskStatus::Killed,
+                    None,
+                    Some("Kill requested by user.".into()),
+                )
+                .await;
+                return false;
+            }
             Ok(State::Created) => {
                 if let Err(e) = self.engine.start(name).await {
                     self.report(

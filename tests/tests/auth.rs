@@ -686,3 +686,30 @@ async fn an_admin_resets_a_forgotten_password_and_a_given_one_is_not_written_dow
     let (status, _) = as_user(&c, &token, Method::GET, "/api/auth/me", None).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn parallel_login_attempts_cannot_outrun_the_limit() {
+    let c = TestCluster::with_runner(&[]).await;
+    let attempts = (0..30).map(|_| {
+        let (http, url) = (c.http.clone(), c.url());
+        tokio::spawn(async move {
+            http.post(format!("{url}/api/auth/login"))
+                .json(&json!({"username": "admin", "password": "wrong"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    });
+    let mut codes = Vec::new();
+    for a in attempts.collect::<Vec<_>>() {
+        codes.push(a.await.unwrap());
+    }
+    let checked = codes.iter().filter(|c| **c == 401).count();
+    assert_eq!(
+        checked, 5,
+        "only 5 passwords may be tried per account: {codes:?}"
+    );
+    assert_eq!(codes.iter().filter(|c| **c == 429).count(), 25);
+}

@@ -285,3 +285,21 @@ async fn soak_with_random_crashes_loses_nothing() {
     }
     assert_eq!(starts.len(), TASKS);
 }
+
+#[tokio::test]
+async fn a_report_from_a_node_the_task_is_not_on_is_ignored() {
+    let c = TestCluster::with_runner(&[]).await;
+    let id = c.submit(json!({"command": "sleep 5"})).await.remove(0);
+    c.wait_status(&id, &["running"], Duration::from_secs(30))
+        .await;
+    let (status, v) = c
+        .runner_post("/api/update", &json!({"task_id": id, "status": "completed", "exit_code": 0, "seq": 50, "hostname": "elsewhere"}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["message"],
+        "Task ID not recognized or invalid state transition."
+    );
+    assert_eq!(c.task(&id).await["status"], "running");
+    assert_eq!(c.wait_final(&id).await["status"], "completed");
+}

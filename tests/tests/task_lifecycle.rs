@@ -142,3 +142,65 @@ async fn pause_then_resume() {
         .await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn a_task_killed_right_after_submit_never_does_its_work() {
+    let c = TestCluster::with_runner(&[]).await;
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        let id = c
+            .submit(json!({"command": "sleep 1; echo $FERRY_TASK_ID >> /local_temp/ran"}))
+            .await
+            .remove(0);
+        let (status, v) = c.post_json(&format!("/api/kill/{id}"), &json!({})).await;
+        assert_eq!(status, 202, "{v}");
+        ids.push(id);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for id in &ids {
+        assert_eq!(c.task(id).await["status"], "killed");
+        assert!(
+            containers_of(id).is_empty(),
+            "container of {id} left behind"
+        );
+    }
+    assert!(
+        c.local_temp_lines("node-1", "ran").is_empty(),
+        "a killed task did its work"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_kills_of_one_task_all_succeed() {
+    let c = TestCluster::with_runner(&[]).await;
+    let id = c.submit(json!({"command": "sleep 60"})).await.remove(0);
+    c.wait_status(&id, &["running"], Duration::from_secs(30))
+        .await;
+    let runner = c.runners[0].url();
+    let kills = (0..6).map(|_| {
+        let (http, url, secret) = (c.http.clone(), runner.clone(), c.opts.secret.clone());
+        let body = json!({"task_id": id});
+        async move {
+            http.post(format!("{url}/api/kill"))
+                .bearer_auth(secret)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    });
+    let mut statuses = Vec::new();
+    for k in kills.collect::<Vec<_>>() {
+        statuses.push(tokio::spawn(k));
+    }
+    for s in statuses {
+        assert_eq!(
+            s.await.unwrap(),
+            200,
+            "every kill is answered, none fails writing state"
+        );
+    }
+    assert_eq!(c.wait_final(&id).await["status"], "killed");
+}

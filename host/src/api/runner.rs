@@ -79,6 +79,7 @@ pub async fn update(
         seq: u.seq,
         assigned_node: None,
         approval: None,
+        reporter: u.hostname.clone(),
     };
     let applied = state.scheduler.change(u.task_id, change).await?;
     let message = match applied {

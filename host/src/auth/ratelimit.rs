@@ -22,7 +22,9 @@ impl LoginLimiter {
         ]
     }
 
-    /// `Some(wait)` when the attempt must be refused.
+    /// `Some(wait)` when the attempt must be refused. Otherwise the attempt is counted at once,
+    /// as if it failed (concurrent attempts cannot slip past the limit while their passwords
+    /// are being checked); [`LoginLimiter::succeeded`] takes it back.
     pub fn check(&self, username: &str, address: Option<&str>) -> Option<Duration> {
         let now = Instant::now();
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
@@ -36,26 +38,29 @@ impl LoginLimiter {
                 }
             }
         }
+        if wait.is_none() {
+            if map.len() > 100_000 {
+                // Bound memory under a spray of usernames: forget stale entries.
+                map.retain(|_, l| l.last().is_some_and(|t| now.duration_since(*t) < WINDOW));
+            }
+            for (key, _) in Self::keys(username, address) {
+                map.entry(key).or_default().push(now);
+            }
+        }
         wait
     }
 
-    pub fn failed(&self, username: &str, address: Option<&str>) {
-        let now = Instant::now();
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() > 100_000 {
-            // Bound memory under a spray of usernames: forget stale entries.
-            map.retain(|_, l| l.last().is_some_and(|t| now.duration_since(*t) < WINDOW));
-        }
-        for (key, _) in Self::keys(username, address) {
-            map.entry(key).or_default().push(now);
-        }
-    }
+    /// The attempt failed: it stays counted (it was counted by `check`).
+    pub fn failed(&self, _username: &str, _address: Option<&str>) {}
 
-    pub fn succeeded(&self, username: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&format!("user:{username}"));
+    /// The attempt succeeded: the account's failures are forgiven and the address's count
+    /// for this attempt taken back.
+    pub fn succeeded(&self, username: &str, address: Option<&str>) {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(&format!("user:{username}"));
+        if let Some(list) = map.get_mut(&format!("addr:{}", address.unwrap_or("?"))) {
+            list.pop();
+        }
     }
 }
 
@@ -70,12 +75,20 @@ mod tests {
             assert!(l.check("bob", Some("1.2.3.4")).is_none());
             l.failed("bob", Some("1.2.3.4"));
         }
+        let racing = LoginLimiter::default();
+        let passed = (0..50)
+            .filter(|_| racing.check("eve", Some("6.6.6.6")).is_none())
+            .count();
+        assert_eq!(
+            passed, MAX_PER_ACCOUNT,
+            "attempts in flight count before their outcome is known"
+        );
         assert!(
             l.check("bob", Some("5.6.7.8")).is_some(),
             "per account, whatever the address"
         );
         assert!(l.check("alice", Some("9.9.9.9")).is_none());
-        l.succeeded("bob");
+        l.succeeded("bob", Some("5.6.7.8"));
         assert!(l.check("bob", Some("5.6.7.8")).is_none());
     }
 }

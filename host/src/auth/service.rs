@@ -164,7 +164,7 @@ pub async fn login(
         .await;
         return Err(ApiError::forbidden("Account is disabled"));
     }
-    state.limiter.succeeded(username);
+    state.limiter.succeeded(username, address.as_deref());
     let session = new_session(state, user.id).await?;
     let caller = Caller::from_user(user.clone(), Credential::Anonymous, address)?;
     audit(

@@ -169,6 +169,9 @@ struct Scheduler {
     /// Queued tasks, kept in queue order.
     queue: Vec<TaskRow>,
     view: watch::Sender<Arc<View>>,
+    /// The one dispatch loop of each task being sent to a runner; replaced (the old one
+    /// aborted) when the task is placed again, dropped when it leaves `assigning`.
+    dispatching: HashMap<TaskId, tokio::task::AbortHandle>,
 }
 
 /// Builds the scheduler from the database (ledger and queue are rebuilt from the task table),
@@ -192,6 +195,7 @@ pub async fn start(
         holding: HashMap::new(),
         queue: Vec::new(),
         view: view_tx,
+        dispatching: HashMap::new(),
     };
     let mut redispatch = Vec::new();
     for t in active {
@@ -300,6 +304,9 @@ impl Scheduler {
                 Event::NodeUp(cap) => {
                     self.nodes.insert(cap.hostname.clone(), cap);
                 }
+                // A heartbeat may have brought the node back between the liveness check and
+                // this event: the registry's word is the latest.
+                Event::NodeOffline(host) if self.cluster.is_online(&host) => {}
                 Event::NodeOffline(host) => {
                     if let Some(n) = self.nodes.get_mut(&host) {
                         n.online = false;
@@ -447,6 +454,11 @@ impl Scheduler {
         to: TaskStatus,
         row: Option<TaskRow>,
     ) {
+        if from == TaskStatus::Assigning {
+            if let Some(h) = self.dispatching.remove(&id) {
+                h.abort();
+            }
+        }
         if from.holds_resources() && !to.holds_resources() {
             if let Some((node, r)) = self.holding.remove(&id) {
                 if let Some(u) = self.usage.get_mut(&node) {
@@ -534,12 +546,13 @@ impl Scheduler {
     /// Sends a placed task to its runner in the background. An unreachable runner is retried
     /// for as long as the task is still `assigning` (the node going offline makes it `lost`,
     /// and the node's heartbeats then settle it); a runner that refuses fails the task.
-    fn dispatch(&self, row: TaskRow, node: String) {
+    fn dispatch(&mut self, row: TaskRow, node: String) {
         let runner = self.runner.clone();
         let cluster = self.cluster.clone();
         let events = self.events.clone();
         let db = self.db.clone();
-        tokio::spawn(async move {
+        let task_id = row.id;
+        let handle = tokio::spawn(async move {
             let req = execute_request(&row);
             let id = row.id;
             let mut delay = Duration::from_millis(250);
@@ -552,17 +565,22 @@ impl Scheduler {
                         tracing::debug!(task_id = %id, node = %node, "dispatched");
                         return;
                     }
-                    Err(RunnerError::Refused { status, detail }) => {
+                    // A 4xx is the runner's considered answer; a 5xx may pass (disk full a moment).
+                    Err(RunnerError::Refused { status, detail }) if status < 500 => {
                         break format!("runner '{node}' refused the task ({status}): {detail}");
                     }
-                    Err(RunnerError::Unreachable(e)) => {
+                    Err(e) => {
                         tracing::warn!(task_id = %id, node = %node, error = %e, retry_in = ?delay, "dispatch failed");
                     }
                 }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
-                match db.read(move |c| tasks::status_of(c, id)).await {
-                    Ok(Some(TaskStatus::Assigning)) => {}
+                // Go on only while the task still waits for this very node.
+                let placed = db.read(move |c| tasks::get(c, id)).await;
+                match placed {
+                    Ok(Some(t))
+                        if t.status == TaskStatus::Assigning
+                            && t.assigned_node.as_deref() == Some(node.as_str()) => {}
                     Ok(_) => return,
                     Err(e) => tracing::warn!(task_id = %id, error = %e, "cannot check task status"),
                 }
@@ -581,5 +599,8 @@ impl Scheduler {
                 })
                 .await;
         });
+        if let Some(old) = self.dispatching.insert(task_id, handle.abort_handle()) {
+            old.abort();
+        }
     }
 }

@@ -297,6 +297,8 @@ pub struct Change {
     pub seq: Option<u64>,
     /// Set on placement.
     pub assigned_node: Option<String>,
+    /// The node a runner report comes from; a report from another node than the task's is ignored.
+    pub reporter: Option<String>,
     /// Set on approval or rejection: (approval status, by whom, rejection reason).
     pub approval: Option<(String, Option<i64>, Option<String>)>,
 }
@@ -328,6 +330,13 @@ pub fn apply(
             return Ok(Applied::Ignored(format!(
                 "report {seq} already applied (last {})",
                 cur.last_seq
+            )));
+        }
+    }
+    if let (Some(from), Some(on)) = (&change.reporter, &cur.assigned_node) {
+        if from != on {
+            return Ok(Applied::Ignored(format!(
+                "report from node {from}, but the task is on {on}"
             )));
         }
     }
