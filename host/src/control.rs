@@ -149,7 +149,13 @@ pub async fn pause_or_resume(
         .runner
         .control(&url, verb, id)
         .await
-        .map_err(|e| ControlError::Runner(format!("{verb} failed on node '{node}': {e}")))?;
+        .map_err(|e| match e {
+            // The runner's considered answer (still starting, already ended): a conflict.
+            RunnerError::Refused { status, detail } if status < 500 => {
+                ControlError::Conflict(format!("{verb} refused by node '{node}': {detail}"))
+            }
+            other => ControlError::Runner(format!("{verb} failed on node '{node}': {other}")),
+        })?;
     match state
         .scheduler
         .change(

@@ -72,13 +72,18 @@ pub fn build(
         }
         Some(m) => Some(m as u64),
     };
-    for k in req.env_vars.keys() {
+    for (k, v) in &req.env_vars {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
             return Err(invalid(format!("env_vars: invalid variable name {k:?}")));
         }
+        if v.contains('\0') {
+            return Err(invalid(format!(
+                "env_vars: the value of {k} contains a NUL character"
+            )));
+        }
     }
     if let Some(wd) = &req.working_dir {
-        if !wd.starts_with('/') {
+        if !wd.starts_with('/') || wd.contains('\0') {
             return Err(invalid(format!(
                 "working_dir: must be an absolute path, got {wd:?}"
             )));
@@ -105,7 +110,15 @@ pub fn build(
     }
     let (container_name, image) = match (&req.registry_image, &req.container_name) {
         (Some(img), _) => {
-            if img.trim().is_empty() || img.chars().any(char::is_whitespace) {
+            // Docker repository names are lower case; a tag after the last ':' may not be.
+            let repo = match img.rsplit_once(':') {
+                Some((r, tag)) if !tag.contains('/') => r,
+                _ => img.as_str(),
+            };
+            if img.trim().is_empty()
+                || img.chars().any(|c| c.is_whitespace() || c == '\0')
+                || repo.chars().any(|c| c.is_ascii_uppercase())
+            {
                 return Err(invalid(format!(
                     "registry_image: not a valid image reference: {img:?}"
                 )));
@@ -267,6 +280,7 @@ mod tests {
     #[test]
     fn registry_image_wins() {
         let rows = build(req(serde_json::json!({"command": "x", "registry_image": "busybox:1", "container_name": "env"})), "base", 0, ids()).unwrap();
+        assert!(build(req(serde_json::json!({"command": "x", "registry_image": "localhost:5000/team/img:V1.2"})), "base", 0, ids()).is_ok());
         assert_eq!(rows[0].container_name, None);
         assert_eq!(rows[0].docker_image_name.as_deref(), Some("busybox:1"));
     }

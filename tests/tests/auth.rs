@@ -713,3 +713,55 @@ async fn parallel_login_attempts_cannot_outrun_the_limit() {
     );
     assert_eq!(codes.iter().filter(|c| **c == 429).count(), 25);
 }
+
+#[tokio::test]
+async fn cookie_requests_from_other_sites_are_refused_and_viewers_do_not_see_env_values() {
+    let c = TestCluster::with_runner(&[]).await;
+    let r = c
+        .http
+        .post(format!("{}/api/auth/login", c.url()))
+        .json(&json!({"username": "admin", "password": c.opts.admin_password}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let submit = |origin: Option<String>| {
+        let mut rb = c
+            .http
+            .post(format!("{}/api/submit", c.url()))
+            .header("cookie", &cookie)
+            .json(&json!({"command": "echo hi", "env_vars": {"API_KEY": "s3cr3t"}}));
+        if let Some(o) = origin {
+            rb = rb.header("origin", o);
+        }
+        rb.send()
+    };
+    let evil = submit(Some("http://evil.example".into())).await.unwrap();
+    assert_eq!(evil.status().as_u16(), 403);
+    let own = submit(Some(c.url())).await.unwrap();
+    assert_eq!(own.status().as_u16(), 202);
+    let id = own.json::<Value>().await.unwrap()["task_ids"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        submit(None).await.unwrap().status().as_u16(),
+        202,
+        "non-browser clients send no Origin"
+    );
+
+    let (_, viewer) = account(&c, "val", "viewer").await;
+    let (_, seen) = as_user(&c, &viewer, Method::GET, &format!("/api/status/{id}"), None).await;
+    assert_eq!(seen["env_vars"]["API_KEY"], "[hidden]");
+    assert_eq!(
+        c.task(&id).await["env_vars"]["API_KEY"],
+        "s3cr3t",
+        "the owner sees it"
+    );
+}

@@ -104,9 +104,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                     format!("cannot read request body: {}", e.body_text()),
                 )
             })?;
-        if bytes.is_empty() {
+        // Every body of this API is an object; `[...]` would otherwise be read as one.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(ApiError::unprocessable(
-                "request body is empty; expected a JSON object",
+                "request body must be a JSON object",
             ));
         }
         let de = &mut serde_json::Deserializer::from_slice(&bytes);

@@ -128,11 +128,12 @@ pub async fn status(
     if !may_read(&caller, row.owner_id) {
         return Err(ApiError::forbidden("Access denied to this task"));
     }
-    Ok(Json(crate::views::task(
+    let shown = crate::views::task(
         &row,
         &state.scheduler.view(),
         state.config.shared_dir.as_deref(),
-    )))
+    );
+    Ok(Json(shown_to(&caller, &row, shown)))
 }
 
 #[derive(Deserialize)]
@@ -193,14 +194,39 @@ fn filter(q: ListQuery, owner: Option<i64>) -> Result<ListFilter, ApiError> {
     })
 }
 
-async fn list_with(state: AppState, f: ListFilter) -> Result<Json<Vec<TaskResponse>>, ApiError> {
+async fn list_with(
+    state: AppState,
+    caller: &Caller,
+    f: ListFilter,
+) -> Result<Json<Vec<TaskResponse>>, ApiError> {
     let rows = state.db.read(move |c| store_tasks::list(c, &f)).await?;
     let view = state.scheduler.view();
     Ok(Json(
         rows.iter()
-            .map(|r| crate::views::task(r, &view, state.config.shared_dir.as_deref()))
+            .map(|r| {
+                shown_to(
+                    caller,
+                    r,
+                    crate::views::task(r, &view, state.config.shared_dir.as_deref()),
+                )
+            })
             .collect(),
     ))
+}
+
+/// Environment values often hold secrets: only the owner and operators see them; a viewer
+/// observing someone else's task sees the names only.
+fn shown_to(
+    caller: &Caller,
+    row: &crate::store::tasks::TaskRow,
+    mut t: TaskResponse,
+) -> TaskResponse {
+    if !caller.may_touch(row.owner_id) {
+        for v in t.env_vars.values_mut() {
+            *v = "[hidden]".into();
+        }
+    }
+    t
 }
 
 /// Newest first; a `user` sees only their own tasks.
@@ -214,7 +240,7 @@ pub async fn list(
     } else {
         None
     };
-    list_with(state, filter(q, owner)?).await
+    list_with(state, &caller, filter(q, owner)?).await
 }
 
 pub async fn list_mine(
@@ -222,7 +248,12 @@ pub async fn list_mine(
     Extension(caller): Extension<Caller>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<TaskResponse>>, ApiError> {
-    list_with(state, filter(q, Some(caller.user_id.unwrap_or(-1)))?).await
+    list_with(
+        state,
+        &caller,
+        filter(q, Some(caller.user_id.unwrap_or(-1)))?,
+    )
+    .await
 }
 
 #[derive(Deserialize)]

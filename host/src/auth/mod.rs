@@ -240,6 +240,32 @@ pub async fn authenticate(
     Ok(Caller::anonymous(address))
 }
 
+/// A browser request made with the session cookie from another site (CSRF): unsafe methods
+/// must come from the host's own origin. Clients that are not browsers send no `Origin`.
+fn cross_site(req: &Request) -> bool {
+    use axum::http::Method;
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return false;
+    }
+    let headers = req.headers();
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        if !matches!(site, "same-origin" | "none") {
+            return true;
+        }
+    }
+    let Some(origin) = headers
+        .get(axum::http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    origin != format!("http://{host}") && origin != format!("https://{host}")
+}
+
 /// Route middleware: resolves the caller, checks the route's [`Access`], and hands the caller
 /// to the handler as a request extension.
 pub async fn authorize(
@@ -269,6 +295,9 @@ pub async fn authorize(
         }
         Access::Role(min) => {
             let caller = authenticate(&state, req.headers(), client_address(&req)).await?;
+            if matches!(caller.credential, Credential::Session(_)) && cross_site(&req) {
+                return Err(ApiError::forbidden("Cross-site request refused: use the API from the host's own pages or with a token"));
+            }
             if caller.role == Role::Anony {
                 return Err(ApiError::unauthorized("Not authenticated"));
             }
