@@ -194,3 +194,34 @@ async fn gpus_reported_by_nvidia_smi_are_placeable_by_index() {
     }
     assert_eq!(c.nodes().await[0]["tasks_holding"], 0);
 }
+
+#[tokio::test]
+async fn a_queued_task_that_no_longer_fits_after_a_node_shrinks_fails_with_the_reason() {
+    let c = TestCluster::with_runner(&["--cores", "2"]).await;
+    let running = c
+        .submit(json!({"command": "sleep 2", "required_cores": 2}))
+        .await
+        .remove(0);
+    let queued = c
+        .submit(json!({"command": "echo late", "required_cores": 2}))
+        .await
+        .remove(0);
+    c.wait_status(&running, &["running"], Duration::from_secs(30))
+        .await;
+    assert_eq!(c.task(&queued).await["status"], "pending");
+    // The runner comes back with fewer cores (re-registration, e.g. after a config change).
+    let body = json!({"hostname": "node-1", "url": c.runners[0].url(), "total_cores": 1});
+    let (status, v) = c.runner_post("/api/register", &body).await;
+    assert_eq!(status, 200, "{v}");
+    let t = c
+        .wait_status(&queued, &["failed"], Duration::from_secs(10))
+        .await;
+    assert!(
+        t["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("Can no longer run"),
+        "{t}"
+    );
+    assert_eq!(c.wait_final(&running).await["status"], "completed");
+}

@@ -299,10 +299,12 @@ impl Scheduler {
     async fn handle(&mut self, batch: Vec<Event>) {
         let mut submits: Vec<PendingSubmit> = Vec::new();
         let mut changes = Vec::new();
+        let mut nodes_changed = false;
         for event in batch {
             match event {
                 Event::NodeUp(cap) => {
                     self.nodes.insert(cap.hostname.clone(), cap);
+                    nodes_changed = true;
                 }
                 // A heartbeat may have brought the node back between the liveness check and
                 // this event: the registry's word is the latest.
@@ -340,6 +342,20 @@ impl Scheduler {
             }
         }
 
+        if nodes_changed {
+            // A node may have come back smaller: queued tasks that can no longer run anywhere
+            // fail with the reason instead of waiting for ever.
+            for t in &self.queue {
+                if let Err(why) = self.check_submission(t) {
+                    let change = Change {
+                        status: Some(TaskStatus::Failed),
+                        message: Some(format!("Can no longer run: {why}")),
+                        ..Default::default()
+                    };
+                    changes.push((t.id, change, None));
+                }
+            }
+        }
         if !submits.is_empty() || !changes.is_empty() {
             self.write_batch(&mut submits, changes).await;
         }
