@@ -212,7 +212,14 @@ impl Supervisor {
             let mut table = self.table();
             match table.get_mut(&id) {
                 Some(e) => {
-                    e.record.seq += 1;
+                    // Numbers grow with time as well as per report: a report made after a
+                    // restart outranks every earlier one even when the record on disk had not
+                    // caught up with the last report sent (outbox first, record second).
+                    let micros = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_micros() as u64)
+                        .unwrap_or(0);
+                    e.record.seq = (e.record.seq + 1).max(micros);
                     if status.is_final() {
                         // Before the report can be acknowledged (which forgets a finished task).
                         e.phase = Phase::Finished;
