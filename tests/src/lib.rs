@@ -504,6 +504,38 @@ impl TestCluster {
     }
 }
 
+impl Drop for TestCluster {
+    /// Stops the daemons, then removes whatever containers this cluster's runners left (a
+    /// test that failed, or a runner killed before it cleaned up), so runs leave nothing behind.
+    fn drop(&mut self) {
+        for r in self.runners.iter_mut() {
+            r.kill();
+        }
+        for r in &self.runners {
+            let id_file = self
+                .dir
+                .path()
+                .join(format!("runner-{}", r.name))
+                .join("runner-id");
+            let Ok(id) = std::fs::read_to_string(id_file) else {
+                continue;
+            };
+            let ids = docker(&[
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=ferry.runner_id={}", id.trim()),
+            ]);
+            let ids: Vec<&str> = ids.lines().filter(|l| !l.is_empty()).collect();
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f"];
+                args.extend(ids);
+                docker(&args);
+            }
+        }
+    }
+}
+
 /// Output of `docker <args>` (the tests observe the engine directly).
 pub fn docker(args: &[&str]) -> String {
     let out = Command::new("docker")
