@@ -242,6 +242,29 @@ pub fn build(
     Ok(rows)
 }
 
+/// Records who submitted the tasks and whether they wait for approval (tasks of the `user`
+/// role do; everyone else's are approved by submitting). Returns whether they wait.
+pub fn stamp_submitter(
+    rows: &mut [TaskRow],
+    owner: Option<i64>,
+    needs_approval: bool,
+    auth_enabled: bool,
+    now_ms: i64,
+) -> bool {
+    for r in rows.iter_mut() {
+        r.owner_id = owner;
+        if needs_approval {
+            r.status = TaskStatus::PendingApproval;
+            r.approval_status = Some("pending".into());
+        } else if auth_enabled {
+            r.approval_status = Some("approved".into());
+            r.approved_by_id = owner;
+            r.approved_at = Some(now_ms);
+        }
+    }
+    needs_approval
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -81,6 +81,8 @@ pub struct Supervisor {
     killed: Mutex<HashSet<TaskId>>,
 }
 
+const KILLED_MESSAGE: &str = "Kill requested by user.";
+
 /// How a finished container maps to a task state: the engine's OOM flag first (never guessed
 /// from exit code 137), then a kill we were asked for, then the exit code.
 pub fn final_status(exit: Exit, kill_requested: bool) -> (TaskStatus, Option<String>) {
@@ -90,7 +92,7 @@ pub fn final_status(exit: Exit, kill_requested: bool) -> (TaskStatus, Option<Str
             Some("Killed by the kernel OOM killer (memory limit exceeded).".into()),
         )
     } else if kill_requested {
-        (TaskStatus::Killed, Some("Kill requested by user.".into()))
+        (TaskStatus::Killed, Some(KILLED_MESSAGE.into()))
     } else if exit.code == 0 {
         (TaskStatus::Completed, None)
     } else {
@@ -256,6 +258,18 @@ impl Supervisor {
         }
     }
 
+    /// The task ended without a container result (image, create or start failed).
+    async fn report_failed(&self, id: TaskId, message: String) {
+        self.report(id, TaskStatus::Failed, None, Some(message))
+            .await;
+    }
+
+    /// The task was killed before its container ran.
+    async fn report_killed(&self, id: TaskId) {
+        self.report(id, TaskStatus::Killed, None, Some(KILLED_MESSAGE.into()))
+            .await;
+    }
+
     /// Called once the host has acknowledged a report: after the final one, the task is
     /// forgotten (record deleted), so a re-sent dispatch can no longer be mistaken for new work
     /// only once the host knows the outcome.
@@ -418,21 +432,14 @@ impl Supervisor {
         let spec = self.spec(req);
         let name = spec.name.clone();
         if let Err(e) = self.engine.ensure_image(&spec.image).await {
-            self.report(id, TaskStatus::Failed, None, Some(e.to_string()))
-                .await;
+            self.report_failed(id, e.to_string()).await;
             return None;
         }
         if let Err(e) = tokio::fs::create_dir_all(&self.config.local_temp_dir).await {
             tracing::warn!(error = %e, "cannot create local_temp_dir");
         }
         if self.kill_requested(id) {
-            self.report(
-                id,
-                TaskStatus::Killed,
-                None,
-                Some("Kill requested by user.".into()),
-            )
-            .await;
+            self.report_killed(id).await;
             return None;
         }
         match self.engine.create(&spec).await {
@@ -443,13 +450,8 @@ impl Supervisor {
                 tracing::info!(task_id = %id, "container exists: adopting it")
             }
             Err(e) => {
-                self.report(
-                    id,
-                    TaskStatus::Failed,
-                    None,
-                    Some(format!("cannot create container: {e}")),
-                )
-                .await;
+                self.report_failed(id, format!("cannot create container: {e}"))
+                    .await;
                 return None;
             }
         }
@@ -462,37 +464,21 @@ impl Supervisor {
             // Killed before it started: it must not run at all.
             Ok(State::Created) if self.kill_requested(id) => {
                 let _ = self.engine.remove(name).await;
-                self.report(
-                    id,
-                    TaskStatus::Killed,
-                    None,
-                    Some("Kill requested by user.".into()),
-                )
-                .await;
+                self.report_killed(id).await;
                 return false;
             }
             Ok(State::Created) => {
                 if let Err(e) = self.engine.start(name).await {
-                    self.report(
-                        id,
-                        TaskStatus::Failed,
-                        None,
-                        Some(format!("cannot start container: {e}")),
-                    )
-                    .await;
+                    self.report_failed(id, format!("cannot start container: {e}"))
+                        .await;
                     let _ = self.engine.remove(name).await;
                     return false;
                 }
             }
             Ok(_) => {}
             Err(e) => {
-                self.report(
-                    id,
-                    TaskStatus::Failed,
-                    None,
-                    Some(format!("container vanished: {e}")),
-                )
-                .await;
+                self.report_failed(id, format!("container vanished: {e}"))
+                    .await;
                 return false;
             }
         }
@@ -612,11 +598,9 @@ impl Supervisor {
             );
             if started {
                 tracing::warn!(task_id = %id, "container gone while the runner was down");
-                self.report(
+                self.report_failed(
                     id,
-                    TaskStatus::Failed,
-                    None,
-                    Some("The task's container disappeared while the runner was down.".into()),
+                    "The task's container disappeared while the runner was down.".into(),
                 )
                 .await;
             } else {

@@ -9,6 +9,16 @@ use std::time::{Duration, Instant};
 
 pub const TEST_IMAGE: &str = "ferry-test/busybox:latest";
 
+/// States a task does not leave on its own (`lost` included: the tests wait for it too).
+pub const ENDED: &[&str] = &[
+    "completed",
+    "failed",
+    "killed",
+    "killed_oom",
+    "lost",
+    "stopped",
+];
+
 pub fn bin(name: &str) -> PathBuf {
     let dir = std::env::var_os("FERRY_BIN_DIR")
         .map(PathBuf::from)
@@ -483,19 +493,7 @@ impl TestCluster {
     }
 
     pub async fn wait_final(&self, id: &str) -> Value {
-        self.wait_status(
-            id,
-            &[
-                "completed",
-                "failed",
-                "killed",
-                "killed_oom",
-                "lost",
-                "stopped",
-            ],
-            Duration::from_secs(60),
-        )
-        .await
+        self.wait_status(id, ENDED, Duration::from_secs(60)).await
     }
 
     pub async fn task_count(&self) -> usize {

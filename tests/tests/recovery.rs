@@ -256,20 +256,7 @@ async fn soak_with_random_crashes_loses_nothing() {
         let remaining = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_secs(1));
-        let t = c
-            .wait_status(
-                id,
-                &[
-                    "completed",
-                    "failed",
-                    "killed",
-                    "killed_oom",
-                    "lost",
-                    "stopped",
-                ],
-                remaining,
-            )
-            .await;
+        let t = c.wait_status(id, ENDED, remaining).await;
         let expected: u64 = id.parse::<u64>().unwrap() % 3;
         let want = if expected == 0 { "completed" } else { "failed" };
         assert_eq!(t["status"], want, "{t}\n{}", c.logs());

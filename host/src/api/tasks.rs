@@ -29,20 +29,13 @@ pub async fn submit(
     )
     .map_err(|e| ApiError::bad_request(e.0))?;
     let mut rows = rows;
-    let now = ferry_common::time::now_ms();
-    // Tasks of the `user` role wait for an operator; everyone else's are approved by submitting.
-    let needs_approval = state.config.auth_enabled && caller.role == Role::User;
-    for r in rows.iter_mut() {
-        r.owner_id = caller.user_id;
-        if needs_approval {
-            r.status = TaskStatus::PendingApproval;
-            r.approval_status = Some("pending".into());
-        } else if state.config.auth_enabled {
-            r.approval_status = Some("approved".into());
-            r.approved_by_id = caller.user_id;
-            r.approved_at = Some(now);
-        }
-    }
+    let needs_approval = crate::submit::stamp_submitter(
+        &mut rows,
+        caller.user_id,
+        state.config.auth_enabled && caller.role == Role::User,
+        state.config.auth_enabled,
+        ferry_common::time::now_ms(),
+    );
     let targets: Vec<Option<String>> = rows.iter().map(|r| r.target_node.clone()).collect();
     let placements = state.scheduler.submit(rows).await.map_err(|e| match e {
         SubmitError::UnknownNode(n) => {

@@ -266,23 +266,20 @@ pub fn status_of(conn: &Connection, id: TaskId) -> Result<Option<TaskStatus>, St
         .optional()?)
 }
 
-/// Statuses of the given tasks (those that exist).
+/// Statuses of the given tasks (those that exist), in one query.
 pub fn statuses(
     conn: &Connection,
     ids: &[TaskId],
 ) -> Result<Vec<(TaskId, TaskStatus)>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT status FROM tasks WHERE task_id = ?1")?;
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        let status: Option<String> = stmt.query_row([id.0 as i64], |r| r.get(0)).optional()?;
-        if let Some(s) = status {
-            let st = s
-                .parse()
-                .map_err(|e: ferry_common::status::BadStatus| StoreError::Corrupt(e.to_string()))?;
-            out.push((*id, st));
-        }
-    }
-    Ok(out)
+    let list = serde_json::to_string(&ids.iter().map(|i| i.0 as i64).collect::<Vec<_>>())
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT task_id, status FROM tasks WHERE task_id IN (SELECT value FROM json_each(?1))",
+    )?;
+    let rows = stmt.query_map([list], |r| {
+        Ok((TaskId(r.get::<_, i64>(0)? as u64), status_col(r, 1)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// A requested state change, as a runner report or a host decision.
