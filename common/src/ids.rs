@@ -41,6 +41,21 @@ impl FromStr for TaskId {
     }
 }
 
+/// In the API a task id is a decimal string (see the module doc).
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for TaskId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[1-9][0-9]*$"))
+            .description(Some("A 64-bit task id written as a decimal string"))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for TaskId {}
+
 impl Serialize for TaskId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&self.0)

@@ -2,7 +2,7 @@
 //!
 //! What lives here: the wire types of the host API ([`api`]) and of the runner protocol
 //! ([`runner_proto`]), task ids ([`ids`]), task states and their allowed transitions
-//! ([`status`]), the target syntax ([`target`]), byte-size and duration parsing ([`units`]),
+//! ([`status`]), the task model ([`task`]: what a command or VPS asks for), the target syntax ([`target`]), byte-size and duration parsing ([`units`]),
 //! timestamps ([`time`]), the JSON error shape ([`error`]) and a log-tail reader ([`logtail`]).
 //! No async runtime and no network I/O: the host, the runner and the CLI talk only through these.
 //! The one exception is the `daemon` feature ([`daemon`]): start-up helpers the two daemons
@@ -18,12 +18,14 @@ pub mod runner_proto;
 pub mod secret;
 pub mod status;
 pub mod target;
+pub mod task;
 pub mod time;
 pub mod units;
 
 pub use error::ErrorBody;
 pub use ids::TaskId;
 pub use status::TaskStatus;
+pub use task::{ApprovalStatus, Role, TaskKind};
 
 /// The version both daemons report (registration, heartbeats, `--version`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -2,9 +2,9 @@
 //! what the host sends a runner (execute, kill, pause, resume). Field names follow the original
 //! so mixed clusters keep talking; every call carries `Authorization: Bearer <cluster secret>`.
 
+use crate::task::TaskDefinition;
 use crate::{TaskId, TaskStatus};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// `POST <host>/api/register`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,36 +74,16 @@ pub struct HeartbeatResponse {
 }
 
 /// `POST <runner>/api/execute`. Idempotent on the runner: a task id it already has is accepted
-/// again without starting a second container.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// again without starting a second container. The definition is flattened, so the wire keeps
+/// the original's flat keys (`command`, `required_cores`, `container_name`, ...) plus
+/// `task_type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecuteRequest {
     pub task_id: TaskId,
-    pub command: String,
-    #[serde(default)]
-    pub arguments: Vec<String>,
-    #[serde(default)]
-    pub env_vars: BTreeMap<String, String>,
-    #[serde(default = "one")]
-    pub required_cores: u32,
-    #[serde(default)]
-    pub required_gpus: Vec<u32>,
-    #[serde(default)]
-    pub required_memory_bytes: Option<u64>,
-    #[serde(default)]
-    pub target_numa_node_id: Option<u32>,
-    /// Environment name (image `kohakuriver/<name>:base`); optional when `registry_image` is set.
-    #[serde(default)]
-    pub container_name: Option<String>,
-    #[serde(default)]
-    pub registry_image: Option<String>,
-    #[serde(default)]
-    pub working_dir: Option<String>,
+    #[serde(flatten)]
+    pub definition: TaskDefinition,
     #[serde(default)]
     pub reserved_ip: Option<String>,
-}
-
-fn one() -> u32 {
-    1
 }
 
 /// `POST <runner>/api/kill|pause|resume`.

@@ -73,6 +73,9 @@ pub struct HostArgs {
     /// Mark the session cookie Secure (set when users reach the host over HTTPS) [default: false]
     #[arg(long, env = "FERRY_COOKIE_SECURE")]
     pub cookie_secure: Option<bool>,
+    /// Accept `required_cores: 0` (no CPU limit, no cores booked, as the original) [default: true]
+    #[arg(long, env = "FERRY_ALLOW_UNLIMITED_CORES")]
+    pub allow_unlimited_cores: Option<bool>,
 }
 
 /// The effective configuration.
@@ -98,6 +101,7 @@ pub struct HostConfig {
     #[serde(serialize_with = "ser_duration")]
     pub session_ttl: Duration,
     pub cookie_secure: bool,
+    pub allow_unlimited_cores: bool,
 }
 
 const DEFAULT_CONFIG: &str = "/etc/ferry/host.toml";
@@ -188,6 +192,7 @@ impl HostArgs {
                 .pick(|a| a.session_ttl)
                 .unwrap_or(Duration::from_secs(720 * 3600)),
             cookie_secure: m.pick(|a| a.cookie_secure).unwrap_or(false),
+            allow_unlimited_cores: m.pick(|a| a.allow_unlimited_cores).unwrap_or(true),
         })
     }
 }

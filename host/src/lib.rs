@@ -1,29 +1,26 @@
 //! ferry-host: keeps the cluster's state, schedules work and serves the one API users talk to.
 //!
-//! Modules: `api` (HTTP routes, thin handlers), `store` (SQLite, one writer), `cluster` (node
-//! registry and liveness), `scheduler` (the single owner of the resource ledger and queue),
-//! `submit`/`control`/`logs` (services behind the handlers), `runner_client` (calls to
-//! runners), `views` (rows to wire types), `config`, `ids`.
+//! Modules: `api` (HTTP routes, thin handlers), `auth` (users, sessions, tokens), `tasks`
+//! (the task model and the services behind the task routes), `scheduler` (the single owner of
+//! the resource ledger and queue), `cluster` (node registry and liveness; feeds the
+//! scheduler), `store` (SQLite, one writer), `runner_client` (the seam to runners), `config`,
+//! `ids`. Dependencies point one way: api → tasks → scheduler ← cluster; everything → store.
 
 pub mod api;
-pub mod approval;
 pub mod auth;
 pub mod cluster;
 pub mod config;
-pub mod control;
 pub mod ids;
-pub mod logs;
 pub mod runner_client;
 pub mod scheduler;
 pub mod store;
-pub mod submit;
-pub mod views;
+pub mod tasks;
 
 use anyhow::Context;
 use cluster::health::HealthHistory;
 use cluster::Cluster;
 use config::HostConfig;
-use runner_client::RunnerClient;
+use runner_client::{RunnerApi, RunnerClient};
 use scheduler::SchedulerHandle;
 use std::sync::Arc;
 use store::Db;
@@ -33,7 +30,7 @@ pub struct AppState {
     pub db: Db,
     pub cluster: Arc<Cluster>,
     pub scheduler: SchedulerHandle,
-    pub runner: RunnerClient,
+    pub runner: Arc<dyn RunnerApi>,
     pub config: Arc<HostConfig>,
     pub ids: Arc<ids::IdGen>,
     pub health: Arc<HealthHistory>,
@@ -94,10 +91,14 @@ pub async fn run(
     let db_path = config.data_dir.join("ferry.db");
     let db = Db::open(&db_path)
         .with_context(|| format!("cannot open database {}", db_path.display()))?;
-    let runner = RunnerClient::new(config.cluster_secret.clone(), config.runner_timeout);
-    let (tx, rx, view_tx, handle) = scheduler::channel();
+    let runner: Arc<dyn RunnerApi> = Arc::new(RunnerClient::new(
+        config.cluster_secret.clone(),
+        config.runner_timeout,
+    ));
+    let channel = scheduler::channel();
+    let handle = channel.handle.clone();
     let cluster = Cluster::load(db.clone(), handle.clone(), config.node_timeout).await?;
-    scheduler::start(db.clone(), cluster.clone(), runner.clone(), tx, rx, view_tx).await?;
+    scheduler::start(db.clone(), runner.clone(), cluster.node_events(), channel).await?;
     let health = Arc::new(HealthHistory::default());
     tokio::spawn(cluster.clone().watch_liveness());
     tokio::spawn(health.clone().sample_forever(cluster.clone()));

@@ -1,9 +1,63 @@
-//! Calls from the host to runners, each carrying the cluster secret. One shared HTTP client
-//! (connection reuse) with per-call timeouts.
+//! Calls from the host to runners. [`RunnerApi`] is the seam (the scheduler and the task
+//! services see only it, so their logic is unit-tested with a recording fake);
+//! [`RunnerClient`] is the real one: HTTP, each call carrying the cluster secret, one shared
+//! client (connection reuse) with per-call timeouts.
 
 use ferry_common::runner_proto::{ControlRequest, ExecuteRequest};
 use ferry_common::{ErrorBody, TaskId};
+use futures_util::future::BoxFuture;
+use std::fmt;
 use std::time::Duration;
+
+/// What the host may ask a runner to do to a running task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Kill,
+    Pause,
+    Resume,
+}
+
+impl Control {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Control::Kill => "kill",
+            Control::Pause => "pause",
+            Control::Resume => "resume",
+        }
+    }
+}
+
+impl fmt::Display for Control {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The runner protocol as the host uses it; `base` is the runner's URL.
+pub trait RunnerApi: Send + Sync + 'static {
+    fn execute<'a>(
+        &'a self,
+        base: &'a str,
+        req: &'a ExecuteRequest,
+    ) -> BoxFuture<'a, Result<serde_json::Value, RunnerError>>;
+
+    fn control<'a>(
+        &'a self,
+        base: &'a str,
+        action: Control,
+        id: TaskId,
+    ) -> BoxFuture<'a, Result<serde_json::Value, RunnerError>>;
+
+    /// The last `lines` lines of a task's `stream` (`stdout`/`stderr`); `Ok(None)` when the
+    /// runner has no such log.
+    fn logs<'a>(
+        &'a self,
+        base: &'a str,
+        id: TaskId,
+        stream: &'a str,
+        lines: Option<usize>,
+    ) -> BoxFuture<'a, Result<Option<String>, RunnerError>>;
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
@@ -72,31 +126,7 @@ impl RunnerClient {
         }
     }
 
-    pub async fn execute(
-        &self,
-        base: &str,
-        req: &ExecuteRequest,
-    ) -> Result<serde_json::Value, RunnerError> {
-        self.post(&format!("{base}/api/execute"), req).await
-    }
-
-    /// `action` is `kill`, `pause` or `resume`.
-    pub async fn control(
-        &self,
-        base: &str,
-        action: &str,
-        id: TaskId,
-    ) -> Result<serde_json::Value, RunnerError> {
-        let body = ControlRequest {
-            task_id: id,
-            container_name: Some(ferry_common::task_container_name(id)),
-        };
-        self.post(&format!("{base}/api/{action}"), &body).await
-    }
-
-    /// The last `lines` lines of a task's `stream` (`stdout`/`stderr`); `Ok(None)` when the runner
-    /// has no such log.
-    pub async fn logs(
+    async fn get_logs(
         &self,
         base: &str,
         id: TaskId,
@@ -125,5 +155,40 @@ impl RunnerClient {
             .await
             .map(Some)
             .map_err(|e| RunnerError::Unreachable(e.to_string()))
+    }
+}
+
+impl RunnerApi for RunnerClient {
+    fn execute<'a>(
+        &'a self,
+        base: &'a str,
+        req: &'a ExecuteRequest,
+    ) -> BoxFuture<'a, Result<serde_json::Value, RunnerError>> {
+        Box::pin(async move { self.post(&format!("{base}/api/execute"), req).await })
+    }
+
+    fn control<'a>(
+        &'a self,
+        base: &'a str,
+        action: Control,
+        id: TaskId,
+    ) -> BoxFuture<'a, Result<serde_json::Value, RunnerError>> {
+        Box::pin(async move {
+            let body = ControlRequest {
+                task_id: id,
+                container_name: Some(ferry_common::task_container_name(id)),
+            };
+            self.post(&format!("{base}/api/{action}"), &body).await
+        })
+    }
+
+    fn logs<'a>(
+        &'a self,
+        base: &'a str,
+        id: TaskId,
+        stream: &'a str,
+        lines: Option<usize>,
+    ) -> BoxFuture<'a, Result<Option<String>, RunnerError>> {
+        Box::pin(self.get_logs(base, id, stream, lines))
     }
 }

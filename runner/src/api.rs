@@ -154,7 +154,13 @@ async fn execute(
     State(state): State<RunnerState>,
     Body(req): Body<ExecuteRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    if req.command.trim().is_empty() {
+    let Some(cmd) = req.definition.spec.as_command() else {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "task_type: this runner runs only command tasks through execute".into(),
+        ));
+    };
+    if cmd.command.trim().is_empty() {
         return Err(ApiError(
             StatusCode::UNPROCESSABLE_ENTITY,
             "command: must not be empty".into(),

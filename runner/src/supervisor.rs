@@ -13,6 +13,7 @@ use crate::docker::{ContainerSpec, DockerError, Engine, Exit, State};
 use crate::durable;
 use crate::outbox::Outbox;
 use ferry_common::runner_proto::{ExecuteRequest, TaskUpdate};
+use ferry_common::task::{CommandSpec, TaskDefinition};
 use ferry_common::time::{format_ms, now_ms};
 use ferry_common::{
     environment_image, task_container_name, TaskId, TaskStatus, LABEL_KIND, LABEL_RUNNER,
@@ -368,16 +369,16 @@ impl Supervisor {
     }
 
     fn spec(&self, req: &ExecuteRequest) -> ContainerSpec {
-        let image = match (&req.registry_image, &req.container_name) {
-            (Some(img), _) => img.clone(),
-            (None, Some(env)) => environment_image(env),
-            (None, None) => environment_image("kohakuriver-base"),
-        };
-        let mut env: Vec<String> = req
-            .env_vars
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
+        let d = &req.definition;
+        let image = d
+            .image
+            .reference()
+            .unwrap_or_else(|| environment_image("kohakuriver-base"));
+        // The API refuses other kinds on `execute`; an empty command here would only fail.
+        let default_cmd = CommandSpec::default();
+        let cmd = d.spec.as_command().unwrap_or(&default_cmd);
+        let r = &d.resources;
+        let mut env: Vec<String> = d.env_vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
         env.push(format!("FERRY_TASK_ID={}", req.task_id));
         env.push(format!("KOHAKURIVER_TASK_ID={}", req.task_id));
         env.push("KOHAKURIVER_LOCAL_TEMP_DIR=/local_temp".into());
@@ -389,7 +390,7 @@ impl Supervisor {
             binds.push(format!("{}:/shared", shared.join("shared_data").display()));
             env.push("KOHAKURIVER_SHARED_DIR=/shared".into());
         }
-        let numa_node = req
+        let numa_node = r
             .target_numa_node_id
             .and_then(|n| self.numa.as_ref()?.get(&n));
         let labels = HashMap::from([
@@ -401,22 +402,21 @@ impl Supervisor {
         ContainerSpec {
             name: task_container_name(req.task_id),
             image,
-            cmd: container_cmd(&req.command, &req.arguments),
+            cmd: container_cmd(&cmd.command, &cmd.arguments),
             env,
-            working_dir: req.working_dir.clone().or_else(|| {
+            working_dir: cmd.working_dir.clone().or_else(|| {
                 self.config
                     .shared_dir
                     .as_ref()
                     .map(|_| "/shared".to_string())
             }),
             labels,
-            nano_cpus: (req.required_cores > 0)
-                .then(|| i64::from(req.required_cores) * 1_000_000_000),
-            memory_bytes: req.required_memory_bytes.map(|m| m as i64),
+            nano_cpus: (r.required_cores > 0).then(|| i64::from(r.required_cores) * 1_000_000_000),
+            memory_bytes: r.required_memory_bytes.map(|m| m as i64),
             binds,
             cpuset_cpus: numa_node.map(crate::numa::cpuset),
-            cpuset_mems: numa_node.map(|_| req.target_numa_node_id.unwrap_or(0).to_string()),
-            gpus: req.required_gpus.clone(),
+            cpuset_mems: numa_node.map(|_| r.target_numa_node_id.unwrap_or(0).to_string()),
+            gpus: r.required_gpus.clone(),
         }
     }
 
@@ -726,18 +726,11 @@ fn instance_id(data_dir: &std::path::Path) -> std::io::Result<String> {
 /// A stand-in request for a container found without its record (started by an older run whose
 /// record was lost); it is never launched again, only followed.
 fn adopted_request(id: TaskId) -> ExecuteRequest {
+    let mut definition = TaskDefinition::command("");
+    definition.resources.required_cores = 0;
     ExecuteRequest {
         task_id: id,
-        command: String::new(),
-        arguments: Vec::new(),
-        env_vars: Default::default(),
-        required_cores: 0,
-        required_gpus: Vec::new(),
-        required_memory_bytes: None,
-        target_numa_node_id: None,
-        container_name: None,
-        registry_image: None,
-        working_dir: None,
+        definition,
         reserved_ip: None,
     }
 }

@@ -21,10 +21,6 @@ async fn each_bad_submission_is_refused_and_writes_nothing() {
             "required_cores",
         ),
         (
-            json!({"command": "echo", "required_cores": 0}),
-            "required_cores",
-        ),
-        (
             json!({"command": "echo", "required_memory_bytes": 0}),
             "required_memory_bytes",
         ),

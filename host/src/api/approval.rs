@@ -2,15 +2,15 @@
 
 use super::error::{ApiError, ApiQuery, TaskIdPath};
 use crate::auth::Caller;
-use crate::store::tasks::{self as store_tasks, ListFilter};
+use crate::tasks::approval::{self, ApprovalError};
+use crate::tasks::views;
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::response::Response;
 use axum::{Extension, Json};
-use ferry_common::api::TaskResponse;
-use ferry_common::TaskStatus;
+use ferry_common::api::{RejectRequest, RejectResponse, TaskMessage, TaskResponse};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 #[derive(Deserialize)]
 pub struct Page {
@@ -20,45 +20,45 @@ pub struct Page {
 
 pub async fn pending(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiQuery(p): ApiQuery<Page>,
-) -> Result<Json<Vec<TaskResponse>>, ApiError> {
-    let (limit, offset) = super::tasks::page(p.limit, p.offset)?;
-    let filter = ListFilter {
-        status: Some(TaskStatus::PendingApproval),
-        limit,
-        offset,
-        ..Default::default()
-    };
-    let rows = state
-        .db
-        .read(move |c| store_tasks::list(c, &filter))
-        .await?;
-    let view = state.scheduler.view();
-    Ok(Json(
-        rows.iter()
-            .map(|r| crate::views::task(r, &view, state.config.shared_dir.as_deref()))
-            .collect(),
-    ))
+) -> Result<Response, ApiError> {
+    let page = super::tasks::page(p.limit, p.offset)?;
+    let rows = approval::pending(&state, page.limit, page.offset).await?;
+    let shown: Vec<TaskResponse> = rows
+        .iter()
+        .map(|t| views::shown_to(&state, &caller, t))
+        .collect();
+    Ok(page.mark(Json(shown)))
+}
+
+fn approval_error(e: ApprovalError) -> ApiError {
+    match e {
+        ApprovalError::NotFound => ApiError::not_found(e.to_string()),
+        ApprovalError::NotWaiting(_) | ApprovalError::Changed(_) => {
+            ApiError::conflict(e.to_string())
+        }
+        ApprovalError::ReasonTooLong => ApiError::unprocessable(e.to_string()),
+        ApprovalError::Store(e) => e.into(),
+    }
 }
 
 pub async fn approve(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     TaskIdPath(id): TaskIdPath,
-) -> Result<Json<Value>, ApiError> {
-    crate::approval::approve(&state, &caller, id).await?;
-    Ok(Json(
-        json!({"message": "Task approved and queued", "task_id": id}),
-    ))
+) -> Result<Json<TaskMessage>, ApiError> {
+    approval::approve(&state, &caller, id)
+        .await
+        .map_err(approval_error)?;
+    Ok(Json(TaskMessage {
+        message: "Task approved and queued".into(),
+        task_id: id,
+    }))
 }
 
 #[derive(Deserialize, Default)]
 pub struct ReasonQuery {
-    reason: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-struct ReasonBody {
     reason: Option<String>,
 }
 
@@ -69,17 +69,21 @@ pub async fn reject(
     TaskIdPath(id): TaskIdPath,
     ApiQuery(q): ApiQuery<ReasonQuery>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RejectResponse>, ApiError> {
     let from_body = if body.is_empty() {
         None
     } else {
-        serde_json::from_slice::<ReasonBody>(&body)
+        serde_json::from_slice::<RejectRequest>(&body)
             .map_err(|e| ApiError::unprocessable(format!("reason: {e}")))?
             .reason
     };
     let reason = from_body.or(q.reason).filter(|r| !r.trim().is_empty());
-    crate::approval::reject(&state, &caller, id, reason.clone()).await?;
-    Ok(Json(
-        json!({"message": "Task rejected", "task_id": id, "reason": reason}),
-    ))
+    approval::reject(&state, &caller, id, reason.clone())
+        .await
+        .map_err(approval_error)?;
+    Ok(Json(RejectResponse {
+        message: "Task rejected".into(),
+        task_id: id,
+        reason,
+    }))
 }

@@ -15,7 +15,7 @@ pub async fn list(State(state): State<AppState>) -> Json<Vec<NodeInfo>> {
             .cluster
             .snapshot()
             .iter()
-            .map(|n| crate::views::node(n, &view))
+            .map(|n| crate::cluster::view::node(n, &view))
             .collect(),
     )
 }

@@ -1,111 +1,50 @@
 //! Submission, queries, logs and control of tasks.
 
 use super::error::{ApiError, ApiJson, ApiQuery, TaskIdPath};
-use crate::auth::{Caller, Role};
-use crate::control::{self, ControlError};
-use crate::logs::{self, LogError};
-use crate::scheduler::{Placement, SubmitError};
-use crate::store::tasks::{self as store_tasks, ListFilter};
+use crate::auth::Caller;
+use crate::scheduler::PlaceError;
+use crate::store::tasks::ListFilter;
+use crate::tasks::control::{self, ControlError};
+use crate::tasks::logs::{self, LogError};
+use crate::tasks::submit::{self, SubmitError};
+use crate::tasks::views::{self, QueryError};
 use crate::AppState;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use ferry_common::api::{NodeRef, QueuedTask, SubmitRequest, SubmitResponse, TaskResponse};
-use ferry_common::TaskStatus;
+use ferry_common::api::{MessageResponse, SubmitRequest, SubmitResponse, TaskResponse};
+use ferry_common::{TaskKind, TaskStatus};
 use serde::Deserialize;
-use serde_json::json;
+
+fn submit_error(e: SubmitError) -> ApiError {
+    match e {
+        SubmitError::Invalid(e) => ApiError::bad_request(e.0),
+        SubmitError::Refused(PlaceError::Store(e)) => e.into(),
+        SubmitError::Refused(PlaceError::Stopped) => {
+            ApiError::unavailable("scheduler is not running")
+        }
+        SubmitError::Refused(e) => ApiError::bad_request(e.to_string()),
+    }
+}
 
 pub async fn submit(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiJson(req): ApiJson<SubmitRequest>,
-) -> Result<impl IntoResponse, ApiError> {
-    let rows = crate::submit::build(
-        req,
-        &state.config.default_container_name,
-        ferry_common::time::now_ms(),
-        || state.ids.next(),
-    )
-    .map_err(|e| ApiError::bad_request(e.0))?;
-    let mut rows = rows;
-    let needs_approval = crate::submit::stamp_submitter(
-        &mut rows,
-        caller.user_id,
-        state.config.auth_enabled && caller.role == Role::User,
-        state.config.auth_enabled,
-        ferry_common::time::now_ms(),
-    );
-    let targets: Vec<Option<String>> = rows.iter().map(|r| r.target_node.clone()).collect();
-    let placements = state.scheduler.submit(rows).await.map_err(|e| match e {
-        SubmitError::UnknownNode(n) => {
-            ApiError::bad_request(format!("targets: node '{n}' is not registered"))
-        }
-        SubmitError::NeverFits(why) => ApiError::bad_request(why),
-        SubmitError::NoNodes => {
-            ApiError::bad_request("no node is registered yet: start a ferry-runner first")
-        }
-        SubmitError::Store(e) => e.into(),
-        SubmitError::Stopped => ApiError::unavailable("scheduler is not running"),
-    })?;
-    let n = placements.len();
-    let task_ids = placements
-        .iter()
-        .map(|p| match p {
-            Placement::Placed { id, .. }
-            | Placement::Queued { id, .. }
-            | Placement::AwaitingApproval { id } => *id,
-        })
-        .collect();
-    let queued = placements
-        .iter()
-        .filter_map(|p| match p {
-            Placement::Queued { id, position } => Some(QueuedTask {
-                task_id: *id,
-                queue_position: *position,
-            }),
-            Placement::Placed { .. } | Placement::AwaitingApproval { .. } => None,
-        })
-        .collect::<Vec<_>>();
-    let last_node = match placements.last() {
-        Some(Placement::Placed { node, .. }) => Some(node.clone()),
-        _ => targets.last().cloned().flatten(),
-    };
-    let assigned_node = last_node.and_then(|h| {
-        state
-            .cluster
-            .url_of(&h)
-            .map(|url| NodeRef { hostname: h, url })
-    });
-    let message = if needs_approval {
-        format!("Task batch submitted. {n} tasks created, awaiting approval by an operator.")
-    } else if queued.is_empty() {
-        format!("Task batch submitted successfully. {n} tasks created.")
-    } else {
-        format!(
-            "Task batch submitted successfully. {n} tasks created, {} waiting for resources.",
-            queued.len()
-        )
-    };
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(SubmitResponse {
-            message,
-            task_ids,
-            assigned_node,
-            runner_response: if needs_approval {
-                json!({"status": "pending_approval"})
-            } else {
-                json!(true)
-            },
-            queued,
-        }),
-    ))
+) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
+    let reply = submit::submit(&state, &caller, req)
+        .await
+        .map_err(submit_error)?;
+    Ok((StatusCode::ACCEPTED, Json(reply)))
 }
 
-/// Users see their own tasks; viewers (read-only observers) and operators see all.
-fn may_read(caller: &Caller, owner: Option<i64>) -> bool {
-    caller.role != Role::User || caller.may_touch(owner)
+fn query_error(e: QueryError) -> ApiError {
+    match e {
+        QueryError::NotFound => ApiError::not_found(e.to_string()),
+        QueryError::Forbidden => ApiError::forbidden(e.to_string()),
+        QueryError::Store(e) => e.into(),
+    }
 }
 
 pub async fn status(
@@ -113,20 +52,10 @@ pub async fn status(
     Extension(caller): Extension<Caller>,
     TaskIdPath(id): TaskIdPath,
 ) -> Result<Json<TaskResponse>, ApiError> {
-    let row = state
-        .db
-        .read(move |c| store_tasks::get(c, id))
-        .await?
-        .ok_or_else(|| ApiError::not_found("Task not found."))?;
-    if !may_read(&caller, row.owner_id) {
-        return Err(ApiError::forbidden("Access denied to this task"));
-    }
-    let shown = crate::views::task(
-        &row,
-        &state.scheduler.view(),
-        state.config.shared_dir.as_deref(),
-    );
-    Ok(Json(shown_to(&caller, &row, shown)))
+    views::status(&state, &caller, id)
+        .await
+        .map(Json)
+        .map_err(query_error)
 }
 
 #[derive(Deserialize)]
@@ -141,12 +70,37 @@ pub struct ListQuery {
 /// Most rows one page may hold (the original CLI asks for 10000).
 const MAX_LIMIT: i64 = 10_000;
 
-/// Validated `limit` (default 100) and `offset` (default 0).
-pub fn page(limit: Option<i64>, offset: Option<i64>) -> Result<(u32, u32), ApiError> {
-    let limit = limit.unwrap_or(100);
-    if !(1..=MAX_LIMIT).contains(&limit) {
+/// Response header saying a `limit` above [`MAX_LIMIT`] was lowered to it.
+pub const LIMIT_CLAMPED: HeaderName = HeaderName::from_static("x-ferry-limit-clamped");
+
+/// A validated page: `limit` (default 100; above [`MAX_LIMIT`] it is lowered, as the original
+/// returns what it has) and `offset` (default 0).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Page {
+    pub limit: u32,
+    pub offset: u32,
+    /// The limit asked for, when it was lowered to the cap.
+    pub clamped_from: Option<i64>,
+}
+
+impl Page {
+    /// Adds the [`LIMIT_CLAMPED`] header (`<asked> -> <used>`) when the limit was lowered.
+    pub fn mark<T: IntoResponse>(&self, body: T) -> Response {
+        let mut resp = body.into_response();
+        if let Some(asked) = self.clamped_from {
+            if let Ok(v) = HeaderValue::from_str(&format!("{asked} -> {}", self.limit)) {
+                resp.headers_mut().insert(LIMIT_CLAMPED, v);
+            }
+        }
+        resp
+    }
+}
+
+pub fn page(limit: Option<i64>, offset: Option<i64>) -> Result<Page, ApiError> {
+    let asked = limit.unwrap_or(100);
+    if asked < 1 {
         return Err(ApiError::unprocessable(format!(
-            "limit: must be between 1 and {MAX_LIMIT}, got {limit}"
+            "limit: must be at least 1, got {asked}"
         )));
     }
     let offset = offset.unwrap_or(0);
@@ -155,10 +109,14 @@ pub fn page(limit: Option<i64>, offset: Option<i64>) -> Result<(u32, u32), ApiEr
             "offset: must be 0 or more, got {offset}"
         )));
     }
-    Ok((limit as u32, offset as u32))
+    Ok(Page {
+        limit: asked.min(MAX_LIMIT) as u32,
+        offset: offset as u32,
+        clamped_from: (asked > MAX_LIMIT).then_some(asked),
+    })
 }
 
-fn filter(q: ListQuery, owner: Option<i64>) -> Result<ListFilter, ApiError> {
+fn filter(q: ListQuery, owner: Option<i64>) -> Result<(ListFilter, Page), ApiError> {
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(
@@ -166,60 +124,23 @@ fn filter(q: ListQuery, owner: Option<i64>) -> Result<ListFilter, ApiError> {
                 .map_err(|e| ApiError::unprocessable(format!("status: {e}")))?,
         ),
     };
-    let (limit, offset) = page(q.limit, q.offset)?;
+    let page = page(q.limit, q.offset)?;
     let task_type = match q.task_type.as_deref().filter(|s| !s.is_empty()) {
-        None => Some("command".to_string()),
-        Some(t @ ("command" | "vps")) => Some(t.to_string()),
+        None => Some(TaskKind::Command),
         Some("all") => None,
-        Some(other) => {
-            return Err(ApiError::unprocessable(format!(
-                "task_type: must be command, vps or all, got {other:?}"
-            )))
-        }
+        Some(t) => Some(t.parse::<TaskKind>().map_err(|_| {
+            ApiError::unprocessable(format!("task_type: must be command, vps or all, got {t:?}"))
+        })?),
     };
-    Ok(ListFilter {
+    let filter = ListFilter {
         status,
         task_type,
         node: q.node.filter(|n| !n.is_empty()),
         owner,
-        limit,
-        offset,
-    })
-}
-
-async fn list_with(
-    state: AppState,
-    caller: &Caller,
-    f: ListFilter,
-) -> Result<Json<Vec<TaskResponse>>, ApiError> {
-    let rows = state.db.read(move |c| store_tasks::list(c, &f)).await?;
-    let view = state.scheduler.view();
-    Ok(Json(
-        rows.iter()
-            .map(|r| {
-                shown_to(
-                    caller,
-                    r,
-                    crate::views::task(r, &view, state.config.shared_dir.as_deref()),
-                )
-            })
-            .collect(),
-    ))
-}
-
-/// Environment values often hold secrets: only the owner and operators see them; a viewer
-/// observing someone else's task sees the names only.
-fn shown_to(
-    caller: &Caller,
-    row: &crate::store::tasks::TaskRow,
-    mut t: TaskResponse,
-) -> TaskResponse {
-    if !caller.may_touch(row.owner_id) {
-        for v in t.env_vars.values_mut() {
-            *v = "[hidden]".into();
-        }
-    }
-    t
+        limit: page.limit,
+        offset: page.offset,
+    };
+    Ok((filter, page))
 }
 
 /// Newest first; a `user` sees only their own tasks.
@@ -227,26 +148,20 @@ pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Vec<TaskResponse>>, ApiError> {
-    let owner = if caller.role == Role::User {
-        Some(caller.user_id.unwrap_or(-1))
-    } else {
-        None
-    };
-    list_with(state, &caller, filter(q, owner)?).await
+) -> Result<Response, ApiError> {
+    let (filter, page) = filter(q, None)?;
+    let tasks = views::list(&state, &caller, filter).await?;
+    Ok(page.mark(Json(tasks)))
 }
 
 pub async fn list_mine(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Vec<TaskResponse>>, ApiError> {
-    list_with(
-        state,
-        &caller,
-        filter(q, Some(caller.user_id.unwrap_or(-1)))?,
-    )
-    .await
+) -> Result<Response, ApiError> {
+    let (filter, page) = filter(q, Some(caller.user_id.unwrap_or(-1)))?;
+    let tasks = views::list(&state, &caller, filter).await?;
+    Ok(page.mark(Json(tasks)))
 }
 
 #[derive(Deserialize)]
@@ -320,13 +235,15 @@ pub async fn kill(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     TaskIdPath(id): TaskIdPath,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<(StatusCode, Json<MessageResponse>), ApiError> {
     control::kill(&state, &caller, id)
         .await
         .map_err(control_error)?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"message": format!("Kill requested for task {id}. Task marked as killed.")})),
+        Json(MessageResponse {
+            message: format!("Kill requested for task {id}. Task marked as killed."),
+        }),
     ))
 }
 
@@ -335,7 +252,7 @@ pub async fn command(
     Extension(caller): Extension<Caller>,
     TaskIdPath(id): TaskIdPath,
     Path((_, command)): Path<(String, String)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<MessageResponse>, ApiError> {
     let pause = match command.as_str() {
         "pause" => true,
         "resume" => false,
@@ -353,7 +270,7 @@ pub async fn command(
     } else {
         ("Resume", "Resume command sent successfully.")
     };
-    Ok(Json(
-        json!({"message": format!("{verb} for task {id}: {done}")}),
-    ))
+    Ok(Json(MessageResponse {
+        message: format!("{verb} for task {id}: {done}"),
+    }))
 }

@@ -20,56 +20,10 @@ use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
-use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 
 pub const SESSION_COOKIE: &str = "kohakuriver_session";
 
-/// Roles, lowest first; each includes the rights of those below.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Anony,
-    Viewer,
-    User,
-    Operator,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Anony => "anony",
-            Role::Viewer => "viewer",
-            Role::User => "user",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "anony" => Ok(Role::Anony),
-            "viewer" => Ok(Role::Viewer),
-            "user" => Ok(Role::User),
-            "operator" => Ok(Role::Operator),
-            "admin" => Ok(Role::Admin),
-            other => Err(format!(
-                "unknown role {other:?} (viewer, user, operator, admin)"
-            )),
-        }
-    }
-}
+pub use ferry_common::Role;
 
 /// What a route requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

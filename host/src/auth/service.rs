@@ -416,9 +416,9 @@ pub async fn create_invitation(
     max_usage: i64,
     expires_hours: i64,
 ) -> Result<Value, ApiError> {
-    let role: Role = role
-        .parse()
-        .map_err(|e: String| ApiError::unprocessable(format!("role: {e}")))?;
+    let role: Role = role.parse().map_err(|e: ferry_common::task::UnknownName| {
+        ApiError::unprocessable(format!("role: {e}"))
+    })?;
     if role == Role::Anony {
         return Err(ApiError::unprocessable(
             "role: an invitation must grant at least viewer",
@@ -506,9 +506,9 @@ pub async fn patch_user(
     let role = match role {
         None => None,
         Some(r) => {
-            let parsed: Role = r
-                .parse()
-                .map_err(|e: String| ApiError::unprocessable(format!("role: {e}")))?;
+            let parsed: Role = r.parse().map_err(|e: ferry_common::task::UnknownName| {
+                ApiError::unprocessable(format!("role: {e}"))
+            })?;
             if parsed == Role::Anony {
                 return Err(ApiError::unprocessable(
                     "role: a user must be at least viewer",

@@ -1,18 +1,22 @@
 //! The node registry: which runners exist, where they listen, what they last reported, and
-//! whether they are alive. Node arrivals and departures are passed to the scheduler as events;
-//! the registry itself never touches the resource ledger.
+//! whether they are alive. Node arrivals, departures and capacity changes are passed to the
+//! scheduler as [`NodeEvent`]s, and what heartbeats reveal about tasks as task changes; the
+//! registry itself never touches the resource ledger (and the scheduler never calls it).
 
 pub mod health;
+pub mod view;
 
 use crate::scheduler::placement::NodeCapacity;
-use crate::scheduler::{Event, SchedulerHandle};
+use crate::scheduler::{Event, NodeEvent, SchedulerHandle};
 use crate::store::nodes::{self, NodeRow};
-use crate::store::tasks::{self, Change};
+use crate::store::tasks;
 use crate::store::{Db, StoreError};
+use crate::tasks::model::Change;
 use ferry_common::runner_proto::{Heartbeat, HeartbeatResponse, RegisterRequest};
 use ferry_common::time::now_ms;
 use ferry_common::{TaskId, TaskStatus};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -26,6 +30,11 @@ pub struct NodeEntry {
 pub enum ClusterError {
     #[error("node '{0}' is not registered")]
     UnknownNode(String),
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -37,6 +46,8 @@ pub struct Cluster {
     node_timeout: Duration,
     /// Consecutive heartbeats in which a node's runner did not know a task placed there.
     absent: Mutex<HashMap<TaskId, u32>>,
+    /// Numbers node events in the order the registry changed (see [`NodeEvent`]).
+    epoch: AtomicU64,
 }
 
 /// Heartbeats a task may be missing from its runner's known tasks before it is given up.
@@ -97,7 +108,28 @@ impl Cluster {
             nodes: RwLock::new(map),
             node_timeout,
             absent: Mutex::new(HashMap::new()),
+            epoch: AtomicU64::new(1),
         }))
+    }
+
+    fn next_epoch(&self) -> u64 {
+        self.epoch.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn up_event(&self, row: &NodeRow) -> NodeEvent {
+        NodeEvent::Up {
+            capacity: capacity(row),
+            url: row.url.clone(),
+            epoch: self.next_epoch(),
+        }
+    }
+
+    /// The scheduler's starting picture of the nodes.
+    pub fn node_events(&self) -> Vec<NodeEvent> {
+        self.read_nodes()
+            .values()
+            .map(|n| self.up_event(&n.row))
+            .collect()
     }
 
     fn read_nodes(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, NodeEntry>> {
@@ -106,13 +138,6 @@ impl Cluster {
 
     fn write_nodes(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, NodeEntry>> {
         self.nodes.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn capacities(&self) -> BTreeMap<String, NodeCapacity> {
-        self.read_nodes()
-            .iter()
-            .map(|(k, v)| (k.clone(), capacity(&v.row)))
-            .collect()
     }
 
     pub fn url_of(&self, hostname: &str) -> Option<String> {
@@ -136,6 +161,7 @@ impl Cluster {
 
     /// Registers or re-registers a runner; returns whether the node is new.
     pub async fn register(&self, req: RegisterRequest) -> Result<bool, ClusterError> {
+        validate_registration(&req)?;
         let now = now_ms();
         let previous = self.read_nodes().get(&req.hostname).map(|n| n.row.clone());
         let numa = req
@@ -162,14 +188,18 @@ impl Cluster {
             .db
             .write(move |c| nodes::upsert(c, &stored, now))
             .await?;
-        self.write_nodes().insert(
-            row.hostname.clone(),
-            NodeEntry {
-                row: row.clone(),
-                last_seen: Instant::now(),
-            },
-        );
-        self.scheduler.send(Event::NodeUp(capacity(&row))).await;
+        let event = {
+            let mut map = self.write_nodes();
+            map.insert(
+                row.hostname.clone(),
+                NodeEntry {
+                    row: row.clone(),
+                    last_seen: Instant::now(),
+                },
+            );
+            self.up_event(&row)
+        };
+        self.scheduler.send(Event::Node(event)).await;
         tracing::info!(node = %row.hostname, url = %row.url, cores = row.total_cores, created, "runner registered");
         Ok(created)
     }
@@ -191,12 +221,13 @@ impl Cluster {
             "vm_capable": hb.vm_capable,
             "vfio_gpus": hb.vfio_gpus,
         });
-        let came_back = {
+        let news = {
             let mut map = self.write_nodes();
             let entry = map
                 .get_mut(hostname)
                 .ok_or_else(|| ClusterError::UnknownNode(hostname.to_string()))?;
             let was_offline = !entry.row.online;
+            let before = capacity(&entry.row);
             entry.last_seen = Instant::now();
             entry.row.online = true;
             entry.row.last_heartbeat = Some(now);
@@ -209,16 +240,21 @@ impl Cluster {
             if hb.runner_version.is_some() {
                 entry.row.runner_version = hb.runner_version.clone();
             }
-            was_offline.then(|| capacity(&entry.row))
+            let changed = capacity(&entry.row) != before;
+            if was_offline {
+                tracing::info!(node = %hostname, "node is back online");
+            } else if changed {
+                tracing::info!(node = %hostname, "node capacity changed");
+            }
+            (was_offline || changed).then(|| self.up_event(&entry.row))
         };
         let host = hostname.to_string();
         let gpus = hb.gpu_info.clone();
         self.db
             .write(move |c| nodes::record_heartbeat(c, &host, now, &metrics, &gpus))
             .await?;
-        if let Some(cap) = came_back {
-            tracing::info!(node = %hostname, "node is back online");
-            self.scheduler.send(Event::NodeUp(cap)).await;
+        if let Some(event) = news {
+            self.scheduler.send(Event::Node(event)).await;
         }
         let kill_tasks = self.reconcile(hostname, &hb).await?;
         Ok(HeartbeatResponse {
@@ -230,6 +266,8 @@ impl Cluster {
     /// Squares the host's view of a node's tasks with what its runner reports:
     /// - a task the runner runs is alive: `assigning`/`lost` become `running` (or `paused`);
     /// - a task the runner runs that the host has already ended is returned, to be killed;
+    /// - a task the host ended whose booking is held and that the runner no longer runs is
+    ///   released (the runner confirms it is gone);
     /// - a task placed on the node that the runner does not know for [`ABSENT_BEATS`]
     ///   heartbeats is gone: queued again if it never started, failed if it had.
     async fn reconcile(&self, hostname: &str, hb: &Heartbeat) -> Result<Vec<TaskId>, ClusterError> {
@@ -239,9 +277,9 @@ impl Cluster {
             hb.known_tasks.as_ref().map(|k| k.iter().copied().collect());
         let ids = hb.running_tasks.clone();
         let host = hostname.to_string();
-        let (statuses, holding) = self
+        let (statuses, booked) = self
             .db
-            .read(move |c| Ok((tasks::statuses(c, &ids)?, tasks::holding_on(c, &host)?)))
+            .read(move |c| Ok((tasks::statuses(c, &ids)?, tasks::booked_on(c, &host)?)))
             .await?;
         let kill: Vec<TaskId> = statuses
             .iter()
@@ -254,53 +292,32 @@ impl Cluster {
         let mut changes = Vec::new();
         {
             let mut absent = self.absent.lock().unwrap_or_else(|p| p.into_inner());
-            for (id, status, started) in holding {
-                if listed.contains(&id) {
-                    absent.remove(&id);
-                    let alive = if paused.contains(&id) {
-                        TaskStatus::Paused
-                    } else {
-                        TaskStatus::Running
-                    };
-                    if matches!(status, TaskStatus::Assigning | TaskStatus::Lost) {
-                        changes.push((
-                            id,
-                            Change {
-                                status: Some(alive),
-                                ..Default::default()
-                            },
-                        ));
+            for b in booked {
+                if listed.contains(&b.id) {
+                    absent.remove(&b.id);
+                    if matches!(b.status, TaskStatus::Assigning | TaskStatus::Lost) {
+                        let paused = paused.contains(&b.id);
+                        changes.push((b.id, Change::Running { paused }));
                     }
                     continue;
                 }
+                if b.status.is_final() {
+                    absent.remove(&b.id);
+                    changes.push((b.id, Change::Released));
+                    continue;
+                }
                 match &known {
-                    Some(k) if !k.contains(&id) => {
-                        let n = absent.entry(id).or_insert(0);
+                    Some(k) if !k.contains(&b.id) => {
+                        let n = absent.entry(b.id).or_insert(0);
                         *n += 1;
                         if *n >= ABSENT_BEATS {
-                            absent.remove(&id);
-                            let change = if started {
-                                Change {
-                                    status: Some(TaskStatus::Failed),
-                                    exit_code: Some(-1),
-                                    message: Some(format!("Runner {hostname} no longer has this task: its container and state are gone.")),
-                                    ..Default::default()
-                                }
-                            } else {
-                                Change {
-                                    status: Some(TaskStatus::Pending),
-                                    message: Some(format!(
-                                        "Runner {hostname} never received this task; queued again."
-                                    )),
-                                    ..Default::default()
-                                }
-                            };
-                            tracing::warn!(node = %hostname, task_id = %id, ?status, started, "task unknown to its runner");
-                            changes.push((id, change));
+                            absent.remove(&b.id);
+                            tracing::warn!(node = %hostname, task_id = %b.id, status = %b.status, started = b.started, "task unknown to its runner");
+                            changes.push((b.id, gone_from_runner(hostname, b.started)));
                         }
                     }
                     _ => {
-                        absent.remove(&id);
+                        absent.remove(&b.id);
                     }
                 }
             }
@@ -324,17 +341,17 @@ impl Cluster {
         let mut interval = tokio::time::interval(tick);
         loop {
             interval.tick().await;
-            let silent: Vec<String> = {
+            let silent: Vec<(String, u64)> = {
                 let mut map = self.write_nodes();
                 map.values_mut()
                     .filter(|n| n.row.online && n.last_seen.elapsed() > self.node_timeout)
                     .map(|n| {
                         n.row.online = false;
-                        n.row.hostname.clone()
+                        (n.row.hostname.clone(), self.next_epoch())
                     })
                     .collect()
             };
-            for host in silent {
+            for (host, epoch) in silent {
                 tracing::warn!(node = %host, timeout = ?self.node_timeout, "node silent past the timeout: offline");
                 let h = host.clone();
                 if let Err(e) = self
@@ -344,8 +361,228 @@ impl Cluster {
                 {
                     tracing::error!(error = %e, "could not record node offline");
                 }
-                self.scheduler.send(Event::NodeOffline(host)).await;
+                let reason = format!(
+                    "Node {host} went offline (no heartbeat for {}).",
+                    ferry_common::units::format_duration(self.node_timeout)
+                );
+                self.scheduler
+                    .send(Event::Node(NodeEvent::Offline {
+                        hostname: host,
+                        epoch,
+                        reason,
+                    }))
+                    .await;
             }
+        }
+    }
+}
+
+/// What becomes of a task its runner no longer knows: queued again if it never started there,
+/// failed if it had (its container and state are gone).
+fn gone_from_runner(hostname: &str, started: bool) -> Change {
+    if started {
+        Change::Fail {
+            reason: format!(
+                "Runner {hostname} no longer has this task: its container and state are gone."
+            ),
+            exit_code: Some(-1),
+        }
+    } else {
+        Change::Requeue {
+            reason: format!("Runner {hostname} never received this task; queued again."),
+        }
+    }
+}
+
+/// A registration the host can use: a node name that is not a target with a NUMA suffix, at
+/// least one core, an http(s) address.
+fn validate_registration(req: &RegisterRequest) -> Result<(), ClusterError> {
+    if ferry_common::target::Target::parse(&req.hostname)
+        .map(|t| t.numa_node.is_some())
+        .unwrap_or(true)
+    {
+        return Err(ClusterError::Invalid {
+            field: "hostname",
+            message: format!("{:?} is not a valid node name", req.hostname),
+        });
+    }
+    if req.total_cores == 0 {
+        return Err(ClusterError::Invalid {
+            field: "total_cores",
+            message: "must be at least 1".into(),
+        });
+    }
+    if !(req.url.starts_with("http://") || req.url.starts_with("https://")) {
+        return Err(ClusterError::Invalid {
+            field: "url",
+            message: format!("{:?} is not an http(s) URL", req.url),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::model::tests::sample;
+    use tokio::sync::mpsc;
+
+    struct Harness {
+        _dir: tempfile::TempDir,
+        db: Db,
+        cluster: Arc<Cluster>,
+        events: mpsc::Receiver<Event>,
+    }
+
+    async fn harness() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("ferry.db")).unwrap();
+        let (handle, events) = crate::scheduler::channel().into_parts();
+        let cluster = Cluster::load(db.clone(), handle, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let mut h = Harness {
+            _dir: dir,
+            db,
+            cluster,
+            events,
+        };
+        h.cluster
+            .register(RegisterRequest {
+                hostname: "n1".into(),
+                url: "http://127.0.0.1:9".into(),
+                total_cores: 4,
+                total_ram_bytes: Some(1 << 33),
+                numa_topology: None,
+                gpu_info: vec![],
+                runner_version: None,
+                heartbeat_interval_ms: None,
+            })
+            .await
+            .unwrap();
+        assert!(matches!(
+            h.drain().as_slice(),
+            [Event::Node(NodeEvent::Up { .. })]
+        ));
+        h
+    }
+
+    impl Harness {
+        /// Stores a task in `status` on n1 (booked when that status holds resources).
+        async fn task(&self, id: u64, status: TaskStatus, started: bool) {
+            let mut t = sample(id);
+            t.status = status;
+            t.assigned_node = Some("n1".into());
+            t.booked = status.holds_resources() || status.is_final();
+            t.started_at = started.then_some(5);
+            self.db.write(move |c| tasks::insert(c, &t)).await.unwrap();
+        }
+
+        fn drain(&mut self) -> Vec<Event> {
+            let mut out = Vec::new();
+            while let Ok(e) = self.events.try_recv() {
+                out.push(e);
+            }
+            out
+        }
+
+        fn changes(&mut self) -> Vec<(TaskId, Change)> {
+            self.drain()
+                .into_iter()
+                .filter_map(|e| match e {
+                    Event::Change { id, change, .. } => Some((id, change)),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        async fn beat(&self, hb: Heartbeat) -> HeartbeatResponse {
+            self.cluster.heartbeat("n1", hb).await.unwrap()
+        }
+    }
+
+    fn running(ids: &[u64], known: &[u64]) -> Heartbeat {
+        Heartbeat {
+            running_tasks: ids.iter().map(|i| TaskId(*i)).collect(),
+            known_tasks: Some(known.iter().map(|i| TaskId(*i)).collect()),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_listed_task_is_alive_and_an_ended_one_is_killed() {
+        let mut h = harness().await;
+        h.task(1, TaskStatus::Assigning, false).await;
+        h.task(2, TaskStatus::Lost, true).await;
+        h.task(3, TaskStatus::Killed, true).await;
+        let mut hb = running(&[1, 2, 3], &[1, 2, 3]);
+        hb.paused_tasks = Some(vec![TaskId(2)]);
+        let reply = h.beat(hb).await;
+        assert_eq!(reply.kill_tasks, vec![TaskId(3)]);
+        assert_eq!(
+            h.changes(),
+            vec![
+                (TaskId(1), Change::Running { paused: false }),
+                (TaskId(2), Change::Running { paused: true }),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_ended_task_the_runner_no_longer_runs_is_released() {
+        let mut h = harness().await;
+        h.task(3, TaskStatus::Killed, true).await;
+        let reply = h.beat(running(&[], &[])).await;
+        assert!(reply.kill_tasks.is_empty());
+        assert_eq!(h.changes(), vec![(TaskId(3), Change::Released)]);
+    }
+
+    #[tokio::test]
+    async fn a_task_unknown_for_three_beats_is_requeued_or_failed() {
+        let mut h = harness().await;
+        h.task(1, TaskStatus::Assigning, false).await;
+        h.task(2, TaskStatus::Running, true).await;
+        for _ in 1..ABSENT_BEATS {
+            h.beat(running(&[], &[])).await;
+            assert!(h.changes().is_empty(), "not before {ABSENT_BEATS} beats");
+        }
+        h.beat(running(&[], &[])).await;
+        let changes = h.changes();
+        assert!(
+            matches!(
+                &changes[..],
+                [
+                    (TaskId(1), Change::Requeue { .. }),
+                    (TaskId(2), Change::Fail { .. })
+                ]
+            ),
+            "{changes:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_task_the_runner_still_prepares_is_not_given_up() {
+        let mut h = harness().await;
+        h.task(1, TaskStatus::Assigning, false).await;
+        for _ in 0..ABSENT_BEATS + 1 {
+            h.beat(running(&[], &[1])).await;
+        }
+        assert!(h.changes().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_capacity_change_in_a_heartbeat_reaches_the_scheduler() {
+        let mut h = harness().await;
+        h.beat(Heartbeat::default()).await;
+        assert!(h.drain().is_empty(), "nothing changed");
+        let hb = Heartbeat {
+            gpu_info: vec![serde_json::json!({"gpu_id": 0})],
+            ..Default::default()
+        };
+        h.beat(hb).await;
+        match h.drain().as_slice() {
+            [Event::Node(NodeEvent::Up { capacity, .. })] => assert_eq!(capacity.gpu_count, 1),
+            other => panic!("expected one node event, got {}", other.len()),
         }
     }
 }

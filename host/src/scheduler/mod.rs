@@ -1,48 +1,69 @@
 //! The scheduler: one tokio task that alone owns the resource ledger and the queue.
 //!
 //! Everything that can change what is booked reaches it as an [`Event`] on one channel —
-//! submissions, task state changes (runner reports, kills, pauses), node arrivals and
-//! departures — so the order of events is the order of decisions and two concurrent submits
-//! can never oversubscribe a node. It drains whatever events are waiting, writes their effects
-//! in one SQLite transaction, runs one placement pass ([`placement::plan`]), commits the
-//! placements, and only then dispatches them to runners (in background tasks, so a slow runner
-//! never stalls the loop). It publishes a read-only [`View`] for the API after each pass.
+//! submissions, task changes (runner reports, kills, approvals), node arrivals, departures and
+//! capacity changes — so the order of events is the order of decisions and two concurrent
+//! submits can never oversubscribe a node. It drains whatever events are waiting, writes their
+//! effects in one SQLite transaction, runs one placement pass ([`placement::plan`]), commits
+//! the placements, and only then dispatches them ([`dispatch`]: in background tasks, so a slow
+//! runner never stalls the loop). Kills are dispatched the same way. It publishes a read-only
+//! [`View`] for the API after each pass.
+//!
+//! It knows nodes only from [`NodeEvent`]s (the cluster registry sends them; the scheduler
+//! never calls back into it), and runners only through [`RunnerApi`].
 
+mod dispatch;
 pub mod placement;
+#[cfg(test)]
+mod tests;
 
-use crate::cluster::Cluster;
-use crate::runner_client::{RunnerClient, RunnerError};
-use crate::store::tasks::{self, Applied, Change, TaskRow};
+use crate::runner_client::RunnerApi;
+use crate::store::tasks::{self, Applied, Transition};
 use crate::store::{Db, StoreError};
+use crate::tasks::model::{Change, Task};
 use ferry_common::runner_proto::ExecuteRequest;
 use ferry_common::time::now_ms;
 use ferry_common::{TaskId, TaskStatus};
 use placement::{NodeCapacity, Request, Usage};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Most events handled in one pass.
 const MAX_BATCH: usize = 512;
 
-type SubmitReply = oneshot::Sender<Result<Vec<Placement>, SubmitError>>;
+type SubmitReply = oneshot::Sender<Result<Vec<Placement>, PlaceError>>;
 type ChangeReply = oneshot::Sender<Result<Applied, StoreError>>;
-type PendingSubmit = (Vec<TaskRow>, SubmitReply);
-type PendingChange = (TaskId, Change, Option<ChangeReply>);
 
 pub enum Event {
     Submit {
-        tasks: Vec<TaskRow>,
-        reply: oneshot::Sender<Result<Vec<Placement>, SubmitError>>,
+        tasks: Vec<Task>,
+        reply: SubmitReply,
     },
     Change {
         id: TaskId,
         change: Change,
-        reply: Option<oneshot::Sender<Result<Applied, StoreError>>>,
+        reply: Option<ChangeReply>,
     },
-    NodeUp(NodeCapacity),
-    NodeOffline(String),
+    Node(NodeEvent),
+}
+
+/// What the scheduler learns about nodes. `epoch` orders the events of the registry, so a
+/// late "offline" never undoes a newer "up" that overtook it on the way.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeEvent {
+    /// Registered, back online, or its capacity (cores, memory, GPUs) changed.
+    Up {
+        capacity: NodeCapacity,
+        url: String,
+        epoch: u64,
+    },
+    /// Silent past the timeout.
+    Offline {
+        hostname: String,
+        epoch: u64,
+        reason: String,
+    },
 }
 
 /// Where a submitted task went.
@@ -62,9 +83,19 @@ pub enum Placement {
     },
 }
 
+impl Placement {
+    pub fn id(&self) -> TaskId {
+        match self {
+            Placement::Placed { id, .. }
+            | Placement::Queued { id, .. }
+            | Placement::AwaitingApproval { id } => *id,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
-pub enum SubmitError {
-    #[error("node '{0}' is not registered")]
+pub enum PlaceError {
+    #[error("targets: node '{0}' is not registered")]
     UnknownNode(String),
     #[error("{0}")]
     NeverFits(String),
@@ -72,8 +103,15 @@ pub enum SubmitError {
     NoNodes,
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the scheduler has stopped")]
+    #[error("the scheduler is not running")]
     Stopped,
+}
+
+/// A node as the scheduler last heard of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeView {
+    pub url: String,
+    pub online: bool,
 }
 
 /// What the API may read about the scheduler's state without asking it.
@@ -82,6 +120,9 @@ pub struct View {
     pub usage: BTreeMap<String, Usage>,
     /// 1-based queue positions of `pending` tasks.
     pub queue: HashMap<TaskId, u64>,
+    pub nodes: BTreeMap<String, NodeView>,
+    /// Placement passes run so far (a burst of events makes one).
+    pub passes: u64,
 }
 
 #[derive(Clone)]
@@ -91,15 +132,17 @@ pub struct SchedulerHandle {
 }
 
 impl SchedulerHandle {
-    pub async fn submit(&self, tasks: Vec<TaskRow>) -> Result<Vec<Placement>, SubmitError> {
+    pub async fn submit(&self, tasks: Vec<Task>) -> Result<Vec<Placement>, PlaceError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Event::Submit { tasks, reply })
             .await
-            .map_err(|_| SubmitError::Stopped)?;
-        rx.await.map_err(|_| SubmitError::Stopped)?
+            .map_err(|_| PlaceError::Stopped)?;
+        rx.await.map_err(|_| PlaceError::Stopped)?
     }
 
+    /// Applies `change` through the scheduler (which books, releases and dispatches what it
+    /// implies) and says how it went.
     pub async fn change(&self, id: TaskId, change: Change) -> Result<Applied, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -128,85 +171,122 @@ impl SchedulerHandle {
     }
 }
 
-/// The request a task row makes of the ledger.
-pub fn request_of(t: &TaskRow) -> Request {
+/// The request a task makes of the ledger.
+pub fn request_of(t: &Task) -> Request {
+    let r = &t.definition.resources;
     Request {
         id: t.id,
-        cores: t.required_cores,
-        memory: t.required_memory_bytes,
-        gpus: t.required_gpus.clone(),
+        cores: r.required_cores,
+        memory: r.required_memory_bytes,
+        gpus: r.required_gpus.clone(),
         target: t.target_node.clone(),
-        numa: t.target_numa_node_id,
+        numa: r.target_numa_node_id,
         priority: t.priority,
     }
 }
 
-pub fn execute_request(t: &TaskRow) -> ExecuteRequest {
+pub fn execute_request(t: &Task) -> ExecuteRequest {
     ExecuteRequest {
         task_id: t.id,
-        command: t.command.clone(),
-        arguments: t.arguments.clone(),
-        env_vars: t.env_vars.clone(),
-        required_cores: t.required_cores,
-        required_gpus: t.required_gpus.clone(),
-        required_memory_bytes: t.required_memory_bytes,
-        target_numa_node_id: t.target_numa_node_id,
-        container_name: t.container_name.clone(),
-        registry_image: t.registry_image.clone(),
-        working_dir: t.working_dir.clone(),
+        definition: t.definition.clone(),
         reserved_ip: None,
     }
 }
 
+struct NodeState {
+    capacity: NodeCapacity,
+    url: String,
+    epoch: u64,
+}
+
 struct Scheduler {
     db: Db,
-    cluster: Arc<Cluster>,
-    runner: RunnerClient,
+    runner: Arc<dyn RunnerApi>,
     events: mpsc::Sender<Event>,
-    nodes: BTreeMap<String, NodeCapacity>,
+    nodes: BTreeMap<String, NodeState>,
     usage: BTreeMap<String, Usage>,
     holding: HashMap<TaskId, (String, Request)>,
     /// Queued tasks, kept in queue order.
-    queue: Vec<TaskRow>,
+    queue: Vec<Task>,
     view: watch::Sender<Arc<View>>,
+    passes: u64,
     /// The one dispatch loop of each task being sent to a runner; replaced (the old one
     /// aborted) when the task is placed again, dropped when it leaves `assigning`.
     dispatching: HashMap<TaskId, tokio::task::AbortHandle>,
+    /// The one loop delivering each kill, dropped when the booking is released.
+    killing: HashMap<TaskId, tokio::task::AbortHandle>,
 }
 
-/// Builds the scheduler from the database (ledger and queue are rebuilt from the task table),
-/// starts its loop and re-sends tasks that were being dispatched when the host stopped.
-pub async fn start(
-    db: Db,
-    cluster: Arc<Cluster>,
-    runner: RunnerClient,
+/// The channel of a scheduler not started yet: events sent now wait for [`start`].
+pub struct Channel {
+    pub handle: SchedulerHandle,
     tx: mpsc::Sender<Event>,
     rx: mpsc::Receiver<Event>,
-    view_tx: watch::Sender<Arc<View>>,
+    view: watch::Sender<Arc<View>>,
+}
+
+impl Channel {
+    /// The handle and the receiving end, for tests that read what others send the scheduler.
+    #[cfg(test)]
+    pub(crate) fn into_parts(self) -> (SchedulerHandle, mpsc::Receiver<Event>) {
+        (self.handle, self.rx)
+    }
+}
+
+pub fn channel() -> Channel {
+    let (tx, rx) = mpsc::channel(4096);
+    let (view, view_rx) = watch::channel(Arc::new(View::default()));
+    Channel {
+        handle: SchedulerHandle {
+            tx: tx.clone(),
+            view: view_rx,
+        },
+        tx,
+        rx,
+        view,
+    }
+}
+
+/// Builds the scheduler from the database (ledger and queue are rebuilt from the task table)
+/// and the nodes known at start, starts its loop, and resumes the dispatches and kills that
+/// were under way when the host stopped.
+pub async fn start(
+    db: Db,
+    runner: Arc<dyn RunnerApi>,
+    nodes: Vec<NodeEvent>,
+    channel: Channel,
 ) -> Result<(), StoreError> {
+    let Channel { tx, rx, view, .. } = channel;
     let active = db.read(tasks::active).await?;
     let mut s = Scheduler {
         db,
-        cluster: cluster.clone(),
         runner,
         events: tx,
-        nodes: cluster.capacities(),
+        nodes: BTreeMap::new(),
         usage: BTreeMap::new(),
         holding: HashMap::new(),
         queue: Vec::new(),
-        view: view_tx,
+        view,
+        passes: 0,
         dispatching: HashMap::new(),
+        killing: HashMap::new(),
     };
+    for n in nodes {
+        s.node_event(n, &mut Vec::new());
+    }
     let mut redispatch = Vec::new();
+    let mut rekill = Vec::new();
     for t in active {
         if t.status == TaskStatus::Pending {
             s.queue.push(t);
-        } else if let Some(node) = t.assigned_node.clone() {
+        } else if let (true, Some(node)) = (t.booked, t.assigned_node.clone()) {
             let r = request_of(&t);
             s.usage.entry(node.clone()).or_default().book(&r);
             s.holding.insert(t.id, (node.clone(), r));
             if t.status == TaskStatus::Assigning {
                 redispatch.push((t, node));
+            } else if t.status.is_final() {
+                rekill.push((t.id, node));
             }
         }
     }
@@ -216,30 +296,19 @@ pub async fn start(
         holding = s.holding.len(),
         "scheduler state rebuilt"
     );
+    s.publish();
     // The runner accepts a task id it already has without starting it twice, so re-sending is
     // safe whichever side of the dispatch the host stopped on.
     for (t, node) in redispatch {
-        s.dispatch(t, node);
+        s.dispatch(&t, node);
+    }
+    for (id, node) in rekill {
+        s.deliver_kill(id, node);
     }
     // Queued tasks may fit right away (the host may have stopped with a queue).
     s.place().await;
     tokio::spawn(s.run(rx));
     Ok(())
-}
-
-pub fn channel() -> (
-    mpsc::Sender<Event>,
-    mpsc::Receiver<Event>,
-    watch::Sender<Arc<View>>,
-    SchedulerHandle,
-) {
-    let (tx, rx) = mpsc::channel(4096);
-    let (view_tx, view_rx) = watch::channel(Arc::new(View::default()));
-    let handle = SchedulerHandle {
-        tx: tx.clone(),
-        view: view_rx,
-    };
-    (tx, rx, view_tx, handle)
 }
 
 impl Scheduler {
@@ -262,30 +331,30 @@ impl Scheduler {
     }
 
     /// Refuses what can never run; `Ok` for what may (now or later).
-    fn check_submission(&self, t: &TaskRow) -> Result<(), SubmitError> {
+    fn check_submission(&self, t: &Task) -> Result<(), PlaceError> {
         let r = request_of(t);
         match &t.target_node {
             Some(target) => {
                 let node = self
                     .nodes
                     .get(target)
-                    .ok_or_else(|| SubmitError::UnknownNode(target.clone()))?;
-                match placement::never_fits_on(&r, node) {
-                    Some(why) => Err(SubmitError::NeverFits(why)),
+                    .ok_or_else(|| PlaceError::UnknownNode(target.clone()))?;
+                match placement::never_fits_on(&r, &node.capacity) {
+                    Some(why) => Err(PlaceError::NeverFits(why)),
                     None => Ok(()),
                 }
             }
             None => {
                 if self.nodes.is_empty() {
-                    return Err(SubmitError::NoNodes);
+                    return Err(PlaceError::NoNodes);
                 }
                 let reasons: Vec<String> = self
                     .nodes
                     .values()
-                    .filter_map(|n| placement::never_fits_on(&r, n))
+                    .filter_map(|n| placement::never_fits_on(&r, &n.capacity))
                     .collect();
                 if reasons.len() == self.nodes.len() {
-                    Err(SubmitError::NeverFits(format!(
+                    Err(PlaceError::NeverFits(format!(
                         "no registered node can ever run this task: {}",
                         reasons.join("; ")
                     )))
@@ -296,40 +365,68 @@ impl Scheduler {
         }
     }
 
+    /// Takes in a node event; returns whether capacity may have changed. Tasks on a node that
+    /// went offline get a `Lost` change queued in `changes`.
+    fn node_event(&mut self, event: NodeEvent, changes: &mut Vec<PendingChange>) -> bool {
+        match event {
+            NodeEvent::Up {
+                capacity,
+                url,
+                epoch,
+            } => {
+                if self
+                    .nodes
+                    .get(&capacity.hostname)
+                    .is_some_and(|n| n.epoch > epoch)
+                {
+                    return false;
+                }
+                self.nodes.insert(
+                    capacity.hostname.clone(),
+                    NodeState {
+                        capacity,
+                        url,
+                        epoch,
+                    },
+                );
+                true
+            }
+            NodeEvent::Offline {
+                hostname,
+                epoch,
+                reason,
+            } => {
+                let Some(n) = self.nodes.get_mut(&hostname) else {
+                    return false;
+                };
+                if n.epoch > epoch {
+                    return false;
+                }
+                n.epoch = epoch;
+                n.capacity.online = false;
+                // Its tasks may still be running there: they keep their resources, but nobody
+                // can vouch for them until the node is heard from again. Tasks already ended
+                // by the host are released: their node is declared lost.
+                for (id, (node, _)) in &self.holding {
+                    if *node == hostname {
+                        let change = Change::Lost {
+                            reason: reason.clone(),
+                        };
+                        changes.push((*id, change, None));
+                    }
+                }
+                true
+            }
+        }
+    }
+
     async fn handle(&mut self, batch: Vec<Event>) {
-        let mut submits: Vec<PendingSubmit> = Vec::new();
+        let mut submits: Vec<(Vec<Task>, SubmitReply)> = Vec::new();
         let mut changes = Vec::new();
         let mut nodes_changed = false;
         for event in batch {
             match event {
-                Event::NodeUp(cap) => {
-                    self.nodes.insert(cap.hostname.clone(), cap);
-                    nodes_changed = true;
-                }
-                // A heartbeat may have brought the node back between the liveness check and
-                // this event: the registry's word is the latest.
-                Event::NodeOffline(host) if self.cluster.is_online(&host) => {}
-                Event::NodeOffline(host) => {
-                    if let Some(n) = self.nodes.get_mut(&host) {
-                        n.online = false;
-                    }
-                    // Its tasks may still be running there: they keep their resources, but
-                    // nobody can vouch for them until the node is heard from again.
-                    let message = format!(
-                        "Node {host} went offline (no heartbeat for {}).",
-                        ferry_common::units::format_duration(self.cluster.timeout())
-                    );
-                    for (id, (node, _)) in &self.holding {
-                        if *node == host {
-                            let change = Change {
-                                status: Some(TaskStatus::Lost),
-                                message: Some(message.clone()),
-                                ..Default::default()
-                            };
-                            changes.push((*id, change, None));
-                        }
-                    }
-                }
+                Event::Node(e) => nodes_changed |= self.node_event(e, &mut changes),
                 Event::Submit { tasks, reply } => {
                     match tasks.iter().try_for_each(|t| self.check_submission(t)) {
                         Ok(()) => submits.push((tasks, reply)),
@@ -347,10 +444,9 @@ impl Scheduler {
             // fail with the reason instead of waiting for ever.
             for t in &self.queue {
                 if let Err(why) = self.check_submission(t) {
-                    let change = Change {
-                        status: Some(TaskStatus::Failed),
-                        message: Some(format!("Can no longer run: {why}")),
-                        ..Default::default()
+                    let change = Change::Fail {
+                        reason: format!("Can no longer run: {why}"),
+                        exit_code: None,
                     };
                     changes.push((t.id, change, None));
                 }
@@ -361,8 +457,8 @@ impl Scheduler {
         }
         self.place().await;
 
+        let view = self.view.borrow().clone();
         for (tasks, reply) in submits {
-            let view = self.view.borrow().clone();
             let placed: Vec<Placement> = tasks
                 .iter()
                 .map(|t| match self.holding.get(&t.id) {
@@ -384,28 +480,26 @@ impl Scheduler {
     }
 
     /// Inserts new tasks and applies changes in one transaction, then mirrors them in memory.
-    async fn write_batch(&mut self, submits: &mut Vec<PendingSubmit>, changes: Vec<PendingChange>) {
-        let new_rows: Vec<Vec<TaskRow>> = submits.iter().map(|(t, _)| t.clone()).collect();
+    async fn write_batch(
+        &mut self,
+        submits: &mut Vec<(Vec<Task>, SubmitReply)>,
+        changes: Vec<PendingChange>,
+    ) {
+        let new_rows: Vec<Vec<Task>> = submits.iter().map(|(t, _)| t.clone()).collect();
         let change_list: Vec<(TaskId, Change)> =
             changes.iter().map(|(id, c, _)| (*id, c.clone())).collect();
         let now = now_ms();
         let result = self
             .db
             .write(move |conn| {
-                let mut inserted = Vec::new();
-                for group in &new_rows {
-                    let ok = tasks::insert_batch(conn, group);
-                    inserted.push(ok.map_err(|e| e.to_string()));
-                }
-                let mut applied = Vec::new();
-                for (id, change) in &change_list {
-                    let a = tasks::apply(conn, *id, change, now);
-                    let row = match &a {
-                        Ok(Applied::Changed { .. }) => tasks::get(conn, *id).ok().flatten(),
-                        _ => None,
-                    };
-                    applied.push(a.map(|a| (a, row)).map_err(|e| e.to_string()));
-                }
+                let inserted: Vec<Result<(), StoreError>> = new_rows
+                    .iter()
+                    .map(|group| tasks::insert_batch(conn, group))
+                    .collect();
+                let applied: Vec<Result<Applied, StoreError>> = change_list
+                    .iter()
+                    .map(|(id, change)| tasks::apply(conn, *id, change, now))
+                    .collect();
                 Ok((inserted, applied))
             })
             .await;
@@ -416,7 +510,7 @@ impl Scheduler {
                 let msg = e.to_string();
                 tracing::error!(error = %msg, "scheduler batch write failed");
                 for (_, reply) in submits.drain(..) {
-                    let _ = reply.send(Err(SubmitError::Store(StoreError::Corrupt(msg.clone()))));
+                    let _ = reply.send(Err(PlaceError::Store(StoreError::Corrupt(msg.clone()))));
                 }
                 for (_, _, reply) in changes {
                     if let Some(r) = reply {
@@ -439,65 +533,68 @@ impl Scheduler {
                     kept.push((rows, reply));
                 }
                 Err(e) => {
-                    let _ = reply.send(Err(SubmitError::Store(StoreError::Corrupt(e))));
+                    let _ = reply.send(Err(PlaceError::Store(e)));
                 }
             }
         }
         *submits = kept;
         self.sort_queue();
 
-        for ((id, _, reply), outcome) in changes.into_iter().zip(applied) {
-            let outcome = match outcome {
-                Ok((applied, row)) => {
-                    if let Applied::Changed { from, to, .. } = &applied {
-                        self.mirror_change(id, *from, *to, row);
-                    }
-                    Ok(applied)
-                }
-                Err(e) => Err(StoreError::Corrupt(e)),
-            };
+        for ((_, change, reply), outcome) in changes.into_iter().zip(applied) {
+            if let Ok(Applied::Changed(tr)) = &outcome {
+                self.mirror(tr, &change);
+            }
             if let Some(r) = reply {
                 let _ = r.send(outcome);
             }
         }
     }
 
-    /// Keeps the ledger and queue in step with a status change already written.
-    fn mirror_change(
-        &mut self,
-        id: TaskId,
-        from: TaskStatus,
-        to: TaskStatus,
-        row: Option<TaskRow>,
-    ) {
-        if from == TaskStatus::Assigning {
+    /// Keeps the ledger, the queue and the background loops in step with a change written.
+    fn mirror(&mut self, tr: &Transition, change: &Change) {
+        let (before, after) = (&tr.before, &tr.after);
+        let id = after.id;
+        if before.status == TaskStatus::Assigning && after.status != TaskStatus::Assigning {
             if let Some(h) = self.dispatching.remove(&id) {
                 h.abort();
             }
         }
-        if from.holds_resources() && !to.holds_resources() {
+        if before.booked && !after.booked {
             if let Some((node, r)) = self.holding.remove(&id) {
                 if let Some(u) = self.usage.get_mut(&node) {
                     u.release(&r);
                 }
             }
-        }
-        if from == TaskStatus::Pending && to != TaskStatus::Pending {
-            self.queue.retain(|t| t.id != id);
-        }
-        if to == TaskStatus::Pending && from != TaskStatus::Pending {
-            if let Some(row) = row {
-                self.queue.push(row);
-                self.sort_queue();
+            if let Some(h) = self.killing.remove(&id) {
+                h.abort();
             }
         }
-        tracing::info!(task_id = %id, %from, %to, "task state changed");
+        if before.status == TaskStatus::Pending && after.status != TaskStatus::Pending {
+            self.queue.retain(|t| t.id != id);
+        }
+        if after.status == TaskStatus::Pending && before.status != TaskStatus::Pending {
+            self.queue.push(after.clone());
+            self.sort_queue();
+        }
+        if let (Change::Kill { .. }, true, Some(node)) =
+            (change, after.booked, after.assigned_node.clone())
+        {
+            self.deliver_kill(id, node);
+        }
+        tracing::info!(task_id = %id, from = %before.status, to = %after.status,
+            change = change.name(), booked = after.booked, "task changed");
     }
 
     /// One placement pass: commit what starts, then dispatch it.
     async fn place(&mut self) {
+        self.passes += 1;
         let queue: Vec<Request> = self.queue.iter().map(request_of).collect();
-        let plan = placement::plan(&self.nodes, &self.usage, &queue);
+        let capacities: BTreeMap<String, NodeCapacity> = self
+            .nodes
+            .iter()
+            .map(|(k, n)| (k.clone(), n.capacity.clone()))
+            .collect();
+        let plan = placement::plan(&capacities, &self.usage, &queue);
         if plan.is_empty() {
             self.publish();
             return;
@@ -507,36 +604,28 @@ impl Scheduler {
         let result = self
             .db
             .write(move |conn| {
-                let mut out = Vec::new();
-                for (id, node) in &writes {
-                    let change = Change {
-                        status: Some(TaskStatus::Assigning),
-                        assigned_node: Some(node.clone()),
-                        ..Default::default()
-                    };
-                    out.push(tasks::apply(conn, *id, &change, now)?);
-                }
-                Ok(out)
+                writes
+                    .iter()
+                    .map(|(id, node)| {
+                        tasks::apply(conn, *id, &Change::Place { node: node.clone() }, now)
+                    })
+                    .collect::<Result<Vec<_>, _>>()
             })
             .await;
         match result {
             Ok(applied) => {
                 for ((id, node), a) in plan.into_iter().zip(applied) {
-                    let Some(pos) = self.queue.iter().position(|t| t.id == id) else {
+                    let Applied::Changed(tr) = a else {
+                        tracing::warn!(task_id = %id, outcome = ?a, "placement not applied");
+                        self.queue.retain(|t| t.id != id);
                         continue;
                     };
-                    let mut row = self.queue.remove(pos);
-                    if !matches!(a, Applied::Changed { .. }) {
-                        tracing::warn!(task_id = %id, outcome = ?a, "placement not applied");
-                        continue;
-                    }
-                    row.status = TaskStatus::Assigning;
-                    row.assigned_node = Some(node.clone());
-                    let r = request_of(&row);
+                    self.queue.retain(|t| t.id != id);
+                    let r = request_of(&tr.after);
                     self.usage.entry(node.clone()).or_default().book(&r);
                     self.holding.insert(id, (node.clone(), r));
                     tracing::info!(task_id = %id, node = %node, "task placed");
-                    self.dispatch(row, node);
+                    self.dispatch(&tr.after, node);
                 }
             }
             Err(e) => {
@@ -553,70 +642,52 @@ impl Scheduler {
             .enumerate()
             .map(|(i, t)| (t.id, i as u64 + 1))
             .collect();
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|(k, n)| {
+                (
+                    k.clone(),
+                    NodeView {
+                        url: n.url.clone(),
+                        online: n.capacity.online,
+                    },
+                )
+            })
+            .collect();
         self.view.send_replace(Arc::new(View {
             usage: self.usage.clone(),
             queue,
+            nodes,
+            passes: self.passes,
         }));
     }
 
-    /// Sends a placed task to its runner in the background. An unreachable runner is retried
-    /// for as long as the task is still `assigning` (the node going offline makes it `lost`,
-    /// and the node's heartbeats then settle it); a runner that refuses fails the task.
-    fn dispatch(&mut self, row: TaskRow, node: String) {
-        let runner = self.runner.clone();
-        let cluster = self.cluster.clone();
-        let events = self.events.clone();
-        let db = self.db.clone();
-        let task_id = row.id;
-        let handle = tokio::spawn(async move {
-            let req = execute_request(&row);
-            let id = row.id;
-            let mut delay = Duration::from_millis(250);
-            let failure = loop {
-                let Some(url) = cluster.url_of(&node) else {
-                    break format!("node '{node}' is no longer registered");
-                };
-                match runner.execute(&url, &req).await {
-                    Ok(_) => {
-                        tracing::debug!(task_id = %id, node = %node, "dispatched");
-                        return;
-                    }
-                    // A 4xx is the runner's considered answer; a 5xx may pass (disk full a moment).
-                    Err(RunnerError::Refused { status, detail }) if status < 500 => {
-                        break format!("runner '{node}' refused the task ({status}): {detail}");
-                    }
-                    Err(e) => {
-                        tracing::warn!(task_id = %id, node = %node, error = %e, retry_in = ?delay, "dispatch failed");
-                    }
-                }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-                // Go on only while the task still waits for this very node.
-                let placed = db.read(move |c| tasks::get(c, id)).await;
-                match placed {
-                    Ok(Some(t))
-                        if t.status == TaskStatus::Assigning
-                            && t.assigned_node.as_deref() == Some(node.as_str()) => {}
-                    Ok(_) => return,
-                    Err(e) => tracing::warn!(task_id = %id, error = %e, "cannot check task status"),
-                }
-            };
-            let change = Change {
-                status: Some(TaskStatus::Failed),
-                message: Some(failure),
-                exit_code: Some(-1),
-                ..Default::default()
-            };
-            let _ = events
-                .send(Event::Change {
-                    id,
-                    change,
-                    reply: None,
-                })
-                .await;
-        });
-        if let Some(old) = self.dispatching.insert(task_id, handle.abort_handle()) {
+    fn dispatch(&mut self, t: &Task, node: String) {
+        let handle = tokio::spawn(dispatch::deliver_task(
+            self.loop_context(),
+            execute_request(t),
+            node,
+        ));
+        if let Some(old) = self.dispatching.insert(t.id, handle.abort_handle()) {
             old.abort();
         }
     }
+
+    fn deliver_kill(&mut self, id: TaskId, node: String) {
+        let handle = tokio::spawn(dispatch::deliver_kill(self.loop_context(), id, node));
+        if let Some(old) = self.killing.insert(id, handle.abort_handle()) {
+            old.abort();
+        }
+    }
+
+    fn loop_context(&self) -> dispatch::LoopContext {
+        dispatch::LoopContext {
+            runner: self.runner.clone(),
+            view: self.view.subscribe(),
+            events: self.events.clone(),
+        }
+    }
 }
+
+type PendingChange = (TaskId, Change, Option<ChangeReply>);

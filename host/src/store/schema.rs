@@ -110,7 +110,62 @@ const MIGRATIONS: &[&str] = &[
         address             TEXT
     );
     "#,
+    // 3: a task's definition (what it runs and books, fixed at submission) becomes one JSON
+    // document, the same one the runner receives; `booked` records that its resources are
+    // held, which outlives its status when a kill has not been confirmed by the runner yet.
+    r#"
+    ALTER TABLE tasks ADD COLUMN definition TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE tasks ADD COLUMN booked INTEGER NOT NULL DEFAULT 0;
+    UPDATE tasks SET
+        definition = json_object(
+            'task_type', task_type,
+            'command', command,
+            'arguments', json(arguments),
+            'working_dir', working_dir,
+            'vps_backend', vps_backend,
+            'vm_image', vm_image,
+            'vm_disk_size', vm_disk_size,
+            'required_cores', required_cores,
+            'required_gpus', json(required_gpus),
+            'required_memory_bytes', required_memory_bytes,
+            'target_numa_node_id', target_numa_node_id,
+            'container_name', container_name,
+            'registry_image', registry_image,
+            'env_vars', json(env_vars),
+            'privileged', json(CASE WHEN privileged THEN 'true' ELSE 'false' END),
+            'mounts', json(mounts)),
+        booked = status IN ('assigning', 'running', 'paused', 'lost');
+    ALTER TABLE tasks DROP COLUMN command;
+    ALTER TABLE tasks DROP COLUMN arguments;
+    ALTER TABLE tasks DROP COLUMN env_vars;
+    ALTER TABLE tasks DROP COLUMN required_cores;
+    ALTER TABLE tasks DROP COLUMN required_gpus;
+    ALTER TABLE tasks DROP COLUMN required_memory_bytes;
+    ALTER TABLE tasks DROP COLUMN target_numa_node_id;
+    ALTER TABLE tasks DROP COLUMN container_name;
+    ALTER TABLE tasks DROP COLUMN docker_image_name;
+    ALTER TABLE tasks DROP COLUMN registry_image;
+    ALTER TABLE tasks DROP COLUMN working_dir;
+    ALTER TABLE tasks DROP COLUMN privileged;
+    ALTER TABLE tasks DROP COLUMN mounts;
+    ALTER TABLE tasks DROP COLUMN vps_backend;
+    ALTER TABLE tasks DROP COLUMN vm_image;
+    ALTER TABLE tasks DROP COLUMN vm_disk_size;
+    CREATE INDEX tasks_booked ON tasks(assigned_node) WHERE booked = 1;
+    "#,
 ];
+
+/// Migrations up to `version` only (tests of an upgrade from an older schema).
+#[cfg(test)]
+pub fn migrate_to(conn: &mut Connection, version: usize) -> Result<(), StoreError> {
+    for (i, sql) in MIGRATIONS.iter().enumerate().take(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
 
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let known = MIGRATIONS.len() as i64;

@@ -1,168 +1,165 @@
-//! The `tasks` table: rows in and out, and the one guarded status update every state change
-//! goes through (transition rules from `ferry_common::status`, report sequence numbers).
+//! The `tasks` table: [`Task`]s in and out, read and written by column name, and
+//! [`apply`], which runs a [`Change`] through the model's pure transition function and
+//! persists what it decides. The definition is one JSON column (the same document the runner
+//! receives); the life of the task (status, node, booking, exit) has a column per field so it
+//! can be filtered and indexed.
 
 use super::StoreError;
+use crate::tasks::model::{self, Approval, Change, Task, TransitionError};
+use ferry_common::task::{ApprovalStatus, TaskDefinition, TaskKind};
 use ferry_common::{TaskId, TaskStatus};
-use rusqlite::{params, Connection, OptionalExtension, Row};
-use std::collections::BTreeMap;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct TaskRow {
-    pub id: TaskId,
-    pub task_type: String,
-    pub batch_id: Option<TaskId>,
-    pub owner_id: Option<i64>,
-    pub approval_status: Option<String>,
-    pub approved_by_id: Option<i64>,
-    pub approved_at: Option<i64>,
-    pub rejection_reason: Option<String>,
-    pub command: String,
-    pub arguments: Vec<String>,
-    pub env_vars: BTreeMap<String, String>,
-    pub required_cores: u32,
-    pub required_gpus: Vec<u32>,
-    pub required_memory_bytes: Option<u64>,
-    /// The node the submitter asked for; `None` = placed automatically.
-    pub target_node: Option<String>,
-    pub target_numa_node_id: Option<u32>,
-    pub status: TaskStatus,
-    pub assigned_node: Option<String>,
-    pub container_name: Option<String>,
-    pub docker_image_name: Option<String>,
-    pub registry_image: Option<String>,
-    pub working_dir: Option<String>,
-    pub privileged: bool,
-    pub mounts: Vec<String>,
-    pub priority: i64,
-    pub exit_code: Option<i64>,
-    pub error_message: Option<String>,
-    pub submitted_at: i64,
-    pub started_at: Option<i64>,
-    pub completed_at: Option<i64>,
-    pub last_seq: u64,
-    /// Read-only, joined from `users` (ignored on insert).
-    pub owner_username: Option<String>,
-    pub approved_by_username: Option<String>,
-}
-
-const COLUMNS: &str =
-    "task_id, task_type, batch_id, owner_id, approval_status, command, arguments, \
-    env_vars, required_cores, required_gpus, required_memory_bytes, target_node, \
-    target_numa_node_id, status, assigned_node, container_name, docker_image_name, \
-    registry_image, working_dir, privileged, mounts, priority, exit_code, error_message, \
-    submitted_at, started_at, completed_at, last_seq, approved_by_id, approved_at, rejection_reason";
+use rusqlite::{named_params, Connection, OptionalExtension, Row};
 
 /// `SELECT ... FROM` with owner and approver names joined in (one query, no look-up per row).
-fn select() -> String {
-    let cols: Vec<String> = COLUMNS
-        .split(',')
-        .map(|c| format!("t.{}", c.trim()))
-        .collect();
-    format!(
-        "SELECT {}, ou.username, au.username FROM tasks t
-         LEFT JOIN users ou ON ou.id = t.owner_id LEFT JOIN users au ON au.id = t.approved_by_id",
-        cols.join(", ")
-    )
+const SELECT: &str =
+    "SELECT t.*, ou.username AS owner_username, au.username AS approved_by_username
+    FROM tasks t
+    LEFT JOIN users ou ON ou.id = t.owner_id LEFT JOIN users au ON au.id = t.approved_by_id";
+
+fn bad_column(name: &str, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+    tracing::error!(column = name, error = %e, "unreadable task column");
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
 }
 
-fn json_col<T: serde::de::DeserializeOwned>(row: &Row, idx: usize) -> rusqlite::Result<T> {
-    let text: String = row.get(idx)?;
-    serde_json::from_str(&text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+fn parsed<T: std::str::FromStr>(r: &Row, name: &str) -> rusqlite::Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let text: String = r.get(name)?;
+    text.parse().map_err(|e| bad_column(name, e))
+}
+
+fn parsed_opt<T: std::str::FromStr>(r: &Row, name: &str) -> rusqlite::Result<Option<T>>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let text: Option<String> = r.get(name)?;
+    text.map(|t| t.parse().map_err(|e| bad_column(name, e)))
+        .transpose()
+}
+
+fn id_opt(r: &Row, name: &str) -> rusqlite::Result<Option<TaskId>> {
+    Ok(r.get::<_, Option<i64>>(name)?.map(|v| TaskId(v as u64)))
+}
+
+fn from_row(r: &Row) -> rusqlite::Result<Task> {
+    let definition: String = r.get("definition")?;
+    let definition: TaskDefinition =
+        serde_json::from_str(&definition).map_err(|e| bad_column("definition", e))?;
+    Ok(Task {
+        id: TaskId(r.get::<_, i64>("task_id")? as u64),
+        batch_id: id_opt(r, "batch_id")?,
+        name: r.get("name")?,
+        owner_id: r.get("owner_id")?,
+        definition,
+        target_node: r.get("target_node")?,
+        priority: r.get("priority")?,
+        approval: Approval {
+            status: parsed_opt::<ApprovalStatus>(r, "approval_status")?,
+            by: r.get("approved_by_id")?,
+            at: r.get("approved_at")?,
+            rejection_reason: r.get("rejection_reason")?,
+        },
+        status: parsed(r, "status")?,
+        assigned_node: r.get("assigned_node")?,
+        booked: r.get("booked")?,
+        exit_code: r.get("exit_code")?,
+        error_message: r.get("error_message")?,
+        submitted_at: r.get("submitted_at")?,
+        started_at: r.get("started_at")?,
+        completed_at: r.get("completed_at")?,
+        last_seq: r.get::<_, i64>("last_seq")? as u64,
+        ssh_port: r.get("ssh_port")?,
+        vm_ip: r.get("vm_ip")?,
+        owner_username: r.get("owner_username")?,
+        approved_by_username: r.get("approved_by_username")?,
     })
 }
 
-fn status_col(row: &Row, idx: usize) -> rusqlite::Result<TaskStatus> {
-    let text: String = row.get(idx)?;
-    text.parse().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
-    })
+fn definition_json(t: &Task) -> Result<String, StoreError> {
+    serde_json::to_string(&t.definition).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn from_row(r: &Row) -> rusqlite::Result<TaskRow> {
-    Ok(TaskRow {
-        id: TaskId(r.get::<_, i64>(0)? as u64),
-        task_type: r.get(1)?,
-        batch_id: r.get::<_, Option<i64>>(2)?.map(|b| TaskId(b as u64)),
-        owner_id: r.get(3)?,
-        approval_status: r.get(4)?,
-        command: r.get(5)?,
-        arguments: json_col(r, 6)?,
-        env_vars: json_col(r, 7)?,
-        required_cores: r.get(8)?,
-        required_gpus: json_col(r, 9)?,
-        required_memory_bytes: r.get::<_, Option<i64>>(10)?.map(|m| m as u64),
-        target_node: r.get(11)?,
-        target_numa_node_id: r.get(12)?,
-        status: status_col(r, 13)?,
-        assigned_node: r.get(14)?,
-        container_name: r.get(15)?,
-        docker_image_name: r.get(16)?,
-        registry_image: r.get(17)?,
-        working_dir: r.get(18)?,
-        privileged: r.get(19)?,
-        mounts: json_col(r, 20)?,
-        priority: r.get(21)?,
-        exit_code: r.get(22)?,
-        error_message: r.get(23)?,
-        submitted_at: r.get(24)?,
-        started_at: r.get(25)?,
-        completed_at: r.get(26)?,
-        last_seq: r.get::<_, i64>(27)? as u64,
-        approved_by_id: r.get(28)?,
-        approved_at: r.get(29)?,
-        rejection_reason: r.get(30)?,
-        owner_username: r.get(31)?,
-        approved_by_username: r.get(32)?,
-    })
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
-}
-
-pub fn insert(conn: &Connection, t: &TaskRow) -> Result<(), StoreError> {
-    conn.execute(
-        &format!("INSERT INTO tasks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)"),
-        params![
-            t.id.0 as i64,
-            t.task_type,
-            t.batch_id.map(|b| b.0 as i64),
-            t.owner_id,
-            t.approval_status,
-            t.command,
-            to_json(&t.arguments),
-            to_json(&t.env_vars),
-            t.required_cores,
-            to_json(&t.required_gpus),
-            t.required_memory_bytes.map(|m| m as i64),
-            t.target_node,
-            t.target_numa_node_id,
-            t.status.as_str(),
-            t.assigned_node,
-            t.container_name,
-            t.docker_image_name,
-            t.registry_image,
-            t.working_dir,
-            t.privileged,
-            to_json(&t.mounts),
-            t.priority,
-            t.exit_code,
-            t.error_message,
-            t.submitted_at,
-            t.started_at,
-            t.completed_at,
-            t.last_seq as i64,
-            t.approved_by_id,
-            t.approved_at,
-            t.rejection_reason,
-        ],
+pub fn insert(conn: &Connection, t: &Task) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO tasks (task_id, task_type, batch_id, name, owner_id, approval_status,
+            approved_by_id, approved_at, rejection_reason, definition, target_node, priority,
+            status, assigned_node, booked, exit_code, error_message, submitted_at, started_at,
+            completed_at, last_seq, ssh_port, vm_ip)
+         VALUES (:task_id, :task_type, :batch_id, :name, :owner_id, :approval_status,
+            :approved_by_id, :approved_at, :rejection_reason, :definition, :target_node, :priority,
+            :status, :assigned_node, :booked, :exit_code, :error_message, :submitted_at,
+            :started_at, :completed_at, :last_seq, :ssh_port, :vm_ip)",
     )?;
+    stmt.execute(named_params! {
+        ":task_id": t.id.0 as i64,
+        ":task_type": t.definition.kind().as_str(),
+        ":batch_id": t.batch_id.map(|b| b.0 as i64),
+        ":name": t.name,
+        ":owner_id": t.owner_id,
+        ":approval_status": t.approval.status.map(|s| s.as_str()),
+        ":approved_by_id": t.approval.by,
+        ":approved_at": t.approval.at,
+        ":rejection_reason": t.approval.rejection_reason,
+        ":definition": definition_json(t)?,
+        ":target_node": t.target_node,
+        ":priority": t.priority,
+        ":status": t.status.as_str(),
+        ":assigned_node": t.assigned_node,
+        ":booked": t.booked,
+        ":exit_code": t.exit_code,
+        ":error_message": t.error_message,
+        ":submitted_at": t.submitted_at,
+        ":started_at": t.started_at,
+        ":completed_at": t.completed_at,
+        ":last_seq": t.last_seq as i64,
+        ":ssh_port": t.ssh_port,
+        ":vm_ip": t.vm_ip,
+    })
+    .map_err(|e| match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            StoreError::Conflict(format!("task {} already exists", t.id))
+        }
+        other => other.into(),
+    })?;
+    Ok(())
+}
+
+/// Writes the parts of a task that change over its life (never its definition).
+fn save(conn: &Connection, t: &Task) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE tasks SET approval_status = :approval_status, approved_by_id = :approved_by_id,
+            approved_at = :approved_at, rejection_reason = :rejection_reason, status = :status,
+            assigned_node = :assigned_node, booked = :booked, exit_code = :exit_code,
+            error_message = :error_message, started_at = :started_at,
+            completed_at = :completed_at, last_seq = :last_seq, ssh_port = :ssh_port,
+            vm_ip = :vm_ip
+         WHERE task_id = :task_id",
+    )?;
+    stmt.execute(named_params! {
+        ":task_id": t.id.0 as i64,
+        ":approval_status": t.approval.status.map(|s| s.as_str()),
+        ":approved_by_id": t.approval.by,
+        ":approved_at": t.approval.at,
+        ":rejection_reason": t.approval.rejection_reason,
+        ":status": t.status.as_str(),
+        ":assigned_node": t.assigned_node,
+        ":booked": t.booked,
+        ":exit_code": t.exit_code,
+        ":error_message": t.error_message,
+        ":started_at": t.started_at,
+        ":completed_at": t.completed_at,
+        ":last_seq": t.last_seq as i64,
+        ":ssh_port": t.ssh_port,
+        ":vm_ip": t.vm_ip,
+    })?;
     Ok(())
 }
 
 /// Inserts a batch all or nothing (in a nested savepoint, so it composes with the writer's).
-pub fn insert_batch(conn: &Connection, rows: &[TaskRow]) -> Result<(), StoreError> {
+pub fn insert_batch(conn: &Connection, rows: &[Task]) -> Result<(), StoreError> {
     conn.execute_batch("SAVEPOINT insert_batch")?;
     match rows.iter().try_for_each(|t| insert(conn, t)) {
         Ok(()) => {
@@ -176,20 +173,16 @@ pub fn insert_batch(conn: &Connection, rows: &[TaskRow]) -> Result<(), StoreErro
     }
 }
 
-pub fn get(conn: &Connection, id: TaskId) -> Result<Option<TaskRow>, StoreError> {
-    Ok(conn
-        .query_row(
-            &format!("{} WHERE t.task_id = ?1", select()),
-            [id.0 as i64],
-            from_row,
-        )
-        .optional()?)
+pub fn get(conn: &Connection, id: TaskId) -> Result<Option<Task>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!("{SELECT} WHERE t.task_id = ?1"))?;
+    Ok(stmt.query_row([id.0 as i64], from_row).optional()?)
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
     pub status: Option<TaskStatus>,
-    pub task_type: Option<String>,
+    /// `None`: every kind.
+    pub task_type: Option<TaskKind>,
     pub node: Option<String>,
     /// Only tasks of this owner.
     pub owner: Option<i64>,
@@ -198,72 +191,69 @@ pub struct ListFilter {
 }
 
 /// Newest first.
-pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<TaskRow>, StoreError> {
+pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<Task>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "{} WHERE (?1 IS NULL OR t.status = ?1) AND (?2 IS NULL OR t.task_type = ?2)
-           AND (?3 IS NULL OR t.assigned_node = ?3) AND (?6 IS NULL OR t.owner_id = ?6)
-         ORDER BY t.task_id DESC LIMIT ?4 OFFSET ?5",
-        select()
+        "{SELECT} WHERE (:status IS NULL OR t.status = :status)
+           AND (:task_type IS NULL OR t.task_type = :task_type)
+           AND (:node IS NULL OR t.assigned_node = :node)
+           AND (:owner IS NULL OR t.owner_id = :owner)
+         ORDER BY t.task_id DESC LIMIT :limit OFFSET :offset"
     ))?;
     let rows = stmt.query_map(
-        params![
-            f.status.map(|s| s.as_str()),
-            f.task_type,
-            f.node,
-            f.limit,
-            f.offset,
-            f.owner
-        ],
+        named_params! {
+            ":status": f.status.map(|s| s.as_str()),
+            ":task_type": f.task_type.map(|k| k.as_str()),
+            ":node": f.node,
+            ":owner": f.owner,
+            ":limit": f.limit,
+            ":offset": f.offset,
+        },
         from_row,
     )?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Tasks the scheduler must know about at start: those holding resources and those queued.
-pub fn active(conn: &Connection) -> Result<Vec<TaskRow>, StoreError> {
+/// Tasks the scheduler must know about at start: those queued and those holding resources.
+pub fn active(conn: &Connection) -> Result<Vec<Task>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "{} WHERE t.status IN ('pending', 'assigning', 'running', 'paused', 'lost') ORDER BY t.task_id",
-        select()
+        "{SELECT} WHERE t.status = 'pending' OR t.booked = 1 ORDER BY t.task_id"
     ))?;
     let rows = stmt.query_map([], from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Tasks placed on `node` that still hold resources there: (id, status, started?).
-pub fn holding_on(
-    conn: &Connection,
-    node: &str,
-) -> Result<Vec<(TaskId, TaskStatus, bool)>, StoreError> {
+/// A task holding resources on a node, as heartbeats reconcile it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Booking {
+    pub id: TaskId,
+    pub status: TaskStatus,
+    pub started: bool,
+}
+
+/// Tasks booked on `node`.
+pub fn booked_on(conn: &Connection, node: &str) -> Result<Vec<Booking>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT task_id, status, started_at IS NOT NULL FROM tasks
-         WHERE assigned_node = ?1 AND status IN ('assigning', 'running', 'paused', 'lost')",
+        "SELECT task_id, status, started_at IS NOT NULL AS started FROM tasks
+         WHERE assigned_node = ?1 AND booked = 1",
     )?;
     let rows = stmt.query_map([node], |r| {
-        Ok((
-            TaskId(r.get::<_, i64>(0)? as u64),
-            status_col(r, 1)?,
-            r.get::<_, bool>(2)?,
-        ))
+        Ok(Booking {
+            id: TaskId(r.get::<_, i64>("task_id")? as u64),
+            status: parsed(r, "status")?,
+            started: r.get("started")?,
+        })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// How many tasks are in each status.
 pub fn count_by_status(conn: &Connection) -> Result<Vec<(TaskStatus, u64)>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM tasks GROUP BY status")?;
-    let rows = stmt.query_map([], |r| Ok((status_col(r, 0)?, r.get::<_, i64>(1)? as u64)))?;
+    let mut stmt =
+        conn.prepare_cached("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((parsed(r, "status")?, r.get::<_, i64>("n")? as u64))
+    })?;
     Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// Status of one task, if it exists.
-pub fn status_of(conn: &Connection, id: TaskId) -> Result<Option<TaskStatus>, StoreError> {
-    Ok(conn
-        .query_row(
-            "SELECT status FROM tasks WHERE task_id = ?1",
-            [id.0 as i64],
-            |r| status_col(r, 0),
-        )
-        .optional()?)
 }
 
 /// Statuses of the given tasks (those that exist), in one query.
@@ -277,173 +267,63 @@ pub fn statuses(
         "SELECT task_id, status FROM tasks WHERE task_id IN (SELECT value FROM json_each(?1))",
     )?;
     let rows = stmt.query_map([list], |r| {
-        Ok((TaskId(r.get::<_, i64>(0)? as u64), status_col(r, 1)?))
+        Ok((
+            TaskId(r.get::<_, i64>("task_id")? as u64),
+            parsed(r, "status")?,
+        ))
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// A requested state change, as a runner report or a host decision.
-#[derive(Debug, Clone, Default)]
-pub struct Change {
-    pub status: Option<TaskStatus>,
-    pub exit_code: Option<i64>,
-    pub message: Option<String>,
-    pub started_at: Option<i64>,
-    pub completed_at: Option<i64>,
-    /// Sequence number of a runner report; reports at or below the last applied are dropped.
-    pub seq: Option<u64>,
-    /// Set on placement.
-    pub assigned_node: Option<String>,
-    /// The node a runner report comes from; a report from another node than the task's is ignored.
-    pub reporter: Option<String>,
-    /// Set on approval or rejection: (approval status, by whom, rejection reason).
-    pub approval: Option<(String, Option<i64>, Option<String>)>,
+/// A task before and after a change that was applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub before: Task,
+    pub after: Task,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Applied {
-    Changed {
-        from: TaskStatus,
-        to: TaskStatus,
-        node: Option<String>,
-    },
-    Ignored(String),
+    Changed(Box<Transition>),
+    Refused(TransitionError),
     NotFound,
 }
 
-/// Applies `change` if the transition is allowed and the report is not stale. Timestamps:
-/// `started_at` is kept once set; a final state gets `completed_at` (now when not given).
+/// Applies `change` to task `id` as the model decides, and persists the result.
 pub fn apply(
     conn: &Connection,
     id: TaskId,
     change: &Change,
     now_ms: i64,
 ) -> Result<Applied, StoreError> {
-    let Some(cur) = get(conn, id)? else {
+    let Some(before) = get(conn, id)? else {
         return Ok(Applied::NotFound);
     };
-    if let Some(seq) = change.seq {
-        if seq <= cur.last_seq {
-            return Ok(Applied::Ignored(format!(
-                "report {seq} already applied (last {})",
-                cur.last_seq
-            )));
+    match model::apply(&before, change, now_ms) {
+        Ok(after) => {
+            save(conn, &after)?;
+            Ok(Applied::Changed(Box::new(Transition { before, after })))
+        }
+        Err(e) => {
+            // A refused report still counts, so a stale duplicate is recognised next time.
+            if let (TransitionError::NotAllowed { .. }, Change::Report(r)) = (&e, change) {
+                if let Some(seq) = r.seq.filter(|s| *s > before.last_seq) {
+                    conn.execute(
+                        "UPDATE tasks SET last_seq = ?2 WHERE task_id = ?1",
+                        [id.0 as i64, seq as i64],
+                    )?;
+                }
+            }
+            Ok(Applied::Refused(e))
         }
     }
-    if let (Some(from), Some(on)) = (&change.reporter, &cur.assigned_node) {
-        if from != on {
-            return Ok(Applied::Ignored(format!(
-                "report from node {from}, but the task is on {on}"
-            )));
-        }
-    }
-    let Some(to) = change.status else {
-        return Ok(Applied::Ignored("no status".into()));
-    };
-    if !cur.status.can_become(to) {
-        // Still record the sequence so a stale duplicate is recognised next time.
-        if let Some(seq) = change.seq {
-            conn.execute(
-                "UPDATE tasks SET last_seq = ?2 WHERE task_id = ?1",
-                params![id.0 as i64, seq as i64],
-            )?;
-        }
-        return Ok(Applied::Ignored(format!(
-            "{} -> {} is not allowed",
-            cur.status, to
-        )));
-    }
-    let started_at = cur.started_at.or(change.started_at).or(match to {
-        TaskStatus::Running => Some(now_ms),
-        _ => None,
-    });
-    let completed_at = if to.is_final() {
-        Some(change.completed_at.unwrap_or(now_ms))
-    } else {
-        None
-    };
-    let exit_code = if to.is_final() || to == TaskStatus::Lost {
-        change.exit_code.or(cur.exit_code)
-    } else {
-        cur.exit_code
-    };
-    // A task back from `lost` sheds the "node went offline" message with the state.
-    let message = if to.is_final() || to == TaskStatus::Lost || cur.status == TaskStatus::Lost {
-        change.message.clone()
-    } else {
-        change.message.clone().or(cur.error_message.clone())
-    };
-    let node = change.assigned_node.clone().or(cur.assigned_node.clone());
-    conn.execute(
-        "UPDATE tasks SET status = ?2, exit_code = ?3, error_message = ?4, started_at = ?5,
-            completed_at = ?6, assigned_node = ?7, last_seq = MAX(last_seq, ?8)
-         WHERE task_id = ?1",
-        params![
-            id.0 as i64,
-            to.as_str(),
-            exit_code,
-            message,
-            started_at,
-            completed_at,
-            node,
-            change.seq.unwrap_or(0) as i64,
-        ],
-    )?;
-    if let Some((status, by, reason)) = &change.approval {
-        conn.execute(
-            "UPDATE tasks SET approval_status = ?2, approved_by_id = ?3, approved_at = ?4, rejection_reason = ?5
-             WHERE task_id = ?1",
-            params![id.0 as i64, status, by, now_ms, reason],
-        )?;
-    }
-    Ok(Applied::Changed {
-        from: cur.status,
-        to,
-        node,
-    })
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    pub fn sample(id: u64) -> TaskRow {
-        TaskRow {
-            id: TaskId(id),
-            task_type: "command".into(),
-            batch_id: Some(TaskId(id)),
-            owner_id: None,
-            approval_status: None,
-            command: "echo".into(),
-            arguments: vec!["hi".into()],
-            env_vars: BTreeMap::from([("A".into(), "b".into())]),
-            required_cores: 1,
-            required_gpus: vec![],
-            required_memory_bytes: Some(1 << 20),
-            target_node: None,
-            target_numa_node_id: None,
-            status: TaskStatus::Pending,
-            assigned_node: None,
-            container_name: Some("kohakuriver-base".into()),
-            docker_image_name: Some("kohakuriver/kohakuriver-base:base".into()),
-            registry_image: None,
-            working_dir: None,
-            privileged: false,
-            mounts: vec![],
-            priority: 0,
-            exit_code: None,
-            error_message: None,
-            submitted_at: 1000,
-            started_at: None,
-            completed_at: None,
-            last_seq: 0,
-            approved_by_id: None,
-            approved_at: None,
-            rejection_reason: None,
-            owner_username: None,
-            approved_by_username: None,
-        }
-    }
+    use crate::tasks::model::tests::sample;
+    use crate::tasks::model::Report;
 
     fn db() -> Connection {
         let mut c = Connection::open_in_memory().unwrap();
@@ -452,58 +332,102 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn round_trips_a_row() {
+    fn round_trips_a_task() {
         let c = db();
-        insert(&c, &sample(5)).unwrap();
-        assert_eq!(get(&c, TaskId(5)).unwrap().unwrap(), sample(5));
+        let mut t = sample(5);
+        t.definition.env_vars.insert("A".into(), "b".into());
+        t.definition.resources.required_memory_bytes = Some(1 << 20);
+        t.approval.status = Some(ApprovalStatus::Approved);
+        t.priority = 3;
+        insert(&c, &t).unwrap();
+        assert_eq!(get(&c, TaskId(5)).unwrap().unwrap(), t);
         assert!(get(&c, TaskId(6)).unwrap().is_none());
+        assert!(matches!(insert(&c, &t), Err(StoreError::Conflict(_))));
     }
 
     #[test]
-    fn first_final_state_wins_and_stale_reports_are_dropped() {
+    fn applied_changes_persist_and_refused_reports_still_count() {
         let c = db();
         insert(&c, &sample(5)).unwrap();
-        let place = Change {
-            status: Some(TaskStatus::Assigning),
-            assigned_node: Some("n1".into()),
+        let placed = apply(&c, TaskId(5), &Change::Place { node: "n1".into() }, 10).unwrap();
+        assert!(matches!(placed, Applied::Changed(_)));
+        assert_eq!(booked_on(&c, "n1").unwrap().len(), 1);
+        let bad = Change::Report(Report {
+            status: Some(TaskStatus::Paused),
+            seq: Some(7),
             ..Default::default()
-        };
+        });
         assert!(matches!(
-            apply(&c, TaskId(5), &place, 10).unwrap(),
-            Applied::Changed { .. }
+            apply(&c, TaskId(5), &bad, 20).unwrap(),
+            Applied::Refused(TransitionError::NotAllowed { .. })
         ));
-        let run = Change {
-            status: Some(TaskStatus::Running),
-            seq: Some(1),
+        assert_eq!(get(&c, TaskId(5)).unwrap().unwrap().last_seq, 7);
+        assert_eq!(
+            apply(&c, TaskId(9), &Change::Released, 20).unwrap(),
+            Applied::NotFound
+        );
+    }
+
+    #[test]
+    fn lists_filter_by_kind_owner_and_status() {
+        let c = db();
+        for id in 1..=4 {
+            let mut t = sample(id);
+            t.owner_id = Some((id % 2) as i64);
+            insert(&c, &t).unwrap();
+        }
+        let f = ListFilter {
+            owner: Some(1),
+            task_type: Some(TaskKind::Command),
+            limit: 10,
             ..Default::default()
         };
-        apply(&c, TaskId(5), &run, 20).unwrap();
-        let done = Change {
-            status: Some(TaskStatus::Completed),
-            exit_code: Some(0),
-            seq: Some(2),
+        let ids: Vec<u64> = list(&c, &f).unwrap().iter().map(|t| t.id.0).collect();
+        assert_eq!(ids, vec![3, 1]);
+        let f = ListFilter {
+            task_type: Some(TaskKind::Vps),
+            limit: 10,
             ..Default::default()
         };
-        apply(&c, TaskId(5), &done, 30).unwrap();
-        // A duplicate of an older report and a later contradicting one change nothing.
-        assert!(matches!(
-            apply(&c, TaskId(5), &run, 40).unwrap(),
-            Applied::Ignored(_)
-        ));
-        let killed = Change {
-            status: Some(TaskStatus::Killed),
-            seq: Some(3),
-            ..Default::default()
-        };
-        assert!(matches!(
-            apply(&c, TaskId(5), &killed, 50).unwrap(),
-            Applied::Ignored(_)
-        ));
-        let t = get(&c, TaskId(5)).unwrap().unwrap();
-        assert_eq!(t.status, TaskStatus::Completed);
-        assert_eq!(t.exit_code, Some(0));
-        assert_eq!(t.started_at, Some(20));
-        assert_eq!(t.completed_at, Some(30));
-        assert_eq!(t.assigned_node.as_deref(), Some("n1"));
+        assert!(list(&c, &f).unwrap().is_empty());
+    }
+
+    /// A database written by the previous schema (one column per definition field) reads
+    /// back as the same tasks after the upgrade.
+    #[test]
+    fn upgrades_tasks_from_schema_2() {
+        let mut c = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate_to(&mut c, 2).unwrap();
+        c.execute_batch(
+            r#"INSERT INTO tasks (task_id, task_type, batch_id, command, arguments, env_vars,
+                required_cores, required_gpus, required_memory_bytes, target_node,
+                target_numa_node_id, status, assigned_node, container_name, docker_image_name,
+                registry_image, working_dir, privileged, mounts, priority, submitted_at, last_seq)
+               VALUES (7, 'command', 7, 'echo hi', '["a b"]', '{"K":"v"}', 2, '[1]', 1048576,
+                'n1', 0, 'running', 'n1', 'base', 'kohakuriver/base:base', NULL, '/w', 0, '[]',
+                5, 1000, 3);"#,
+        )
+        .unwrap();
+        super::super::schema::migrate(&mut c).unwrap();
+        let t = get(&c, TaskId(7)).unwrap().unwrap();
+        let cmd = t.definition.spec.as_command().unwrap();
+        assert_eq!(cmd.command, "echo hi");
+        assert_eq!(cmd.arguments, vec!["a b".to_string()]);
+        assert_eq!(cmd.working_dir.as_deref(), Some("/w"));
+        assert_eq!(t.definition.resources.required_cores, 2);
+        assert_eq!(t.definition.resources.required_gpus, vec![1]);
+        assert_eq!(t.definition.resources.required_memory_bytes, Some(1 << 20));
+        assert_eq!(t.definition.resources.target_numa_node_id, Some(0));
+        assert_eq!(t.definition.image.container_name.as_deref(), Some("base"));
+        assert_eq!(
+            t.definition.env_vars.get("K").map(String::as_str),
+            Some("v")
+        );
+        assert_eq!(t.status, TaskStatus::Running);
+        assert!(
+            t.booked,
+            "a running task keeps its booking across the upgrade"
+        );
+        assert_eq!((t.priority, t.last_seq), (5, 3));
     }
 }

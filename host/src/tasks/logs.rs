@@ -38,7 +38,7 @@ pub async fn read(
     if !caller.may_touch(t.owner_id) {
         return Err(LogError::Forbidden);
     }
-    if t.task_type == "vps" {
+    if t.definition.kind() == ferry_common::TaskKind::Vps {
         return Err(LogError::Vps);
     }
     if let Some(dir) = &state.config.shared_dir {

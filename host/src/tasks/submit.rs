@@ -1,10 +1,33 @@
-//! Turns a `POST /api/submit` body into task rows, or a 4xx naming the bad field. Pure: no
-//! database, no scheduler; whether the tasks can ever fit is the scheduler's call.
+//! Submission: [`build`] turns a `POST /api/submit` body into tasks or an error naming the bad
+//! field (pure: no database, no scheduler); [`submit`] stamps the submitter and the approval
+//! policy on them and hands them to the scheduler, which alone decides whether they can ever
+//! fit and where they go.
 
-use crate::store::tasks::TaskRow;
-use ferry_common::api::SubmitRequest;
+use crate::auth::Caller;
+use crate::scheduler::{PlaceError, Placement};
+use crate::tasks::model::{Approval, Task};
+use crate::AppState;
+use ferry_common::api::{NodeRef, QueuedTask, SubmitRequest, SubmitResponse};
 use ferry_common::target::Target;
-use ferry_common::{environment_image, TaskId, TaskStatus};
+use ferry_common::task::{ApprovalStatus, CommandSpec, Image, Resources, TaskDefinition, TaskSpec};
+use ferry_common::{Role, TaskId, TaskStatus};
+
+/// What the host's configuration says about submissions.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Environment used when a task names neither `container_name` nor `registry_image`.
+    pub default_env: String,
+    /// `required_cores: 0` means "no CPU limit, none booked" (as the original) when allowed.
+    pub allow_unlimited_cores: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error(transparent)]
+    Refused(#[from] PlaceError),
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{0}")]
@@ -24,10 +47,11 @@ fn valid_env_name(s: &str) -> bool {
 /// Validates `req` and builds one row per target (one row when there is none).
 pub fn build(
     req: SubmitRequest,
-    default_env: &str,
+    policy: &Policy,
     now_ms: i64,
     mut next_id: impl FnMut() -> TaskId,
-) -> Result<Vec<TaskRow>, Invalid> {
+) -> Result<Vec<Task>, Invalid> {
+    let default_env = policy.default_env.as_str();
     match req.task_type.as_deref().unwrap_or("command") {
         "command" => {}
         "vps" => {
@@ -50,9 +74,14 @@ pub fn build(
         ));
     }
     let cores = req.required_cores.unwrap_or(1);
-    if cores < 1 {
+    if cores == 0 && !policy.allow_unlimited_cores {
+        return Err(invalid(
+            "required_cores: 0 (no CPU limit) is not allowed on this cluster; ask for at least 1",
+        ));
+    }
+    if cores < 0 {
         return Err(invalid(format!(
-            "required_cores: must be at least 1, got {cores}"
+            "required_cores: must be 0 (no CPU limit) or more, got {cores}"
         )));
     }
     let cores = u32::try_from(cores)
@@ -108,7 +137,7 @@ pub fn build(
             "ip_reservation_token: IP reservations are not available on this host yet",
         ));
     }
-    let (container_name, image) = match (&req.registry_image, &req.container_name) {
+    let container_name = match (&req.registry_image, &req.container_name) {
         (Some(img), _) => {
             // Docker repository names are lower case; a tag after the last ':' may not be.
             let repo = match img.rsplit_once(':') {
@@ -123,7 +152,7 @@ pub fn build(
                     "registry_image: not a valid image reference: {img:?}"
                 )));
             }
-            (None, img.clone())
+            None
         }
         (None, Some(name)) if name == "NULL" => {
             return Err(invalid(
@@ -136,12 +165,9 @@ pub fn build(
                     "container_name: {name:?} is not a valid environment name (lower-case letters, digits, '.', '_', '-')"
                 )));
             }
-            (Some(name.clone()), environment_image(name))
+            Some(name.clone())
         }
-        (None, None) => (
-            Some(default_env.to_string()),
-            environment_image(default_env),
-        ),
+        (None, None) => Some(default_env.to_string()),
     };
 
     let targets: Vec<Option<Target>> = match &req.targets {
@@ -201,43 +227,32 @@ pub fn build(
     let mut rows = Vec::with_capacity(targets.len());
     let mut batch_id = None;
     for (target, gpus) in targets.into_iter().zip(gpus) {
-        let id = next_id();
-        let batch = *batch_id.get_or_insert(id);
-        rows.push(TaskRow {
-            id,
-            task_type: "command".into(),
-            batch_id: Some(batch),
-            owner_id: None,
-            approval_status: None,
-            command: req.command.clone(),
-            arguments: req.arguments.clone(),
+        let definition = TaskDefinition {
+            spec: TaskSpec::Command(CommandSpec {
+                command: req.command.clone(),
+                arguments: req.arguments.clone(),
+                working_dir: req.working_dir.clone(),
+            }),
+            resources: Resources {
+                required_cores: cores,
+                required_gpus: gpus,
+                required_memory_bytes: memory,
+                target_numa_node_id: target.as_ref().and_then(|t| t.numa_node),
+            },
+            image: Image {
+                container_name: container_name.clone(),
+                registry_image: req.registry_image.clone(),
+            },
             env_vars: req.env_vars.clone(),
-            required_cores: cores,
-            required_gpus: gpus,
-            required_memory_bytes: memory,
-            target_node: target.as_ref().map(|t| t.hostname.clone()),
-            target_numa_node_id: target.as_ref().and_then(|t| t.numa_node),
-            status: TaskStatus::Pending,
-            assigned_node: None,
-            container_name: container_name.clone(),
-            docker_image_name: Some(image.clone()),
-            registry_image: req.registry_image.clone(),
-            working_dir: req.working_dir.clone(),
             privileged: false,
             mounts: Vec::new(),
-            priority: req.priority.unwrap_or(0),
-            exit_code: None,
-            error_message: None,
-            submitted_at: now_ms,
-            started_at: None,
-            completed_at: None,
-            last_seq: 0,
-            approved_by_id: None,
-            approved_at: None,
-            rejection_reason: None,
-            owner_username: None,
-            approved_by_username: None,
-        });
+        };
+        let id = next_id();
+        let mut task = Task::new(id, definition, now_ms);
+        task.batch_id = Some(*batch_id.get_or_insert(id));
+        task.target_node = target.map(|t| t.hostname);
+        task.priority = req.priority.unwrap_or(0);
+        rows.push(task);
     }
     Ok(rows)
 }
@@ -245,7 +260,7 @@ pub fn build(
 /// Records who submitted the tasks and whether they wait for approval (tasks of the `user`
 /// role do; everyone else's are approved by submitting). Returns whether they wait.
 pub fn stamp_submitter(
-    rows: &mut [TaskRow],
+    rows: &mut [Task],
     owner: Option<i64>,
     needs_approval: bool,
     auth_enabled: bool,
@@ -255,19 +270,107 @@ pub fn stamp_submitter(
         r.owner_id = owner;
         if needs_approval {
             r.status = TaskStatus::PendingApproval;
-            r.approval_status = Some("pending".into());
+            r.approval.status = Some(ApprovalStatus::Pending);
         } else if auth_enabled {
-            r.approval_status = Some("approved".into());
-            r.approved_by_id = owner;
-            r.approved_at = Some(now_ms);
+            r.approval = Approval {
+                status: Some(ApprovalStatus::Approved),
+                by: owner,
+                at: Some(now_ms),
+                rejection_reason: None,
+            };
         }
     }
     needs_approval
 }
 
+/// Validates and submits `req` for `caller`: tasks of the `user` role wait for an operator's
+/// approval (when authentication is on), everyone else's are queued at once.
+pub async fn submit(
+    state: &AppState,
+    caller: &Caller,
+    req: SubmitRequest,
+) -> Result<SubmitResponse, SubmitError> {
+    let policy = Policy {
+        default_env: state.config.default_container_name.clone(),
+        allow_unlimited_cores: state.config.allow_unlimited_cores,
+    };
+    let now = ferry_common::time::now_ms();
+    let mut rows = build(req, &policy, now, || state.ids.next())?;
+    let auth = state.config.auth_enabled;
+    let needs_approval = stamp_submitter(
+        &mut rows,
+        caller.user_id,
+        auth && caller.role == Role::User,
+        auth,
+        now,
+    );
+    let targets: Vec<Option<String>> = rows.iter().map(|r| r.target_node.clone()).collect();
+    let placements = state.scheduler.submit(rows).await?;
+    Ok(response(state, &placements, &targets, needs_approval))
+}
+
+/// The original's reply shape: every id, the node of the last task, and (Ferry) the queue.
+fn response(
+    state: &AppState,
+    placements: &[Placement],
+    targets: &[Option<String>],
+    needs_approval: bool,
+) -> SubmitResponse {
+    let n = placements.len();
+    let task_ids = placements.iter().map(Placement::id).collect();
+    let queued: Vec<QueuedTask> = placements
+        .iter()
+        .filter_map(|p| match p {
+            Placement::Queued { id, position } => Some(QueuedTask {
+                task_id: *id,
+                queue_position: *position,
+            }),
+            Placement::Placed { .. } | Placement::AwaitingApproval { .. } => None,
+        })
+        .collect();
+    let last_node = match placements.last() {
+        Some(Placement::Placed { node, .. }) => Some(node.clone()),
+        _ => targets.last().cloned().flatten(),
+    };
+    let assigned_node = last_node.and_then(|h| {
+        state
+            .cluster
+            .url_of(&h)
+            .map(|url| NodeRef { hostname: h, url })
+    });
+    let message = if needs_approval {
+        format!("Task batch submitted. {n} tasks created, awaiting approval by an operator.")
+    } else if queued.is_empty() {
+        format!("Task batch submitted successfully. {n} tasks created.")
+    } else {
+        format!(
+            "Task batch submitted successfully. {n} tasks created, {} waiting for resources.",
+            queued.len()
+        )
+    };
+    SubmitResponse {
+        message,
+        task_ids,
+        assigned_node,
+        runner_response: if needs_approval {
+            serde_json::json!({"status": "pending_approval"})
+        } else {
+            serde_json::Value::Bool(true)
+        },
+        queued,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn policy() -> Policy {
+        Policy {
+            default_env: "base".into(),
+            allow_unlimited_cores: true,
+        }
+    }
 
     fn req(json: serde_json::Value) -> SubmitRequest {
         serde_json::from_value(json).unwrap()
@@ -285,7 +388,7 @@ mod tests {
     fn builds_a_batch_sharing_the_first_id() {
         let rows = build(
             req(serde_json::json!({"command": "echo", "targets": ["a", "b:1", "c"]})),
-            "base",
+            &policy(),
             0,
             ids(),
         )
@@ -293,29 +396,41 @@ mod tests {
         assert_eq!(rows.len(), 3);
         assert!(rows.iter().all(|r| r.batch_id == Some(TaskId(101))));
         assert_eq!(rows[1].target_node.as_deref(), Some("b"));
-        assert_eq!(rows[1].target_numa_node_id, Some(1));
+        assert_eq!(rows[1].definition.resources.target_numa_node_id, Some(1));
         assert_eq!(
-            rows[0].docker_image_name.as_deref(),
+            rows[0].definition.image.reference().as_deref(),
             Some("kohakuriver/base:base")
         );
     }
 
     #[test]
     fn registry_image_wins() {
-        let rows = build(req(serde_json::json!({"command": "x", "registry_image": "busybox:1", "container_name": "env"})), "base", 0, ids()).unwrap();
-        assert!(build(req(serde_json::json!({"command": "x", "registry_image": "localhost:5000/team/img:V1.2"})), "base", 0, ids()).is_ok());
-        assert_eq!(rows[0].container_name, None);
-        assert_eq!(rows[0].docker_image_name.as_deref(), Some("busybox:1"));
+        let rows = build(req(serde_json::json!({"command": "x", "registry_image": "busybox:1", "container_name": "env"})), &policy(), 0, ids()).unwrap();
+        assert!(build(req(serde_json::json!({"command": "x", "registry_image": "localhost:5000/team/img:V1.2"})), &policy(), 0, ids()).is_ok());
+        assert_eq!(rows[0].definition.image.container_name, None);
+        assert_eq!(
+            rows[0].definition.image.reference().as_deref(),
+            Some("busybox:1")
+        );
+    }
+
+    #[test]
+    fn zero_cores_means_unlimited_unless_the_cluster_refuses_it() {
+        let body = serde_json::json!({"command": "x", "required_cores": 0});
+        let rows = build(req(body.clone()), &policy(), 0, ids()).unwrap();
+        assert_eq!(rows[0].definition.resources.required_cores, 0);
+        let strict = Policy {
+            allow_unlimited_cores: false,
+            ..policy()
+        };
+        let err = build(req(body), &strict, 0, ids()).unwrap_err();
+        assert!(err.0.starts_with("required_cores"), "{err}");
     }
 
     #[test]
     fn bad_input_names_the_field() {
         let cases = [
             (serde_json::json!({"command": "  "}), "command"),
-            (
-                serde_json::json!({"command": "x", "required_cores": 0}),
-                "required_cores",
-            ),
             (
                 serde_json::json!({"command": "x", "required_cores": -2}),
                 "required_cores",
@@ -362,7 +477,7 @@ mod tests {
             ),
         ];
         for (body, field) in cases {
-            let err = build(req(body.clone()), "base", 0, ids()).unwrap_err();
+            let err = build(req(body.clone()), &policy(), 0, ids()).unwrap_err();
             assert!(err.0.starts_with(field), "{body}: {err}");
         }
     }

@@ -1,6 +1,14 @@
 //! Wire types of the host's user-facing API (`/api/*`), shaped like KohakuRiver's so its clients
-//! keep working. Field order follows the original's responses.
+//! keep working: the body and reply of every route. Field order follows the original's
+//! responses. Tasks and control here; accounts in [`auth`]; nodes and health in [`cluster`].
 
+pub mod auth;
+pub mod cluster;
+
+pub use auth::*;
+pub use cluster::*;
+
+use crate::task::{ApprovalStatus, TaskKind, VpsBackend};
 use crate::{TaskId, TaskStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -8,6 +16,7 @@ use std::collections::BTreeMap;
 /// Body of `POST /api/submit`. Numbers are read as signed integers so that a negative value
 /// gets a message about the field rather than a generic type error.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default)]
 pub struct SubmitRequest {
     pub task_type: Option<String>,
@@ -29,6 +38,7 @@ pub struct SubmitRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeRef {
     pub hostname: String,
     pub url: String,
@@ -36,6 +46,7 @@ pub struct NodeRef {
 
 /// Reply of `POST /api/submit` (202).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SubmitResponse {
     pub message: String,
     pub task_ids: Vec<TaskId>,
@@ -48,6 +59,7 @@ pub struct SubmitResponse {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueuedTask {
     pub task_id: TaskId,
     pub queue_position: u64,
@@ -55,14 +67,15 @@ pub struct QueuedTask {
 
 /// A task as `/api/status/{id}` and `/api/tasks` show it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskResponse {
     pub task_id: TaskId,
-    pub task_type: String,
+    pub task_type: TaskKind,
     pub batch_id: Option<TaskId>,
     pub name: Option<String>,
     pub owner_id: Option<i64>,
     pub owner_username: Option<String>,
-    pub approval_status: Option<String>,
+    pub approval_status: Option<ApprovalStatus>,
     pub approved_by_id: Option<i64>,
     pub approved_by_username: Option<String>,
     pub approved_at: Option<String>,
@@ -81,7 +94,7 @@ pub struct TaskResponse {
     pub docker_privileged: bool,
     pub docker_mount_dirs: Vec<String>,
     pub ssh_port: Option<u16>,
-    pub vps_backend: String,
+    pub vps_backend: VpsBackend,
     pub vm_image: Option<String>,
     pub vm_disk_size: Option<String>,
     pub vm_ip: Option<String>,
@@ -99,35 +112,49 @@ pub struct TaskResponse {
     pub queue_position: Option<u64>,
 }
 
-/// A node as `GET /api/nodes` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NodeInfo {
-    pub hostname: String,
-    pub url: String,
-    pub total_cores: u32,
-    /// Always a number (the original sent the string "N/A" for offline nodes).
-    pub cores_in_use: u32,
-    pub available_cores: u32,
-    pub status: String,
-    pub last_heartbeat: Option<String>,
-    pub numa_topology: serde_json::Value,
-    pub gpu_info: Vec<serde_json::Value>,
-    pub cpu_percent: Option<f64>,
-    pub memory_percent: Option<f64>,
-    pub current_avg_temp: Option<f64>,
-    pub current_max_temp: Option<f64>,
-    pub memory_used_bytes: Option<u64>,
-    pub memory_total_bytes: Option<u64>,
-    pub vm_capable: bool,
-    pub vfio_gpus: Vec<serde_json::Value>,
-    pub runner_version: Option<String>,
-    /// Ferry extensions: memory booked by tasks on the node, and tasks holding resources there.
-    pub memory_reserved_bytes: u64,
-    pub tasks_holding: u32,
-}
-
 /// `{"message": ...}` replies of control routes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MessageResponse {
     pub message: String,
+}
+
+/// `{"message", "task_id"}`: approval.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskMessage {
+    pub message: String,
+    pub task_id: TaskId,
+}
+
+/// Reply of `POST /api/reject/{task_id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RejectResponse {
+    pub message: String,
+    pub task_id: TaskId,
+    pub reason: Option<String>,
+}
+
+/// Body of `POST /api/reject/{task_id}` (the reason may also come as `?reason=`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RejectRequest {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Reply of `GET /health`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StatusResponse {
+    pub status: String,
+    pub version: String,
+}
+
+/// Reply of `GET /ready`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReadyResponse {
+    pub status: String,
 }

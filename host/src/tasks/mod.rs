@@ -1,0 +1,13 @@
+//! The task room: what a task is ([`model`]: the host's `Task` and its pure transitions) and
+//! the services behind the task routes — [`submit`], [`control`] (kill, pause, resume),
+//! [`approval`], [`logs`] and [`views`] (reads, and how a task looks to each caller). Each
+//! service returns its own error; the API maps them to status codes.
+
+pub mod approval;
+pub mod control;
+pub mod logs;
+pub mod model;
+pub mod submit;
+pub mod views;
+
+pub use model::{Change, Report, Task};

@@ -1,0 +1,607 @@
+//! The host's task: its definition (fixed at submission) plus its life (status, node,
+//! booking, exit), and the one pure function that changes it: [`apply`].
+//!
+//! Every state change is a [`Change`], an intent with a name (place, a runner's report, kill,
+//! approve, ...). [`apply`] decides whether it is allowed and what the task becomes; the store
+//! only persists the result and the scheduler only mirrors it in the ledger. A task's
+//! resources stay booked (`booked`) from placement until its runner confirms the workload is
+//! gone or its node is declared lost — not merely until the host decides the task ended, so a
+//! kill that has not reached the runner yet never frees cores a container still uses.
+
+use ferry_common::task::{ApprovalStatus, TaskDefinition};
+use ferry_common::{TaskId, TaskStatus};
+
+/// Who decided about a task submitted by the `user` role, and when.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Approval {
+    /// `None` when authentication is off.
+    pub status: Option<ApprovalStatus>,
+    pub by: Option<i64>,
+    pub at: Option<i64>,
+    pub rejection_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    pub id: TaskId,
+    pub batch_id: Option<TaskId>,
+    pub name: Option<String>,
+    pub owner_id: Option<i64>,
+    pub definition: TaskDefinition,
+    /// The node the submitter asked for; `None` = placed automatically.
+    pub target_node: Option<String>,
+    /// Higher runs first; FIFO within one priority.
+    pub priority: i64,
+    pub approval: Approval,
+    pub status: TaskStatus,
+    pub assigned_node: Option<String>,
+    /// Resources are booked on `assigned_node`.
+    pub booked: bool,
+    pub exit_code: Option<i64>,
+    pub error_message: Option<String>,
+    pub submitted_at: i64,
+    pub started_at: Option<i64>,
+    pub completed_at: Option<i64>,
+    /// Sequence number of the last runner report applied.
+    pub last_seq: u64,
+    pub ssh_port: Option<u16>,
+    pub vm_ip: Option<String>,
+    /// Read-only, joined from `users` (never written).
+    pub owner_username: Option<String>,
+    pub approved_by_username: Option<String>,
+}
+
+impl Task {
+    /// A new task waiting in the queue.
+    pub fn new(id: TaskId, definition: TaskDefinition, submitted_at: i64) -> Task {
+        Task {
+            id,
+            batch_id: Some(id),
+            name: None,
+            owner_id: None,
+            definition,
+            target_node: None,
+            priority: 0,
+            approval: Approval::default(),
+            status: TaskStatus::Pending,
+            assigned_node: None,
+            booked: false,
+            exit_code: None,
+            error_message: None,
+            submitted_at,
+            started_at: None,
+            completed_at: None,
+            last_seq: 0,
+            ssh_port: None,
+            vm_ip: None,
+            owner_username: None,
+            approved_by_username: None,
+        }
+    }
+}
+
+/// A status report from the task's runner.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    pub status: Option<TaskStatus>,
+    pub exit_code: Option<i64>,
+    pub message: Option<String>,
+    pub started_at: Option<i64>,
+    pub completed_at: Option<i64>,
+    /// Reports at or below the last applied number are dropped.
+    pub seq: Option<u64>,
+    /// The reporting node; a report from another node than the task's is ignored.
+    pub reporter: Option<String>,
+}
+
+/// What is asked of a task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// The scheduler placed it on `node` (its resources are booked there).
+    Place {
+        node: String,
+    },
+    /// Its runner says what happened.
+    Report(Report),
+    /// Its runner shows it alive (heartbeat, or a pause/resume the runner carried out).
+    Running {
+        paused: bool,
+    },
+    /// A user or operator kills it.
+    Kill {
+        reason: String,
+    },
+    Approve {
+        by: Option<i64>,
+    },
+    Reject {
+        by: Option<i64>,
+        reason: Option<String>,
+    },
+    /// It never started where it was placed: back to the queue.
+    Requeue {
+        reason: String,
+    },
+    /// Its node went silent.
+    Lost {
+        reason: String,
+    },
+    /// The host gives up on it (refused by its runner, gone from it, can no longer fit).
+    Fail {
+        reason: String,
+        exit_code: Option<i64>,
+    },
+    /// Its runner confirmed its workload is gone, or its node was declared lost: the booking
+    /// of an ended task is released.
+    Released,
+}
+
+impl Change {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Change::Place { .. } => "place",
+            Change::Report(_) => "report",
+            Change::Running { .. } => "running",
+            Change::Kill { .. } => "kill",
+            Change::Approve { .. } => "approve",
+            Change::Reject { .. } => "reject",
+            Change::Requeue { .. } => "requeue",
+            Change::Lost { .. } => "lost",
+            Change::Fail { .. } => "fail",
+            Change::Released => "released",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    #[error("{from} -> {to} is not allowed")]
+    NotAllowed { from: TaskStatus, to: TaskStatus },
+    #[error("report {seq} already applied (last {last})")]
+    Stale { seq: u64, last: u64 },
+    #[error("report from node {from}, but the task is on {on}")]
+    WrongNode { from: String, on: String },
+    #[error("a report must carry a status")]
+    NoStatus,
+    #[error("nothing is booked for this task")]
+    NothingBooked,
+}
+
+/// What `task` becomes under `change` at time `now_ms`, or why the change is refused.
+/// Timestamps: `started_at` is kept once set; a final state gets `completed_at`.
+pub fn apply(task: &Task, change: &Change, now_ms: i64) -> Result<Task, TransitionError> {
+    let mut t = task.clone();
+    match change {
+        Change::Place { node } => {
+            t.enter(TaskStatus::Assigning, now_ms)?;
+            t.assigned_node = Some(node.clone());
+            t.booked = true;
+        }
+        Change::Report(r) => t.report(r, now_ms)?,
+        Change::Running { paused } => {
+            let to = if *paused {
+                TaskStatus::Paused
+            } else {
+                TaskStatus::Running
+            };
+            let was_lost = t.status == TaskStatus::Lost;
+            t.enter(to, now_ms)?;
+            if was_lost {
+                // Back from `lost`: the "node went offline" message goes with the state.
+                t.error_message = None;
+            }
+        }
+        Change::Kill { reason } => {
+            let from = t.status;
+            t.enter(TaskStatus::Killed, now_ms)?;
+            t.error_message = Some(reason.clone());
+            // A lost task's node is already declared lost: nothing there to wait for.
+            t.booked = t.booked && from != TaskStatus::Lost;
+        }
+        Change::Approve { by } => {
+            t.enter_from(TaskStatus::PendingApproval, TaskStatus::Pending, now_ms)?;
+            t.approval = Approval {
+                status: Some(ApprovalStatus::Approved),
+                by: *by,
+                at: Some(now_ms),
+                rejection_reason: None,
+            };
+        }
+        Change::Reject { by, reason } => {
+            t.enter_from(TaskStatus::PendingApproval, TaskStatus::Rejected, now_ms)?;
+            t.approval = Approval {
+                status: Some(ApprovalStatus::Rejected),
+                by: *by,
+                at: Some(now_ms),
+                rejection_reason: reason.clone(),
+            };
+            t.error_message = reason.as_ref().map(|r| format!("Rejected: {r}"));
+        }
+        Change::Requeue { reason } => {
+            if !matches!(t.status, TaskStatus::Assigning | TaskStatus::Lost) {
+                return Err(TransitionError::NotAllowed {
+                    from: t.status,
+                    to: TaskStatus::Pending,
+                });
+            }
+            t.enter(TaskStatus::Pending, now_ms)?;
+            t.error_message = Some(reason.clone());
+            t.booked = false;
+        }
+        Change::Lost { reason } => {
+            if t.status.is_final() && t.booked {
+                // Ended by the host, not yet confirmed by the runner, whose node is now lost.
+                t.booked = false;
+                return Ok(t);
+            }
+            t.enter(TaskStatus::Lost, now_ms)?;
+            t.error_message = Some(reason.clone());
+        }
+        Change::Fail { reason, exit_code } => {
+            t.enter(TaskStatus::Failed, now_ms)?;
+            t.error_message = Some(reason.clone());
+            t.exit_code = exit_code.or(t.exit_code);
+            t.booked = false;
+        }
+        Change::Released => {
+            if !(t.booked && t.status.is_final()) {
+                return Err(TransitionError::NothingBooked);
+            }
+            t.booked = false;
+        }
+    }
+    Ok(t)
+}
+
+impl Task {
+    /// Moves to `to` if the status rules allow it, stamping the times.
+    fn enter(&mut self, to: TaskStatus, now_ms: i64) -> Result<(), TransitionError> {
+        if !self.status.can_become(to) {
+            return Err(TransitionError::NotAllowed {
+                from: self.status,
+                to,
+            });
+        }
+        self.status = to;
+        if to == TaskStatus::Running && self.started_at.is_none() {
+            self.started_at = Some(now_ms);
+        }
+        if to.is_final() {
+            self.completed_at = Some(now_ms);
+        }
+        Ok(())
+    }
+
+    fn enter_from(
+        &mut self,
+        from: TaskStatus,
+        to: TaskStatus,
+        now_ms: i64,
+    ) -> Result<(), TransitionError> {
+        if self.status != from {
+            return Err(TransitionError::NotAllowed {
+                from: self.status,
+                to,
+            });
+        }
+        self.enter(to, now_ms)
+    }
+
+    fn report(&mut self, r: &Report, now_ms: i64) -> Result<(), TransitionError> {
+        if let Some(seq) = r.seq {
+            if seq <= self.last_seq {
+                return Err(TransitionError::Stale {
+                    seq,
+                    last: self.last_seq,
+                });
+            }
+        }
+        if let (Some(from), Some(on)) = (&r.reporter, &self.assigned_node) {
+            if from != on {
+                return Err(TransitionError::WrongNode {
+                    from: from.clone(),
+                    on: on.clone(),
+                });
+            }
+        }
+        let to = r.status.ok_or(TransitionError::NoStatus)?;
+        let seq = r.seq.unwrap_or(0).max(self.last_seq);
+        let fills_exit_code = self.exit_code.is_none() && r.exit_code.is_some();
+        if self.status.is_final() && to.is_final() && (self.booked || fills_exit_code) {
+            // The runner confirms the end of a task the host had already ended (a kill):
+            // the first final state stays, the booking is released, the exit code is kept.
+            // Any other report about an ended task changes nothing and is refused below.
+            self.booked = false;
+            self.exit_code = self.exit_code.or(r.exit_code);
+            self.last_seq = seq;
+            return Ok(());
+        }
+        let from = self.status;
+        let booked = self.booked;
+        self.enter(to, now_ms)?;
+        self.last_seq = seq;
+        if let Some(started) = r.started_at {
+            self.started_at = self.started_at.or(Some(started));
+        }
+        if to.is_final() {
+            self.completed_at = Some(r.completed_at.unwrap_or(now_ms));
+        }
+        if to.is_final() || to == TaskStatus::Lost {
+            self.exit_code = r.exit_code.or(self.exit_code);
+        }
+        // A task back from `lost` sheds the "node went offline" message with the state.
+        self.error_message = if to.is_final() || to == TaskStatus::Lost || from == TaskStatus::Lost
+        {
+            r.message.clone()
+        } else {
+            r.message.clone().or(self.error_message.take())
+        };
+        // Still on its node (running, paused) it stays booked; a final report frees it.
+        self.booked = booked && to.holds_resources();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use TaskStatus::*;
+
+    pub fn sample(id: u64) -> Task {
+        let mut d = TaskDefinition::command("echo");
+        d.image.container_name = Some("kohakuriver-base".into());
+        Task::new(TaskId(id), d, 1000)
+    }
+
+    fn at(status: TaskStatus) -> Task {
+        let mut t = sample(1);
+        t.status = status;
+        t.booked = status.holds_resources();
+        t.assigned_node = t.booked.then(|| "n1".to_string());
+        t
+    }
+
+    fn report(status: TaskStatus) -> Change {
+        Change::Report(Report {
+            status: Some(status),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn reports_follow_the_status_rules_over_every_pair() {
+        for from in TaskStatus::ALL {
+            for to in TaskStatus::ALL {
+                let got = apply(&at(from), &report(to), 50);
+                if from.can_become(to) {
+                    let t = got.unwrap_or_else(|e| panic!("{from} -> {to}: {e}"));
+                    assert_eq!(t.status, to);
+                    assert_eq!(t.completed_at.is_some(), to.is_final(), "{from} -> {to}");
+                    assert_eq!(t.booked, at(from).booked && to.holds_resources());
+                } else {
+                    assert_eq!(
+                        got,
+                        Err(TransitionError::NotAllowed { from, to }),
+                        "{from} -> {to}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Which statuses each intent accepts, checked over every status.
+    #[test]
+    fn a_report_about_an_ended_task_changes_nothing_unless_it_confirms_a_kill() {
+        let ended = at(Completed);
+        assert!(apply(&ended, &report(Killed), 50).is_err());
+        let mut killed = at(Killed);
+        killed.booked = true;
+        let confirmed = apply(&killed, &report(Failed), 50).unwrap();
+        assert_eq!((confirmed.status, confirmed.booked), (Killed, false));
+    }
+
+    #[test]
+    fn each_intent_applies_only_where_it_makes_sense() {
+        let cases: Vec<(Change, Vec<TaskStatus>)> = vec![
+            (Change::Place { node: "n2".into() }, vec![Pending]),
+            (
+                Change::Running { paused: false },
+                vec![Assigning, Paused, Lost],
+            ),
+            (Change::Running { paused: true }, vec![Running, Lost]),
+            (
+                Change::Kill {
+                    reason: "Kill requested by user.".into(),
+                },
+                vec![PendingApproval, Pending, Assigning, Running, Paused, Lost],
+            ),
+            (Change::Approve { by: Some(1) }, vec![PendingApproval]),
+            (
+                Change::Reject {
+                    by: Some(1),
+                    reason: None,
+                },
+                vec![PendingApproval],
+            ),
+            (
+                Change::Requeue {
+                    reason: "again".into(),
+                },
+                vec![Assigning, Lost],
+            ),
+            (
+                Change::Lost {
+                    reason: "silent".into(),
+                },
+                vec![Assigning, Running, Paused],
+            ),
+            (
+                Change::Fail {
+                    reason: "no".into(),
+                    exit_code: Some(-1),
+                },
+                vec![Pending, Assigning, Running, Paused, Lost],
+            ),
+        ];
+        for (change, allowed) in cases {
+            for from in TaskStatus::ALL {
+                let ok = apply(&at(from), &change, 50).is_ok();
+                assert_eq!(ok, allowed.contains(&from), "{} from {from}", change.name());
+            }
+        }
+    }
+
+    #[test]
+    fn a_kill_keeps_the_booking_until_the_runner_confirms() {
+        let killed = apply(
+            &at(Running),
+            &Change::Kill {
+                reason: "Kill requested by user.".into(),
+            },
+            50,
+        )
+        .unwrap();
+        assert_eq!(killed.status, Killed);
+        assert!(killed.booked, "cores stay booked until the runner confirms");
+        assert_eq!(killed.completed_at, Some(50));
+        // The runner's own report of the kill confirms it and brings the exit code.
+        let confirmed = apply(
+            &killed,
+            &Change::Report(Report {
+                status: Some(Killed),
+                exit_code: Some(137),
+                seq: Some(4),
+                ..Default::default()
+            }),
+            60,
+        )
+        .unwrap();
+        assert_eq!(confirmed.status, Killed);
+        assert!(!confirmed.booked);
+        assert_eq!(confirmed.exit_code, Some(137));
+        assert_eq!(confirmed.last_seq, 4);
+        // Or an acknowledged kill call, or the node declared lost.
+        assert!(!apply(&killed, &Change::Released, 60).unwrap().booked);
+        let lost = apply(
+            &killed,
+            &Change::Lost {
+                reason: "silent".into(),
+            },
+            60,
+        )
+        .unwrap();
+        assert!(!lost.booked);
+        assert_eq!(lost.status, Killed);
+        assert_eq!(
+            apply(&confirmed, &Change::Released, 70),
+            Err(TransitionError::NothingBooked)
+        );
+    }
+
+    #[test]
+    fn killing_a_lost_or_queued_task_books_nothing() {
+        for from in [Lost, Pending, PendingApproval] {
+            let t = apply(&at(from), &Change::Kill { reason: "k".into() }, 50).unwrap();
+            assert!(!t.booked, "kill from {from}");
+        }
+    }
+
+    #[test]
+    fn first_final_state_wins_and_stale_reports_are_dropped() {
+        let placed = apply(&sample(5), &Change::Place { node: "n1".into() }, 10).unwrap();
+        assert!(placed.booked);
+        let run = Change::Report(Report {
+            status: Some(Running),
+            seq: Some(1),
+            started_at: Some(20),
+            ..Default::default()
+        });
+        let running = apply(&placed, &run, 20).unwrap();
+        let done = apply(
+            &running,
+            &Change::Report(Report {
+                status: Some(Completed),
+                exit_code: Some(0),
+                seq: Some(2),
+                completed_at: Some(30),
+                ..Default::default()
+            }),
+            30,
+        )
+        .unwrap();
+        assert!(!done.booked);
+        assert_eq!(
+            apply(&done, &run, 40),
+            Err(TransitionError::Stale { seq: 1, last: 2 })
+        );
+        let late_kill = Change::Report(Report {
+            status: Some(Killed),
+            exit_code: Some(9),
+            seq: Some(3),
+            ..Default::default()
+        });
+        assert_eq!(
+            apply(&done, &late_kill, 50),
+            Err(TransitionError::NotAllowed {
+                from: Completed,
+                to: Killed
+            })
+        );
+        assert_eq!(done.exit_code, Some(0));
+        assert_eq!(done.started_at, Some(20));
+        assert_eq!(done.completed_at, Some(30));
+    }
+
+    #[test]
+    fn reports_from_another_node_are_ignored() {
+        let r = Change::Report(Report {
+            status: Some(Running),
+            reporter: Some("n2".into()),
+            ..Default::default()
+        });
+        assert!(matches!(
+            apply(&at(Assigning), &r, 5),
+            Err(TransitionError::WrongNode { .. })
+        ));
+    }
+
+    #[test]
+    fn back_from_lost_sheds_the_offline_message() {
+        let lost = apply(
+            &at(Running),
+            &Change::Lost {
+                reason: "Node n1 went offline".into(),
+            },
+            5,
+        )
+        .unwrap();
+        assert!(
+            lost.booked,
+            "a lost task may still run: it keeps its booking"
+        );
+        let back = apply(&lost, &Change::Running { paused: false }, 6).unwrap();
+        assert_eq!(back.status, Running);
+        assert_eq!(back.error_message, None);
+    }
+
+    #[test]
+    fn approval_and_rejection_are_recorded() {
+        let waiting = at(PendingApproval);
+        let ok = apply(&waiting, &Change::Approve { by: Some(7) }, 9).unwrap();
+        assert_eq!(ok.status, Pending);
+        assert_eq!(ok.approval.status, Some(ApprovalStatus::Approved));
+        assert_eq!((ok.approval.by, ok.approval.at), (Some(7), Some(9)));
+        let no = apply(
+            &waiting,
+            &Change::Reject {
+                by: Some(7),
+                reason: Some("too big".into()),
+            },
+            9,
+        )
+        .unwrap();
+        assert_eq!(no.status, Rejected);
+        assert_eq!(no.approval.rejection_reason.as_deref(), Some("too big"));
+        assert_eq!(no.error_message.as_deref(), Some("Rejected: too big"));
+    }
+}

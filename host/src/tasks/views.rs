@@ -1,0 +1,141 @@
+//! Tasks as callers see them: the one mapping from [`Task`] to the wire's `TaskResponse`, who
+//! may read what, and the read services behind `/api/status` and the task lists.
+
+use crate::auth::Caller;
+use crate::scheduler::View;
+use crate::store::tasks::{self, ListFilter};
+use crate::store::StoreError;
+use crate::tasks::model::Task;
+use crate::AppState;
+use ferry_common::api::TaskResponse;
+use ferry_common::task::{TaskSpec, VpsBackend};
+use ferry_common::time::format_ms;
+use ferry_common::{Role, TaskId};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("Task not found.")]
+    NotFound,
+    #[error("Access denied to this task")]
+    Forbidden,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub fn task(t: &Task, view: &View, shared_dir: Option<&Path>) -> TaskResponse {
+    let log = |stream: &str| {
+        shared_dir
+            .map(|d| {
+                d.join("logs")
+                    .join(t.id.to_string())
+                    .join(format!("{stream}.log"))
+                    .display()
+                    .to_string()
+            })
+            .unwrap_or_default()
+    };
+    let d = &t.definition;
+    let (command, arguments, working_dir) = match &d.spec {
+        TaskSpec::Command(c) => (
+            c.command.clone(),
+            c.arguments.clone(),
+            c.working_dir.clone(),
+        ),
+        TaskSpec::Vps(_) => ("vps".to_string(), Vec::new(), None),
+    };
+    let vps = d.spec.as_vps();
+    TaskResponse {
+        task_id: t.id,
+        task_type: d.kind(),
+        batch_id: t.batch_id,
+        name: t.name.clone(),
+        owner_id: t.owner_id,
+        owner_username: t.owner_username.clone(),
+        approval_status: t.approval.status,
+        approved_by_id: t.approval.by,
+        approved_by_username: t.approved_by_username.clone(),
+        approved_at: t.approval.at.map(format_ms),
+        rejection_reason: t.approval.rejection_reason.clone(),
+        command,
+        arguments,
+        env_vars: d.env_vars.clone(),
+        required_cores: d.resources.required_cores,
+        required_gpus: d.resources.required_gpus.clone(),
+        required_memory_bytes: d.resources.required_memory_bytes,
+        target_numa_node_id: d.resources.target_numa_node_id,
+        status: t.status,
+        assigned_node: t.assigned_node.clone().or(t.target_node.clone()),
+        container_name: d.image.container_name.clone(),
+        docker_image_name: d.image.reference(),
+        docker_privileged: d.privileged,
+        docker_mount_dirs: d.mounts.clone(),
+        ssh_port: t.ssh_port,
+        // The original says `docker` for command tasks too.
+        vps_backend: vps.map_or(VpsBackend::Docker, |v| v.vps_backend),
+        vm_image: vps.and_then(|v| v.vm_image.clone()),
+        vm_disk_size: vps.and_then(|v| v.vm_disk_size.clone()),
+        vm_ip: t.vm_ip.clone(),
+        stdout_path: log("stdout"),
+        stderr_path: log("stderr"),
+        exit_code: t.exit_code,
+        error_message: t.error_message.clone(),
+        submitted_at: Some(format_ms(t.submitted_at)),
+        started_at: t.started_at.map(format_ms),
+        completed_at: t.completed_at.map(format_ms),
+        priority: t.priority,
+        working_dir,
+        queue_position: view.queue.get(&t.id).copied(),
+    }
+}
+
+/// Users see their own tasks; viewers (read-only observers) and operators see all.
+pub fn may_read(caller: &Caller, owner: Option<i64>) -> bool {
+    caller.role != Role::User || caller.may_touch(owner)
+}
+
+/// A task as `caller` may see it: environment values often hold secrets, so only the owner
+/// and operators see them; a viewer observing someone else's task sees the names only.
+pub fn shown_to(state: &AppState, caller: &Caller, t: &Task) -> TaskResponse {
+    let mut shown = task(
+        t,
+        &state.scheduler.view(),
+        state.config.shared_dir.as_deref(),
+    );
+    if !caller.may_touch(t.owner_id) {
+        for v in shown.env_vars.values_mut() {
+            *v = "[hidden]".into();
+        }
+    }
+    shown
+}
+
+/// One task, if the caller may read it.
+pub async fn status(
+    state: &AppState,
+    caller: &Caller,
+    id: TaskId,
+) -> Result<TaskResponse, QueryError> {
+    let t = state
+        .db
+        .read(move |c| tasks::get(c, id))
+        .await?
+        .ok_or(QueryError::NotFound)?;
+    if !may_read(caller, t.owner_id) {
+        return Err(QueryError::Forbidden);
+    }
+    Ok(shown_to(state, caller, &t))
+}
+
+/// A page of tasks, newest first; a `user` sees only their own whatever the filter says.
+pub async fn list(
+    state: &AppState,
+    caller: &Caller,
+    mut filter: ListFilter,
+) -> Result<Vec<TaskResponse>, StoreError> {
+    if caller.role == Role::User {
+        filter.owner = Some(caller.user_id.unwrap_or(-1));
+    }
+    let rows = state.db.read(move |c| tasks::list(c, &filter)).await?;
+    Ok(rows.iter().map(|t| shown_to(state, caller, t)).collect())
+}
