@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// `POST <host>/api/register`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterRequest {
     pub hostname: String,
     pub url: String,
@@ -26,6 +27,7 @@ pub struct RegisterRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterResponse {
     pub message: String,
     pub created: bool,
@@ -35,6 +37,7 @@ pub struct RegisterResponse {
 
 /// `PUT <host>/api/heartbeat/{hostname}`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default)]
 pub struct Heartbeat {
     /// Every task the runner currently has a container for (running or paused).
@@ -59,12 +62,14 @@ pub struct Heartbeat {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KilledTask {
     pub task_id: TaskId,
     pub reason: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default)]
 pub struct HeartbeatResponse {
     pub message: String,
@@ -78,6 +83,7 @@ pub struct HeartbeatResponse {
 /// the original's flat keys (`command`, `required_cores`, `container_name`, ...) plus
 /// `task_type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExecuteRequest {
     pub task_id: TaskId,
     #[serde(flatten)]
@@ -88,6 +94,7 @@ pub struct ExecuteRequest {
 
 /// `POST <runner>/api/kill|pause|resume`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ControlRequest {
     pub task_id: TaskId,
     #[serde(default)]
@@ -97,6 +104,7 @@ pub struct ControlRequest {
 /// `POST <host>/api/update`: one status report from a runner. `seq` numbers a task's reports in
 /// the order the runner made them, so the host can drop duplicates and stale ones.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskUpdate {
     pub task_id: TaskId,
     pub status: TaskStatus,
@@ -120,6 +128,7 @@ pub struct TaskUpdate {
 
 /// `GET <runner>/api/tasks/{id}/stdout|stderr?lines=N` and the host route of the same shape.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogQuery {
     pub lines: Option<usize>,
 }

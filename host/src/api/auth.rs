@@ -1,7 +1,7 @@
 //! `/api/auth/*`: sign-in, sessions, API tokens, invitations, user administration.
 
 use super::error::{ApiError, ApiJson, ApiQuery};
-use crate::auth::service::{self, caller_json, invitation_json, user_json};
+use crate::auth::service::{self, caller_info, invitation_info, token_info, user_info};
 use crate::auth::{Caller, SESSION_COOKIE};
 use crate::store::auth as store;
 use crate::AppState;
@@ -10,9 +10,11 @@ use axum::http::header::SET_COOKIE;
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use ferry_common::time::format_ms;
+use ferry_common::api::{
+    AuthStatus, CreatedToken, InvitationInfo, InvitationRequest, LoginRequest, LoginResponse,
+    MessageResponse, PasswordChange, SignupRequest, TokenInfo, TokenRequest, UserInfo, UserPatch,
+};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 fn disabled(state: &AppState) -> Result<(), ApiError> {
     if state.config.auth_enabled {
@@ -36,30 +38,33 @@ fn session_cookie(state: &AppState, value: &str, max_age: u64) -> HeaderValue {
     .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-fn with_cookie(body: Value, cookie: HeaderValue) -> Response {
+fn message(text: impl Into<String>) -> Json<MessageResponse> {
+    Json(MessageResponse {
+        message: text.into(),
+    })
+}
+
+fn with_cookie(body: impl serde::Serialize, cookie: HeaderValue) -> Response {
     let mut resp = Json(body).into_response();
     resp.headers_mut().insert(SET_COOKIE, cookie);
     resp
 }
 
-pub async fn status(State(state): State<AppState>) -> Json<Value> {
+pub async fn status(State(state): State<AppState>) -> Json<AuthStatus> {
     let hours = state
         .config
         .auth_enabled
         .then(|| state.config.session_ttl.as_secs() / 3600);
-    Json(json!({"auth_enabled": state.config.auth_enabled, "session_expire_hours": hours}))
-}
-
-#[derive(Deserialize)]
-pub struct LoginBody {
-    username: String,
-    password: String,
+    Json(AuthStatus {
+        auth_enabled: state.config.auth_enabled,
+        session_expire_hours: hours,
+    })
 }
 
 pub async fn login(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    ApiJson(b): ApiJson<LoginBody>,
+    ApiJson(b): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
     disabled(&state)?;
     if b.username.is_empty() || b.username.len() > 50 || b.password.is_empty() {
@@ -70,7 +75,10 @@ pub async fn login(
     let (user, session) = service::login(&state, &b.username, &b.password, caller.address).await?;
     let cookie = session_cookie(&state, &session, state.config.session_ttl.as_secs());
     Ok(with_cookie(
-        json!({"message": "Login successful", "user": user_json(&user)}),
+        LoginResponse {
+            message: "Login successful".into(),
+            user: user_info(&user),
+        },
         cookie,
     ))
 }
@@ -81,7 +89,9 @@ pub async fn logout(
 ) -> Result<Response, ApiError> {
     service::logout(&state, &caller).await?;
     Ok(with_cookie(
-        json!({"message": "Logged out successfully"}),
+        MessageResponse {
+            message: "Logged out successfully".into(),
+        },
         session_cookie(&state, "", 0),
     ))
 }
@@ -91,20 +101,11 @@ pub struct RegisterQuery {
     token: Option<String>,
 }
 
-#[derive(Deserialize)]
-pub struct RegisterBody {
-    username: String,
-    password: String,
-    display_name: Option<String>,
-    /// The invitation code; preferred over `?token=` so it stays out of access logs.
-    invitation: Option<String>,
-}
-
 pub async fn register(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiQuery(q): ApiQuery<RegisterQuery>,
-    ApiJson(b): ApiJson<RegisterBody>,
+    ApiJson(b): ApiJson<SignupRequest>,
 ) -> Result<Response, ApiError> {
     disabled(&state)?;
     let invitation = b
@@ -123,7 +124,10 @@ pub async fn register(
     .await?;
     let cookie = session_cookie(&state, &session, state.config.session_ttl.as_secs());
     Ok(with_cookie(
-        json!({"message": "Registration successful", "user": user_json(&user)}),
+        LoginResponse {
+            message: "Registration successful".into(),
+            user: user_info(&user),
+        },
         cookie,
     ))
 }
@@ -133,55 +137,38 @@ pub async fn register(
 pub async fn me(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserInfo>, ApiError> {
     disabled(&state)?;
-    Ok(Json(caller_json(&caller)))
-}
-
-#[derive(Deserialize)]
-pub struct PasswordBody {
-    current_password: String,
-    new_password: String,
+    Ok(Json(caller_info(&caller)))
 }
 
 pub async fn change_password(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    ApiJson(b): ApiJson<PasswordBody>,
-) -> Result<Json<Value>, ApiError> {
+    ApiJson(b): ApiJson<PasswordChange>,
+) -> Result<Json<MessageResponse>, ApiError> {
     disabled(&state)?;
     service::change_password(&state, &caller, &b.current_password, &b.new_password).await?;
-    Ok(Json(
-        json!({"message": "Password changed; other sessions were signed out"}),
-    ))
+    Ok(message("Password changed; other sessions were signed out"))
 }
 
 pub async fn list_tokens(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<TokenInfo>>, ApiError> {
     disabled(&state)?;
     let Some(uid) = caller.user_id else {
-        return Ok(Json(json!([])));
+        return Ok(Json(Vec::new()));
     };
     let rows = state.db.read(move |c| store::list_tokens(c, uid)).await?;
-    Ok(Json(Value::from(
-        rows.iter()
-            .map(|t| json!({"id": t.id, "name": t.name, "last_used": t.last_used.map(format_ms), "created_at": format_ms(t.created_at)}))
-            .collect::<Vec<_>>(),
-    )))
-}
-
-#[derive(Deserialize)]
-pub struct TokenBody {
-    name: String,
+    Ok(Json(rows.iter().map(token_info).collect()))
 }
 
 pub async fn create_token(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    ApiJson(b): ApiJson<TokenBody>,
-) -> Result<Json<Value>, ApiError> {
+    ApiJson(b): ApiJson<TokenRequest>,
+) -> Result<Json<CreatedToken>, ApiError> {
     disabled(&state)?;
     Ok(Json(service::create_token(&state, &caller, &b.name).await?))
 }
@@ -195,25 +182,23 @@ pub async fn revoke_token(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MessageResponse>, ApiError> {
     disabled(&state)?;
     let name = service::revoke_token(&state, &caller, id_param(&id, "token_id")?).await?;
-    Ok(Json(json!({"message": format!("Token '{name}' revoked")})))
+    Ok(message(format!("Token '{name}' revoked")))
 }
 
-pub async fn list_users(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn list_users(State(state): State<AppState>) -> Result<Json<Vec<UserInfo>>, ApiError> {
     let users = state.db.read(store::list_users).await?;
-    Ok(Json(Value::from(
-        users.iter().map(user_json).collect::<Vec<_>>(),
-    )))
+    Ok(Json(users.iter().map(user_info).collect()))
 }
 
 pub async fn patch_user(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    ApiJson(b): ApiJson<service::UserPatch>,
-) -> Result<Json<Value>, ApiError> {
+    ApiJson(b): ApiJson<UserPatch>,
+) -> Result<Json<UserInfo>, ApiError> {
     let id = id_param(&id, "user_id")?;
     Ok(Json(service::patch_user(&state, &caller, id, b).await?))
 }
@@ -222,43 +207,25 @@ pub async fn delete_user(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MessageResponse>, ApiError> {
     let name = service::delete_user(&state, &caller, id_param(&id, "user_id")?).await?;
-    Ok(Json(json!({"message": format!("User '{name}' deleted")})))
+    Ok(message(format!("User '{name}' deleted")))
 }
 
-pub async fn list_invitations(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn list_invitations(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<InvitationInfo>>, ApiError> {
     let rows = state.db.read(store::list_invitations).await?;
-    Ok(Json(Value::from(
-        rows.iter()
-            .map(|i| invitation_json(i, None))
-            .collect::<Vec<_>>(),
-    )))
-}
-
-#[derive(Deserialize)]
-#[serde(default)]
-pub struct InvitationBody {
-    role: String,
-    max_usage: i64,
-    expires_hours: i64,
-}
-
-impl Default for InvitationBody {
-    fn default() -> Self {
-        InvitationBody {
-            role: "user".into(),
-            max_usage: 1,
-            expires_hours: 72,
-        }
-    }
+    Ok(Json(
+        rows.iter().map(|i| invitation_info(i, None)).collect(),
+    ))
 }
 
 pub async fn create_invitation(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    ApiJson(b): ApiJson<InvitationBody>,
-) -> Result<Json<Value>, ApiError> {
+    ApiJson(b): ApiJson<InvitationRequest>,
+) -> Result<Json<InvitationInfo>, ApiError> {
     Ok(Json(
         service::create_invitation(&state, &caller, &b.role, b.max_usage, b.expires_hours).await?,
     ))
@@ -268,22 +235,8 @@ pub async fn delete_invitation(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MessageResponse>, ApiError> {
     let id = id_param(&id, "invitation_id")?;
-    if !state
-        .db
-        .write(move |c| store::delete_invitation(c, id))
-        .await?
-    {
-        return Err(ApiError::not_found("Invitation not found"));
-    }
-    service::audit(
-        &state,
-        Some(&caller),
-        "invitation.revoke",
-        Some(format!("invitation {id}")),
-        None,
-    )
-    .await;
-    Ok(Json(json!({"message": format!("Invitation {id} revoked")})))
+    service::delete_invitation(&state, &caller, id).await?;
+    Ok(message(format!("Invitation {id} revoked")))
 }

@@ -1,13 +1,15 @@
-//! The HTTP surface. [`ROUTES`] is the one authorisation matrix: every route with the access
-//! it requires; the router is built from it, so a route cannot exist without an entry (and
-//! the matrix test in `tests/` calls every entry as every role). Handlers only parse, call a
-//! service and map its error.
+//! The HTTP surface. [`ROUTES`] is the one list of routes: each entry carries its method,
+//! path, the access it requires, what it reads and answers, and its handler. The router and
+//! the OpenAPI document ([`openapi`]) are both built from it, so a route cannot exist without
+//! an entry (and the matrix test in `tests/` calls every entry as every role). Handlers only
+//! parse, authorise, call a service and map its error.
 
 mod approval;
 mod audit;
 mod auth;
 pub mod error;
 mod nodes;
+pub mod openapi;
 mod ops;
 mod runner;
 mod tasks;
@@ -18,21 +20,75 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, patch, post, put, MethodRouter};
 use axum::Router;
 use error::ApiError;
+use ferry_common::api::*;
+use ferry_common::runner_proto::{
+    Heartbeat, HeartbeatResponse, RegisterRequest, RegisterResponse, TaskUpdate,
+};
+use openapi::{list, one, Reply, SchemaFn};
 use std::time::Duration;
 use tower_http::trace::TraceLayer;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One route: how it is called, who may call it, what it takes and answers (for the OpenAPI
+/// document) and the handler that serves it.
+#[derive(Debug, Clone, Copy)]
 pub struct RouteSpec {
     pub method: &'static str,
     pub path: &'static str,
     pub access: Access,
+    pub summary: &'static str,
+    /// The JSON body it reads, if any.
+    pub body: Option<SchemaFn>,
+    pub reply: Reply,
+    pub handler: fn() -> MethodRouter<AppState>,
 }
 
-const fn r(method: &'static str, path: &'static str, access: Access) -> RouteSpec {
-    RouteSpec {
-        method,
-        path,
-        access,
+impl RouteSpec {
+    const fn at(
+        method: &'static str,
+        path: &'static str,
+        access: Access,
+        summary: &'static str,
+        handler: fn() -> MethodRouter<AppState>,
+    ) -> RouteSpec {
+        RouteSpec {
+            method,
+            path,
+            access,
+            summary,
+            body: None,
+            reply: Reply::Json(200, one::<MessageResponse>),
+            handler,
+        }
+    }
+
+    /// Answers `T` as JSON with 200.
+    const fn json<T: utoipa::ToSchema>(mut self) -> RouteSpec {
+        self.reply = Reply::Json(200, one::<T>);
+        self
+    }
+
+    /// Answers a list of `T`.
+    const fn list_of<T: utoipa::ToSchema>(mut self) -> RouteSpec {
+        self.reply = Reply::Json(200, list::<T>);
+        self
+    }
+
+    /// Answers `T` with 202 Accepted.
+    const fn accepted<T: utoipa::ToSchema>(mut self) -> RouteSpec {
+        self.reply = Reply::Json(202, one::<T>);
+        self
+    }
+
+    /// Answers plain text of this content type.
+    const fn text(mut self, content_type: &'static str) -> RouteSpec {
+        self.reply = Reply::Text(content_type);
+        self
+    }
+
+    /// Reads a JSON body `T`.
+    const fn body<T: utoipa::ToSchema>(mut self) -> RouteSpec {
+        self.body = Some(one::<T>);
+        self
     }
 }
 
@@ -41,90 +97,270 @@ const VIEWER: Access = Access::Role(Role::Viewer);
 const USER: Access = Access::Role(Role::User);
 const OPERATOR: Access = Access::Role(Role::Operator);
 const ADMIN: Access = Access::Role(Role::Admin);
-
-/// Every route and who may call it. Ownership (a `user` acts only on their own tasks) is
-/// checked in the services on top of this.
+/// Every route, who may call it and what it answers; the router and `/openapi.json` are both
+/// built from this list, so neither can miss a route. Ownership (a `user` acts only on their
+/// own tasks) is checked in the services on top of this.
 pub const ROUTES: &[RouteSpec] = &[
-    r("GET", "/health", Public),
-    r("GET", "/ready", Public),
-    r("GET", "/metrics", Public),
+    RouteSpec::at("GET", "/health", Public, "The process answers", || {
+        get(ops::health)
+    })
+    .json::<StatusResponse>(),
+    RouteSpec::at(
+        "GET",
+        "/ready",
+        Public,
+        "Database and scheduler work",
+        || get(ops::ready),
+    )
+    .json::<ReadyResponse>(),
+    RouteSpec::at(
+        "GET",
+        "/metrics",
+        Public,
+        "Prometheus metrics (aggregate counts only)",
+        || get(ops::metrics),
+    )
+    .text("text/plain; version=0.0.4"),
+    RouteSpec::at("GET", "/openapi.json", Public, "This document", || {
+        get(openapi::serve)
+    })
+    .text("application/json"),
     // Accounts.
-    r("GET", "/api/auth/status", Public),
-    r("POST", "/api/auth/login", Public),
-    r("POST", "/api/auth/register", Public),
-    r("GET", "/api/auth/me", Anyone),
-    r("POST", "/api/auth/logout", Anyone),
-    r("POST", "/api/auth/password", VIEWER),
-    r("GET", "/api/auth/tokens", VIEWER),
-    r("POST", "/api/auth/tokens/create", VIEWER),
-    r("DELETE", "/api/auth/tokens/{token_id}", VIEWER),
-    r("GET", "/api/auth/users", OPERATOR),
-    r("PATCH", "/api/auth/users/{user_id}", ADMIN),
-    r("DELETE", "/api/auth/users/{user_id}", ADMIN),
-    r("GET", "/api/auth/invitations", ADMIN),
-    r("POST", "/api/auth/invitations", OPERATOR),
-    r("DELETE", "/api/auth/invitations/{invitation_id}", ADMIN),
-    r("GET", "/api/audit", ADMIN),
+    RouteSpec::at(
+        "GET",
+        "/api/auth/status",
+        Public,
+        "Whether sign-in is required",
+        || get(auth::status),
+    )
+    .json::<AuthStatus>(),
+    RouteSpec::at(
+        "POST",
+        "/api/auth/login",
+        Public,
+        "Sign in; sets the session cookie",
+        || post(auth::login),
+    )
+    .body::<LoginRequest>()
+    .json::<LoginResponse>(),
+    RouteSpec::at(
+        "POST",
+        "/api/auth/register",
+        Public,
+        "Create an account with an invitation",
+        || post(auth::register),
+    )
+    .body::<SignupRequest>()
+    .json::<LoginResponse>(),
+    RouteSpec::at("GET", "/api/auth/me", Anyone, "The caller", || {
+        get(auth::me)
+    })
+    .json::<UserInfo>(),
+    RouteSpec::at(
+        "POST",
+        "/api/auth/logout",
+        Anyone,
+        "End the session",
+        || post(auth::logout),
+    ),
+    RouteSpec::at(
+        "POST",
+        "/api/auth/password",
+        VIEWER,
+        "Change one's password",
+        || post(auth::change_password),
+    )
+    .body::<PasswordChange>(),
+    RouteSpec::at(
+        "GET",
+        "/api/auth/tokens",
+        VIEWER,
+        "One's API tokens",
+        || get(auth::list_tokens),
+    )
+    .list_of::<TokenInfo>(),
+    RouteSpec::at(
+        "POST",
+        "/api/auth/tokens/create",
+        VIEWER,
+        "Create an API token (shown once)",
+        || post(auth::create_token),
+    )
+    .body::<TokenRequest>()
+    .json::<CreatedToken>(),
+    RouteSpec::at(
+        "DELETE",
+        "/api/auth/tokens/{token_id}",
+        VIEWER,
+        "Revoke an API token",
+        || delete(auth::revoke_token),
+    ),
+    RouteSpec::at("GET", "/api/auth/users", OPERATOR, "Every user", || {
+        get(auth::list_users)
+    })
+    .list_of::<UserInfo>(),
+    RouteSpec::at(
+        "PATCH",
+        "/api/auth/users/{user_id}",
+        ADMIN,
+        "Change a user",
+        || patch(auth::patch_user),
+    )
+    .body::<UserPatch>()
+    .json::<UserInfo>(),
+    RouteSpec::at(
+        "DELETE",
+        "/api/auth/users/{user_id}",
+        ADMIN,
+        "Delete a user",
+        || delete(auth::delete_user),
+    ),
+    RouteSpec::at(
+        "GET",
+        "/api/auth/invitations",
+        ADMIN,
+        "Every invitation",
+        || get(auth::list_invitations),
+    )
+    .list_of::<InvitationInfo>(),
+    RouteSpec::at(
+        "POST",
+        "/api/auth/invitations",
+        OPERATOR,
+        "Invite someone (code shown once)",
+        || post(auth::create_invitation),
+    )
+    .body::<InvitationRequest>()
+    .json::<InvitationInfo>(),
+    RouteSpec::at(
+        "DELETE",
+        "/api/auth/invitations/{invitation_id}",
+        ADMIN,
+        "Revoke an invitation",
+        || delete(auth::delete_invitation),
+    ),
+    RouteSpec::at(
+        "GET",
+        "/api/audit",
+        ADMIN,
+        "The security log, newest first",
+        || get(audit::list),
+    )
+    .json::<AuditPage>(),
     // Runners.
-    r("POST", "/api/register", ClusterSecret),
-    r("PUT", "/api/heartbeat/{hostname}", ClusterSecret),
-    r("POST", "/api/update", ClusterSecret),
+    RouteSpec::at(
+        "POST",
+        "/api/register",
+        ClusterSecret,
+        "A runner registers",
+        || post(runner::register),
+    )
+    .body::<RegisterRequest>()
+    .json::<RegisterResponse>(),
+    RouteSpec::at(
+        "PUT",
+        "/api/heartbeat/{hostname}",
+        ClusterSecret,
+        "A runner's heartbeat",
+        || put(runner::heartbeat),
+    )
+    .body::<Heartbeat>()
+    .json::<HeartbeatResponse>(),
+    RouteSpec::at(
+        "POST",
+        "/api/update",
+        ClusterSecret,
+        "A runner reports a task's status",
+        || post(runner::update),
+    )
+    .body::<TaskUpdate>(),
     // Cluster and tasks.
-    r("GET", "/api/nodes", VIEWER),
-    r("GET", "/api/health", VIEWER),
-    r("GET", "/api/tasks", VIEWER),
-    r("GET", "/api/status/{task_id}", VIEWER),
-    r("GET", "/api/tasks/my", USER),
-    r("POST", "/api/submit", USER),
-    r("GET", "/api/tasks/{task_id}/stdout", USER),
-    r("GET", "/api/tasks/{task_id}/stderr", USER),
-    r("POST", "/api/kill/{task_id}", USER),
-    r("POST", "/api/command/{task_id}/{command}", USER),
-    r("GET", "/api/tasks/pending-approval", OPERATOR),
-    r("POST", "/api/approve/{task_id}", OPERATOR),
-    r("POST", "/api/reject/{task_id}", OPERATOR),
+    RouteSpec::at("GET", "/api/nodes", VIEWER, "Every node", || {
+        get(nodes::list)
+    })
+    .list_of::<NodeInfo>(),
+    RouteSpec::at(
+        "GET",
+        "/api/health",
+        VIEWER,
+        "Node health history, or one node's",
+        || get(nodes::health),
+    )
+    .json::<HealthResponse>(),
+    RouteSpec::at(
+        "GET",
+        "/api/tasks",
+        VIEWER,
+        "Tasks, newest first (a user sees their own)",
+        || get(tasks::list),
+    )
+    .list_of::<TaskResponse>(),
+    RouteSpec::at("GET", "/api/status/{task_id}", VIEWER, "One task", || {
+        get(tasks::status)
+    })
+    .json::<TaskResponse>(),
+    RouteSpec::at("GET", "/api/tasks/my", USER, "The caller's tasks", || {
+        get(tasks::list_mine)
+    })
+    .list_of::<TaskResponse>(),
+    RouteSpec::at("POST", "/api/submit", USER, "Submit command tasks", || {
+        post(tasks::submit)
+    })
+    .body::<SubmitRequest>()
+    .accepted::<SubmitResponse>(),
+    RouteSpec::at(
+        "GET",
+        "/api/tasks/{task_id}/stdout",
+        USER,
+        "A task's standard output",
+        || get(tasks::stdout),
+    )
+    .text("text/plain; charset=utf-8"),
+    RouteSpec::at(
+        "GET",
+        "/api/tasks/{task_id}/stderr",
+        USER,
+        "A task's standard error",
+        || get(tasks::stderr),
+    )
+    .text("text/plain; charset=utf-8"),
+    RouteSpec::at("POST", "/api/kill/{task_id}", USER, "Kill a task", || {
+        post(tasks::kill)
+    })
+    .accepted::<MessageResponse>(),
+    RouteSpec::at(
+        "POST",
+        "/api/command/{task_id}/{command}",
+        USER,
+        "Pause or resume a task",
+        || post(tasks::command),
+    ),
+    RouteSpec::at(
+        "GET",
+        "/api/tasks/pending-approval",
+        OPERATOR,
+        "Tasks waiting for approval",
+        || get(approval::pending),
+    )
+    .list_of::<TaskResponse>(),
+    RouteSpec::at(
+        "POST",
+        "/api/approve/{task_id}",
+        OPERATOR,
+        "Approve a task",
+        || post(approval::approve),
+    )
+    .json::<TaskMessage>(),
+    RouteSpec::at(
+        "POST",
+        "/api/reject/{task_id}",
+        OPERATOR,
+        "Reject a task",
+        || post(approval::reject),
+    )
+    .body::<RejectRequest>()
+    .json::<RejectResponse>(),
 ];
-
-fn handler(spec: &RouteSpec) -> MethodRouter<AppState> {
-    match (spec.method, spec.path) {
-        ("GET", "/health") => get(ops::health),
-        ("GET", "/ready") => get(ops::ready),
-        ("GET", "/metrics") => get(ops::metrics),
-        ("GET", "/api/auth/status") => get(auth::status),
-        ("POST", "/api/auth/login") => post(auth::login),
-        ("POST", "/api/auth/register") => post(auth::register),
-        ("GET", "/api/auth/me") => get(auth::me),
-        ("POST", "/api/auth/logout") => post(auth::logout),
-        ("POST", "/api/auth/password") => post(auth::change_password),
-        ("GET", "/api/auth/tokens") => get(auth::list_tokens),
-        ("POST", "/api/auth/tokens/create") => post(auth::create_token),
-        ("DELETE", "/api/auth/tokens/{token_id}") => delete(auth::revoke_token),
-        ("GET", "/api/auth/users") => get(auth::list_users),
-        ("PATCH", "/api/auth/users/{user_id}") => patch(auth::patch_user),
-        ("DELETE", "/api/auth/users/{user_id}") => delete(auth::delete_user),
-        ("GET", "/api/auth/invitations") => get(auth::list_invitations),
-        ("POST", "/api/auth/invitations") => post(auth::create_invitation),
-        ("DELETE", "/api/auth/invitations/{invitation_id}") => delete(auth::delete_invitation),
-        ("GET", "/api/audit") => get(audit::list),
-        ("POST", "/api/register") => post(runner::register),
-        ("PUT", "/api/heartbeat/{hostname}") => put(runner::heartbeat),
-        ("POST", "/api/update") => post(runner::update),
-        ("GET", "/api/nodes") => get(nodes::list),
-        ("GET", "/api/health") => get(nodes::health),
-        ("GET", "/api/tasks") => get(tasks::list),
-        ("GET", "/api/status/{task_id}") => get(tasks::status),
-        ("GET", "/api/tasks/my") => get(tasks::list_mine),
-        ("POST", "/api/submit") => post(tasks::submit),
-        ("GET", "/api/tasks/{task_id}/stdout") => get(tasks::stdout),
-        ("GET", "/api/tasks/{task_id}/stderr") => get(tasks::stderr),
-        ("POST", "/api/kill/{task_id}") => post(tasks::kill),
-        ("POST", "/api/command/{task_id}/{command}") => post(tasks::command),
-        ("GET", "/api/tasks/pending-approval") => get(approval::pending),
-        ("POST", "/api/approve/{task_id}") => post(approval::approve),
-        ("POST", "/api/reject/{task_id}") => post(approval::reject),
-        (m, p) => panic!("route {m} {p} is in ROUTES but has no handler"),
-    }
-}
 
 /// Longest a request may take before it is answered 408 (in the house error shape).
 const REQUEST_TIME_LIMIT: Duration = Duration::from_secs(60);
@@ -151,7 +387,7 @@ pub fn router(state: AppState) -> Router {
             (state.clone(), spec.access),
             crate::auth::authorize,
         );
-        router = router.route(spec.path, handler(spec).route_layer(layer));
+        router = router.route(spec.path, (spec.handler)().route_layer(layer));
     }
     let body_limit = state.config.max_body_bytes;
     router
@@ -173,10 +409,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_route_has_a_handler_and_appears_once() {
+    fn every_route_appears_once() {
         let mut seen = std::collections::HashSet::new();
         for spec in ROUTES {
-            let _ = handler(spec);
+            let _ = (spec.handler)();
             assert!(
                 seen.insert((spec.method, spec.path)),
                 "{} {} listed twice",

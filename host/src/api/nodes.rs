@@ -4,9 +4,8 @@ use super::error::{ApiError, ApiQuery};
 use crate::AppState;
 use axum::extract::State;
 use axum::Json;
-use ferry_common::api::NodeInfo;
+use ferry_common::api::{HealthResponse, NodeInfo};
 use serde::Deserialize;
-use serde_json::Value;
 
 pub async fn list(State(state): State<AppState>) -> Json<Vec<NodeInfo>> {
     let view = state.scheduler.view();
@@ -28,9 +27,9 @@ pub struct HealthQuery {
 pub async fn health(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<HealthQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HealthResponse>, ApiError> {
     match q.hostname {
-        None => Ok(Json(state.health.all())),
+        None => Ok(Json(HealthResponse::History(state.health.all()))),
         Some(h) => {
             let node = state
                 .cluster
@@ -40,7 +39,7 @@ pub async fn health(
                 .ok_or_else(|| {
                     ApiError::not_found(format!("Node {h} not found in health data."))
                 })?;
-            Ok(Json(Value::from(vec![
+            Ok(Json(HealthResponse::Node(vec![
                 crate::cluster::health::node_health(&node),
             ])))
         }

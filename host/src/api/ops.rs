@@ -5,13 +5,16 @@ use super::error::ApiError;
 use crate::AppState;
 use axum::extract::State;
 use axum::Json;
-use serde_json::{json, Value};
+use ferry_common::api::{ReadyResponse, StatusResponse};
 
-pub async fn health() -> Json<Value> {
-    Json(json!({"status": "ok", "version": ferry_common::VERSION}))
+pub async fn health() -> Json<StatusResponse> {
+    Json(StatusResponse {
+        status: "ok".into(),
+        version: ferry_common::VERSION.into(),
+    })
 }
 
-pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn ready(State(state): State<AppState>) -> Result<Json<ReadyResponse>, ApiError> {
     state
         .db
         .ping()
@@ -20,7 +23,9 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
     if !state.scheduler.is_running() {
         return Err(ApiError::unavailable("scheduler is not running"));
     }
-    Ok(Json(json!({"status": "ready"})))
+    Ok(Json(ReadyResponse {
+        status: "ready".into(),
+    }))
 }
 
 /// Prometheus exposition of the cluster's shape: nodes, tasks by status, the queue, cores.

@@ -5,30 +5,46 @@ use super::{password, secrets, Caller, Credential, Role};
 use crate::api::error::ApiError;
 use crate::store::auth::{self as store, AuditRow, InvitationRow, UserRow};
 use crate::AppState;
+use ferry_common::api::{CreatedToken, InvitationInfo, TokenInfo, UserInfo, UserPatch};
 use ferry_common::time::{format_ms, now_ms};
-use serde_json::{json, Value};
 use std::path::Path;
 
-pub fn user_json(u: &UserRow) -> Value {
-    json!({
-        "id": u.id,
-        "username": u.username,
-        "display_name": u.display_name,
-        "is_active": u.is_active,
-        "role": u.role,
-        "created_at": format_ms(u.created_at),
-    })
+/// A stored role name; one this host does not know grants nothing.
+fn stored_role(name: &str) -> Role {
+    name.parse().unwrap_or(Role::Anony)
 }
 
-pub fn caller_json(c: &Caller) -> Value {
-    json!({
-        "id": c.user_id.unwrap_or(if c.role == Role::Anony { -1 } else { 0 }),
-        "username": c.username,
-        "display_name": c.display_name,
-        "is_active": true,
-        "role": c.role,
-        "created_at": c.created_at.map(format_ms),
-    })
+pub fn user_info(u: &UserRow) -> UserInfo {
+    UserInfo {
+        id: u.id,
+        username: u.username.clone(),
+        display_name: u.display_name.clone(),
+        is_active: u.is_active,
+        role: stored_role(&u.role),
+        created_at: Some(format_ms(u.created_at)),
+    }
+}
+
+pub fn caller_info(c: &Caller) -> UserInfo {
+    UserInfo {
+        id: c
+            .user_id
+            .unwrap_or(if c.role == Role::Anony { -1 } else { 0 }),
+        username: c.username.clone(),
+        display_name: c.display_name.clone(),
+        is_active: true,
+        role: c.role,
+        created_at: c.created_at.map(format_ms),
+    }
+}
+
+pub fn token_info(t: &store::TokenRow) -> TokenInfo {
+    TokenInfo {
+        id: t.id,
+        name: t.name.clone(),
+        last_used: t.last_used.map(format_ms),
+        created_at: format_ms(t.created_at),
+    }
 }
 
 /// Appends to the audit log; a failure to do so is logged, not fatal to the request.
@@ -346,7 +362,7 @@ pub async fn create_token(
     state: &AppState,
     caller: &Caller,
     name: &str,
-) -> Result<Value, ApiError> {
+) -> Result<CreatedToken, ApiError> {
     let user_id = caller
         .user_id
         .ok_or_else(|| ApiError::bad_request("authentication is disabled: there are no tokens"))?;
@@ -368,7 +384,12 @@ pub async fn create_token(
         Some(name.to_string()),
     )
     .await;
-    Ok(json!({"id": id, "name": name, "token": token, "created_at": format_ms(now)}))
+    Ok(CreatedToken {
+        id,
+        name: name.to_string(),
+        token,
+        created_at: format_ms(now),
+    })
 }
 
 pub async fn revoke_token(state: &AppState, caller: &Caller, id: i64) -> Result<String, ApiError> {
@@ -391,21 +412,21 @@ pub async fn revoke_token(state: &AppState, caller: &Caller, id: i64) -> Result<
     Ok(name)
 }
 
-pub fn invitation_json(i: &InvitationRow, token: Option<&str>) -> Value {
+pub fn invitation_info(i: &InvitationRow, token: Option<&str>) -> InvitationInfo {
     let now = now_ms();
-    json!({
-        "id": i.id,
-        "token": token,
-        "role": i.role,
-        "group_id": null,
-        "max_usage": i.max_usage,
-        "usage_count": i.usage_count,
-        "remaining_uses": (i.max_usage - i.usage_count).max(0),
-        "expires_at": format_ms(i.expires_at),
-        "is_valid": i.usage_count < i.max_usage && i.expires_at > now,
-        "created_by_id": i.created_by,
-        "created_at": format_ms(i.created_at),
-    })
+    InvitationInfo {
+        id: i.id,
+        token: token.map(str::to_string),
+        role: stored_role(&i.role),
+        group_id: None,
+        max_usage: i.max_usage,
+        usage_count: i.usage_count,
+        remaining_uses: (i.max_usage - i.usage_count).max(0),
+        expires_at: format_ms(i.expires_at),
+        is_valid: i.usage_count < i.max_usage && i.expires_at > now,
+        created_by_id: i.created_by,
+        created_at: format_ms(i.created_at),
+    }
 }
 
 /// Operators may invite viewers and users; admins anyone up to admin.
@@ -415,7 +436,7 @@ pub async fn create_invitation(
     role: &str,
     max_usage: i64,
     expires_hours: i64,
-) -> Result<Value, ApiError> {
+) -> Result<InvitationInfo, ApiError> {
     let role: Role = role.parse().map_err(|e: ferry_common::task::UnknownName| {
         ApiError::unprocessable(format!("role: {e}"))
     })?;
@@ -466,17 +487,7 @@ pub async fn create_invitation(
         created_by: by,
         created_at: now,
     };
-    Ok(invitation_json(&row, Some(&token)))
-}
-
-/// Changes an admin may make to a user.
-#[derive(Debug, Default, serde::Deserialize)]
-pub struct UserPatch {
-    pub display_name: Option<String>,
-    pub role: Option<String>,
-    pub is_active: Option<bool>,
-    /// A new password (for a user who forgot theirs); ends all their sessions.
-    pub password: Option<String>,
+    Ok(invitation_info(&row, Some(&token)))
 }
 
 /// Admin changes to a user; refuses to demote, disable or delete oneself.
@@ -485,7 +496,7 @@ pub async fn patch_user(
     caller: &Caller,
     id: i64,
     p: UserPatch,
-) -> Result<Value, ApiError> {
+) -> Result<UserInfo, ApiError> {
     let UserPatch {
         display_name,
         role,
@@ -566,7 +577,7 @@ pub async fn patch_user(
         Some(detail),
     )
     .await;
-    Ok(user_json(&user))
+    Ok(user_info(&user))
 }
 
 pub async fn delete_user(state: &AppState, caller: &Caller, id: i64) -> Result<String, ApiError> {
@@ -593,4 +604,50 @@ pub async fn delete_user(state: &AppState, caller: &Caller, id: i64) -> Result<S
     )
     .await;
     Ok(user.username)
+}
+
+/// Revokes an invitation (admin).
+pub async fn delete_invitation(state: &AppState, caller: &Caller, id: i64) -> Result<(), ApiError> {
+    if !state
+        .db
+        .write(move |c| store::delete_invitation(c, id))
+        .await?
+    {
+        return Err(ApiError::not_found("Invitation not found"));
+    }
+    audit(
+        state,
+        Some(caller),
+        "invitation.revoke",
+        Some(format!("invitation {id}")),
+        None,
+    )
+    .await;
+    Ok(())
+}
+
+/// The audit log, newest first, and how many entries it holds.
+pub async fn audit_page(
+    state: &AppState,
+    limit: u32,
+    offset: u32,
+) -> Result<(Vec<ferry_common::api::AuditEntry>, i64), ApiError> {
+    let (rows, total) = state
+        .db
+        .read(move |c| store::list_audit(c, limit, offset))
+        .await?;
+    let items = rows
+        .into_iter()
+        .map(|e| ferry_common::api::AuditEntry {
+            id: e.id,
+            at: format_ms(e.at),
+            actor_id: e.actor_id,
+            actor: e.actor,
+            action: e.action,
+            target: e.target,
+            detail: e.detail,
+            address: e.address,
+        })
+        .collect();
+    Ok((items, total))
 }

@@ -3,8 +3,9 @@
 
 use super::Cluster;
 use crate::store::nodes::NodeRow;
+use ferry_common::api::{self, HealthAggregate, NodeHealth};
 use ferry_common::time::{format_ms, now_ms};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,72 +14,76 @@ const KEEP: usize = 60;
 
 #[derive(Default)]
 pub struct HealthHistory {
-    samples: Mutex<VecDeque<(Vec<Value>, Value)>>,
+    samples: Mutex<VecDeque<(Vec<NodeHealth>, HealthAggregate)>>,
 }
 
-fn metric(row: &NodeRow, key: &str) -> Value {
-    row.metrics
-        .as_ref()
-        .and_then(|m| m.get(key))
-        .cloned()
-        .unwrap_or(Value::Null)
+fn metric<'a>(row: &'a NodeRow, key: &str) -> Option<&'a Value> {
+    row.metrics.as_ref().and_then(|m| m.get(key))
 }
 
-pub fn node_health(row: &NodeRow) -> Value {
-    json!({
-        "hostname": row.hostname,
-        "status": if row.online { "online" } else { "offline" },
-        "last_heartbeat": row.last_heartbeat.map(format_ms),
-        "cpu_percent": metric(row, "cpu_percent"),
-        "memory_percent": metric(row, "memory_percent"),
-        "memory_used_bytes": metric(row, "memory_used_bytes"),
-        "memory_total_bytes": metric(row, "memory_total_bytes"),
-        "total_cores": row.total_cores,
-        "numa_topology": row.numa_topology,
-        "current_avg_temp": metric(row, "current_avg_temp"),
-        "current_max_temp": metric(row, "current_max_temp"),
-        "gpu_info": row.gpu_info,
-    })
+fn f64_metric(row: &NodeRow, key: &str) -> Option<f64> {
+    metric(row, key).and_then(Value::as_f64)
 }
 
-fn aggregate(rows: &[NodeRow]) -> Value {
-    let f = |r: &NodeRow, k: &str| metric(r, k).as_f64();
+fn u64_metric(row: &NodeRow, key: &str) -> Option<u64> {
+    metric(row, key).and_then(Value::as_u64)
+}
+
+pub fn node_health(row: &NodeRow) -> NodeHealth {
+    NodeHealth {
+        hostname: row.hostname.clone(),
+        status: if row.online { "online" } else { "offline" }.into(),
+        last_heartbeat: row.last_heartbeat.map(format_ms),
+        cpu_percent: f64_metric(row, "cpu_percent"),
+        memory_percent: f64_metric(row, "memory_percent"),
+        memory_used_bytes: u64_metric(row, "memory_used_bytes"),
+        memory_total_bytes: u64_metric(row, "memory_total_bytes"),
+        total_cores: row.total_cores,
+        numa_topology: row.numa_topology.clone(),
+        current_avg_temp: f64_metric(row, "current_avg_temp"),
+        current_max_temp: f64_metric(row, "current_max_temp"),
+        gpu_info: row.gpu_info.clone(),
+    }
+}
+
+fn aggregate(rows: &[NodeRow]) -> HealthAggregate {
     let online: Vec<&NodeRow> = rows.iter().filter(|r| r.online).collect();
     let cores: u64 = online.iter().map(|r| u64::from(r.total_cores)).sum();
     let weighted_cpu: f64 = online
         .iter()
-        .map(|r| f(r, "cpu_percent").unwrap_or(0.0) * f64::from(r.total_cores))
+        .map(|r| f64_metric(r, "cpu_percent").unwrap_or(0.0) * f64::from(r.total_cores))
         .sum();
     let mems: Vec<f64> = online
         .iter()
-        .filter_map(|r| f(r, "memory_percent"))
+        .filter_map(|r| f64_metric(r, "memory_percent"))
         .collect();
-    let total_mem: f64 = online
-        .iter()
-        .filter_map(|r| f(r, "memory_total_bytes"))
-        .sum();
-    let used_mem: f64 = online
-        .iter()
-        .filter_map(|r| f(r, "memory_used_bytes"))
-        .sum();
+    let sum_of = |k: &str| -> f64 { online.iter().filter_map(|r| f64_metric(r, k)).sum() };
     let max_of = |k: &str| {
         online
             .iter()
-            .filter_map(|r| f(r, k))
+            .filter_map(|r| f64_metric(r, k))
             .fold(0.0_f64, f64::max)
     };
-    json!({
-        "totalNodes": rows.len(),
-        "onlineNodes": online.len(),
-        "totalCores": cores,
-        "totalMemBytes": total_mem as u64,
-        "usedMemBytes": used_mem as u64,
-        "avgCpuPercent": if cores > 0 { weighted_cpu / cores as f64 } else { 0.0 },
-        "avgMemPercent": if mems.is_empty() { 0.0 } else { mems.iter().sum::<f64>() / mems.len() as f64 },
-        "maxAvgCpuTemp": max_of("current_avg_temp"),
-        "maxMaxCpuTemp": max_of("current_max_temp"),
-        "lastUpdated": format_ms(now_ms()),
-    })
+    HealthAggregate {
+        total_nodes: rows.len() as u64,
+        online_nodes: online.len() as u64,
+        total_cores: cores,
+        total_mem_bytes: sum_of("memory_total_bytes") as u64,
+        used_mem_bytes: sum_of("memory_used_bytes") as u64,
+        avg_cpu_percent: if cores > 0 {
+            weighted_cpu / cores as f64
+        } else {
+            0.0
+        },
+        avg_mem_percent: if mems.is_empty() {
+            0.0
+        } else {
+            mems.iter().sum::<f64>() / mems.len() as f64
+        },
+        max_avg_cpu_temp: max_of("current_avg_temp"),
+        max_max_cpu_temp: max_of("current_max_temp"),
+        last_updated: format_ms(now_ms()),
+    }
 }
 
 impl HealthHistory {
@@ -87,7 +92,7 @@ impl HealthHistory {
         loop {
             interval.tick().await;
             let rows = cluster.snapshot();
-            let nodes: Vec<Value> = rows.iter().map(node_health).collect();
+            let nodes: Vec<NodeHealth> = rows.iter().map(node_health).collect();
             let agg = aggregate(&rows);
             let mut s = self.samples.lock().unwrap_or_else(|p| p.into_inner());
             if s.len() == KEEP {
@@ -97,12 +102,12 @@ impl HealthHistory {
         }
     }
 
-    /// `{"nodes": [[...] per sample], "aggregate": [...]}`, oldest first.
-    pub fn all(&self) -> Value {
+    /// Every sample, oldest first.
+    pub fn all(&self) -> api::HealthHistory {
         let s = self.samples.lock().unwrap_or_else(|p| p.into_inner());
-        json!({
-            "nodes": s.iter().map(|(n, _)| Value::from(n.clone())).collect::<Vec<_>>(),
-            "aggregate": s.iter().map(|(_, a)| a.clone()).collect::<Vec<_>>(),
-        })
+        api::HealthHistory {
+            nodes: s.iter().map(|(n, _)| n.clone()).collect(),
+            aggregate: s.iter().map(|(_, a)| a.clone()).collect(),
+        }
     }
 }
