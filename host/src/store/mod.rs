@@ -13,6 +13,7 @@ pub mod tasks;
 
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use tokio::sync::oneshot;
 
@@ -78,6 +79,8 @@ const MAX_IDLE_READERS: usize = 4;
 #[derive(Clone)]
 pub struct Db {
     writer: mpsc::Sender<Box<dyn Job>>,
+    /// Write transactions and jobs so far (for `/metrics`, and to prove grouping in tests).
+    counts: Arc<WriteCounts>,
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
 }
@@ -93,12 +96,15 @@ impl Db {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         schema::migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
+        let counts = Arc::new(WriteCounts::default());
+        let writer_counts = counts.clone();
         std::thread::Builder::new()
             .name("ferry-db-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, &writer_counts))
             .map_err(|e| StoreError::Corrupt(format!("cannot start writer thread: {e}")))?;
         Ok(Db {
             writer: tx,
+            counts,
             readers: Arc::new(Mutex::new(Vec::new())),
             path: path.to_path_buf(),
         })
@@ -116,6 +122,7 @@ impl Db {
             result: None,
             reply: tx,
         });
+        self.counts.queued.fetch_add(1, Ordering::Relaxed);
         self.writer.send(job).map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
@@ -163,7 +170,28 @@ impl Db {
     }
 }
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Box<dyn Job>>) {
+/// What the writer has done: jobs handed to it, jobs it has taken, transactions committed.
+#[derive(Debug, Default)]
+pub struct WriteCounts {
+    queued: AtomicU64,
+    taken: AtomicU64,
+    transactions: AtomicU64,
+}
+
+impl Db {
+    /// Write transactions committed (or attempted) since the database was opened.
+    pub fn transactions(&self) -> u64 {
+        self.counts.transactions.load(Ordering::Relaxed)
+    }
+
+    /// Jobs sent to the writer that it has not taken yet.
+    pub fn waiting_writes(&self) -> u64 {
+        let queued = self.counts.queued.load(Ordering::Relaxed);
+        queued.saturating_sub(self.counts.taken.load(Ordering::Relaxed))
+    }
+}
+
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Box<dyn Job>>, counts: &WriteCounts) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
@@ -172,7 +200,9 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Box<dyn Job>>) {
                 Err(_) => break,
             }
         }
+        counts.taken.fetch_add(jobs.len() as u64, Ordering::Relaxed);
         run_group(&mut conn, jobs);
+        counts.transactions.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -209,30 +239,68 @@ fn run_group(conn: &mut Connection, mut jobs: Vec<Box<dyn Job>>) {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn grouped_writes_commit_and_a_failing_job_rolls_back_alone() {
+    /// Jobs that wait while the writer is busy commit together, in one transaction, and a
+    /// failing one among them is rolled back alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_writes_share_one_transaction_and_a_failing_job_rolls_back_alone() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("t.db")).unwrap();
-        let ok = db.write(|c| {
+        db.write(|c| {
             c.execute("CREATE TABLE t (x INTEGER)", [])?;
             Ok(())
+        })
+        .await
+        .unwrap();
+        // Hold the writer busy until ten more jobs are waiting behind it.
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let busy = tokio::spawn({
+            let db = db.clone();
+            async move {
+                db.write(move |_| {
+                    let _ = hold.recv();
+                    Ok(())
+                })
+                .await
+            }
         });
-        ok.await.unwrap();
-        let a = db.write(|c| {
-            c.execute("INSERT INTO t VALUES (1)", [])?;
-            Ok(())
-        });
-        let b = db.write(|c| {
-            c.execute("INSERT INTO t VALUES (2)", [])?;
-            Err::<(), _>(StoreError::Corrupt("no".into()))
-        });
-        let (a, b) = tokio::join!(a, b);
-        a.unwrap();
-        assert!(b.is_err());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while db.waiting_writes() > 0 || db.transactions() < 1 {
+            assert!(std::time::Instant::now() < deadline, "writer never started");
+            tokio::task::yield_now().await;
+        }
+        let before = db.transactions();
+        let jobs: Vec<_> = (0..10)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    db.write(move |c| {
+                        c.execute("INSERT INTO t VALUES (?1)", [i])?;
+                        if i == 3 {
+                            return Err(StoreError::Corrupt("no".into()));
+                        }
+                        Ok(())
+                    })
+                    .await
+                })
+            })
+            .collect();
+        while db.waiting_writes() < 10 {
+            assert!(std::time::Instant::now() < deadline, "jobs never queued");
+            tokio::task::yield_now().await;
+        }
+        release.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        let mut failed = 0;
+        for j in jobs {
+            failed += usize::from(j.await.unwrap().is_err());
+        }
+        assert_eq!(failed, 1);
+        // The busy job's transaction, then one for all ten waiting jobs.
+        assert_eq!(db.transactions(), before + 2);
         let n: i64 = db
             .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))?))
             .await
             .unwrap();
-        assert_eq!(n, 1);
+        assert_eq!(n, 9);
     }
 }
