@@ -34,7 +34,7 @@ impl From<SupervisorError> for ApiError {
         let status = match e {
             SupervisorError::Unknown(_) => StatusCode::NOT_FOUND,
             SupervisorError::WrongState(..) => StatusCode::CONFLICT,
-            SupervisorError::Docker(_) | SupervisorError::Io(_) => {
+            SupervisorError::Workload(_) | SupervisorError::Io(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };

@@ -1,13 +1,12 @@
 //! ferry-runner: runs the host's work on one node, in Docker containers.
 //!
 //! Modules: `api` (routes the host calls), `supervisor` (sole owner of the task table and each
-//! task's lifecycle), `docker` (Engine API through bollard), `host_link` (registration,
+//! task's lifecycle), `workload` (the seam to what runs tasks; Docker through bollard behind it), `host_link` (registration,
 //! heartbeats, report delivery), `outbox` (reports awaiting the host), `resources` (cores,
 //! memory, usage), `config`.
 
 pub mod api;
 pub mod config;
-pub mod docker;
 pub mod durable;
 pub mod gpu;
 pub mod host_link;
@@ -15,6 +14,7 @@ pub mod numa;
 pub mod outbox;
 pub mod resources;
 pub mod supervisor;
+pub mod workload;
 
 use anyhow::Context;
 use config::RunnerConfig;
@@ -35,7 +35,7 @@ pub async fn run(
     for dir in [&config.data_dir, &config.local_temp_dir, &config.log_dir()] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let engine = docker::Engine::connect()?;
+    let engine: Arc<dyn workload::Workload> = Arc::new(workload::docker::Engine::connect()?);
     if let Err(e) = engine.ping().await {
         tracing::warn!(error = %e, "Docker engine not answering yet; tasks fail until it does");
     }

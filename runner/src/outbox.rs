@@ -73,6 +73,12 @@ impl Outbox {
         self.lock().0.iter().map(|(_, u)| u.task_id).collect()
     }
 
+    /// Every report waiting, oldest first.
+    #[cfg(test)]
+    pub fn reports(&self) -> Vec<TaskUpdate> {
+        self.lock().0.iter().map(|(_, u)| u.clone()).collect()
+    }
+
     pub fn len(&self) -> usize {
         self.lock().0.len()
     }

@@ -253,10 +253,12 @@ mod tests {
         .unwrap();
         // Hold the writer busy until ten more jobs are waiting behind it.
         let (release, hold) = std::sync::mpsc::channel::<()>();
+        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let busy = tokio::spawn({
-            let db = db.clone();
+            let (db, started) = (db.clone(), started.clone());
             async move {
                 db.write(move |_| {
+                    started.store(true, Ordering::SeqCst);
                     let _ = hold.recv();
                     Ok(())
                 })
@@ -264,7 +266,7 @@ mod tests {
             }
         });
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while db.waiting_writes() > 0 || db.transactions() < 1 {
+        while !started.load(Ordering::SeqCst) {
             assert!(std::time::Instant::now() < deadline, "writer never started");
             tokio::task::yield_now().await;
         }

@@ -1,5 +1,8 @@
-//! The runner's only door to Docker: the Engine API through bollard (never the docker CLI).
-//! Each method is one engine operation with errors that say what failed.
+//! Docker behind the [`Workload`] seam: the Engine API through bollard (never the docker
+//! CLI). Each method is one engine operation with errors that say what failed.
+
+use super::{Exit, Found, State, Workload, WorkloadError, WorkloadResult, WorkloadSpec};
+use futures_util::future::BoxFuture;
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig};
@@ -13,26 +16,14 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use tokio::io::AsyncWriteExt;
 
-#[derive(Debug, thiserror::Error)]
-pub enum DockerError {
-    #[error("cannot reach the Docker engine: {0}")]
-    Unreachable(String),
-    #[error("image {image} is not available locally and could not be pulled: {reason}")]
-    Image { image: String, reason: String },
-    #[error("no such container: {0}")]
-    NoSuchContainer(String),
-    #[error("container {0} already exists")]
-    Exists(String),
-    #[error("docker: {0}")]
-    Engine(String),
-}
+type DockerError = WorkloadError;
 
 fn engine_error(e: BollardError) -> DockerError {
     match e {
         BollardError::DockerResponseServerError {
             status_code: 404,
             message,
-        } => DockerError::NoSuchContainer(message),
+        } => DockerError::NotFound(message),
         BollardError::DockerResponseServerError {
             status_code: 409,
             message,
@@ -45,46 +36,13 @@ fn engine_error(e: BollardError) -> DockerError {
     }
 }
 
-/// What a command-task container is made of.
-#[derive(Debug, Clone)]
-pub struct ContainerSpec {
-    pub name: String,
-    pub image: String,
-    pub cmd: Vec<String>,
-    pub env: Vec<String>,
-    pub working_dir: Option<String>,
-    pub labels: HashMap<String, String>,
-    pub nano_cpus: Option<i64>,
-    pub memory_bytes: Option<i64>,
-    pub binds: Vec<String>,
-    /// CPUs and memory nodes to bind to (a NUMA-targeted task).
-    pub cpuset_cpus: Option<String>,
-    pub cpuset_mems: Option<String>,
-    /// NVIDIA GPU indices to expose (through Docker's device requests).
-    pub gpus: Vec<u32>,
-}
-
-/// How a container ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Exit {
-    pub code: i64,
-    pub oom_killed: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    Created,
-    Running,
-    Paused,
-    Exited(Exit),
-}
-
 #[derive(Clone)]
 pub struct Engine {
     docker: Docker,
 }
 
 impl Engine {
+    // The engine operations; [`Workload`] below is what the supervisor sees.
     /// Connects as the docker CLI would (`DOCKER_HOST`, else the local socket).
     pub fn connect() -> Result<Engine, DockerError> {
         let docker =
@@ -125,7 +83,7 @@ impl Engine {
         Ok(())
     }
 
-    pub async fn create(&self, spec: &ContainerSpec) -> Result<(), DockerError> {
+    pub async fn create(&self, spec: &WorkloadSpec) -> Result<(), DockerError> {
         let host_config = HostConfig {
             nano_cpus: spec.nano_cpus,
             memory: spec.memory_bytes,
@@ -316,5 +274,49 @@ impl Engine {
                 Some((name, c.labels.unwrap_or_default()))
             })
             .collect())
+    }
+}
+
+impl Workload for Engine {
+    fn ping(&self) -> WorkloadResult<'_, ()> {
+        Box::pin(Engine::ping(self))
+    }
+    fn prepare<'a>(&'a self, spec: &'a WorkloadSpec) -> WorkloadResult<'a, ()> {
+        Box::pin(self.ensure_image(&spec.image))
+    }
+    fn create<'a>(&'a self, spec: &'a WorkloadSpec) -> WorkloadResult<'a, ()> {
+        Box::pin(Engine::create(self, spec))
+    }
+    fn start<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, ()> {
+        Box::pin(Engine::start(self, name))
+    }
+    fn inspect<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, State> {
+        Box::pin(self.state(name))
+    }
+    fn wait<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, Exit> {
+        Box::pin(self.wait_exit(name))
+    }
+    fn capture_logs<'a>(
+        &'a self,
+        name: &'a str,
+        stdout: PathBuf,
+        stderr: PathBuf,
+    ) -> BoxFuture<'a, std::io::Result<()>> {
+        Box::pin(self.copy_logs(name, stdout, stderr))
+    }
+    fn kill<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, ()> {
+        Box::pin(Engine::kill(self, name))
+    }
+    fn pause<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, ()> {
+        Box::pin(Engine::pause(self, name))
+    }
+    fn resume<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, ()> {
+        Box::pin(self.unpause(name))
+    }
+    fn remove<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, ()> {
+        Box::pin(Engine::remove(self, name))
+    }
+    fn find<'a>(&'a self, label: &'a str, value: &'a str) -> WorkloadResult<'a, Vec<Found>> {
+        Box::pin(self.list_labelled(label, value))
     }
 }

@@ -9,9 +9,9 @@
 //! reported with their real exit code, and tasks never started are started.
 
 use crate::config::RunnerConfig;
-use crate::docker::{ContainerSpec, DockerError, Engine, Exit, State};
 use crate::durable;
 use crate::outbox::Outbox;
+use crate::workload::{Exit, State, Workload, WorkloadError, WorkloadSpec};
 use ferry_common::runner_proto::{ExecuteRequest, TaskUpdate};
 use ferry_common::task::{CommandSpec, TaskDefinition};
 use ferry_common::time::{format_ms, now_ms};
@@ -63,13 +63,13 @@ pub enum SupervisorError {
     #[error("task {0} is {1}")]
     WrongState(TaskId, &'static str),
     #[error(transparent)]
-    Docker(#[from] DockerError),
+    Workload(#[from] WorkloadError),
     #[error("cannot record task state: {0}")]
     Io(#[from] std::io::Error),
 }
 
 pub struct Supervisor {
-    engine: Engine,
+    engine: Arc<dyn Workload>,
     outbox: Arc<Outbox>,
     config: Arc<RunnerConfig>,
     records_dir: PathBuf,
@@ -120,7 +120,7 @@ pub fn container_cmd(command: &str, arguments: &[String]) -> Vec<String> {
 
 impl Supervisor {
     pub fn new(
-        engine: Engine,
+        engine: Arc<dyn Workload>,
         outbox: Arc<Outbox>,
         config: Arc<RunnerConfig>,
         numa: Option<crate::numa::Topology>,
@@ -145,8 +145,8 @@ impl Supervisor {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    pub fn engine(&self) -> &dyn Workload {
+        self.engine.as_ref()
     }
 
     /// Tasks with a live container, and which of them are paused: what heartbeats report.
@@ -368,7 +368,7 @@ impl Supervisor {
         }
     }
 
-    fn spec(&self, req: &ExecuteRequest) -> ContainerSpec {
+    fn spec(&self, req: &ExecuteRequest) -> WorkloadSpec {
         let d = &req.definition;
         let image = d
             .image
@@ -399,7 +399,7 @@ impl Supervisor {
             (LABEL_RUNNER.to_string(), self.config.name.clone()),
             (LABEL_RUNNER_ID.to_string(), self.instance_id.clone()),
         ]);
-        ContainerSpec {
+        WorkloadSpec {
             name: task_container_name(req.task_id),
             image,
             cmd: container_cmd(&cmd.command, &cmd.arguments),
@@ -431,7 +431,7 @@ impl Supervisor {
         let id = req.task_id;
         let spec = self.spec(req);
         let name = spec.name.clone();
-        if let Err(e) = self.engine.ensure_image(&spec.image).await {
+        if let Err(e) = self.engine.prepare(&spec).await {
             self.report_failed(id, e.to_string()).await;
             return None;
         }
@@ -446,7 +446,7 @@ impl Supervisor {
             Ok(()) => {}
             // A container of this task already exists (a dispatch repeated after a restart):
             // adopt it instead of running the task twice.
-            Err(DockerError::Exists(_)) => {
+            Err(WorkloadError::Exists(_)) => {
                 tracing::info!(task_id = %id, "container exists: adopting it")
             }
             Err(e) => {
@@ -460,7 +460,7 @@ impl Supervisor {
 
     /// Starts the container if it is only created, then reports `running`.
     async fn start_created(&self, id: TaskId, name: &str) -> bool {
-        match self.engine.state(name).await {
+        match self.engine.inspect(name).await {
             // Killed before it started: it must not run at all.
             Ok(State::Created) if self.kill_requested(id) => {
                 let _ = self.engine.remove(name).await;
@@ -503,11 +503,12 @@ impl Supervisor {
         }
         let engine = self.engine.clone();
         let log_name = name.clone();
-        let logs = tokio::spawn(async move { engine.copy_logs(&log_name, stdout, stderr).await });
+        let logs =
+            tokio::spawn(async move { engine.capture_logs(&log_name, stdout, stderr).await });
         let exit = loop {
-            match self.engine.wait_exit(&name).await {
+            match self.engine.wait(&name).await {
                 Ok(exit) => break exit,
-                Err(DockerError::NoSuchContainer(_)) => {
+                Err(WorkloadError::NotFound(_)) => {
                     break Exit {
                         code: -1,
                         oom_killed: false,
@@ -545,10 +546,7 @@ impl Supervisor {
             .into_iter()
             .map(|(_, r)| (r.request.task_id, r))
             .collect();
-        let containers = self
-            .engine
-            .list_labelled(LABEL_RUNNER_ID, &self.instance_id)
-            .await?;
+        let containers = self.engine.find(LABEL_RUNNER_ID, &self.instance_id).await?;
         let mut by_task: BTreeMap<TaskId, String> = BTreeMap::new();
         for (name, labels) in containers {
             if let Some(id) = labels
@@ -615,7 +613,7 @@ impl Supervisor {
 
     /// Takes over a container found at start: follows it if it runs, reports it if it ended.
     async fn adopt(self: &Arc<Self>, id: TaskId, name: String, record: TaskRecord) {
-        let state = self.engine.state(&name).await;
+        let state = self.engine.inspect(&name).await;
         let phase = match state {
             Ok(State::Paused) => Phase::Paused,
             Ok(State::Created) => Phase::Preparing,
@@ -669,11 +667,11 @@ impl Supervisor {
         self.update_record(id, |r| r.kill_requested = true).await?;
         let name = task_container_name(id);
         match self.engine.kill(&name).await {
-            Ok(()) | Err(DockerError::NoSuchContainer(_)) => {}
+            Ok(()) | Err(WorkloadError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
         // A paused container only dies once thawed.
-        let _ = self.engine.unpause(&name).await;
+        let _ = self.engine.resume(&name).await;
         let waited =
             tokio::time::timeout(Duration::from_secs(10), done.wait_for(|d| d.is_some())).await;
         Ok(match waited {
@@ -695,7 +693,7 @@ impl Supervisor {
                 self.set_phase(id, Phase::Paused);
             }
             (false, Phase::Paused) => {
-                self.engine.unpause(&name).await?;
+                self.engine.resume(&name).await?;
                 self.set_phase(id, Phase::Running);
             }
             // Already as asked: idempotent, so a host that lost track can simply ask again.
@@ -736,32 +734,4 @@ fn adopted_request(id: TaskId) -> ExecuteRequest {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_mapping_asks_the_oom_flag_not_the_code() {
-        let e = |code, oom| Exit {
-            code,
-            oom_killed: oom,
-        };
-        assert_eq!(final_status(e(0, false), false).0, TaskStatus::Completed);
-        assert_eq!(final_status(e(3, false), false).0, TaskStatus::Failed);
-        assert_eq!(final_status(e(137, false), false).0, TaskStatus::Failed);
-        assert_eq!(final_status(e(137, true), false).0, TaskStatus::KilledOom);
-        assert_eq!(final_status(e(137, false), true).0, TaskStatus::Killed);
-        assert_eq!(final_status(e(137, true), true).0, TaskStatus::KilledOom);
-    }
-
-    #[test]
-    fn arguments_are_positional_not_spliced() {
-        assert_eq!(
-            container_cmd("echo hi", &[]),
-            vec!["/bin/sh", "-c", "echo hi"]
-        );
-        assert_eq!(
-            container_cmd("echo", &["a b".into(), "$(x)".into()]),
-            vec!["/bin/sh", "-c", "echo \"$@\"", "sh", "a b", "$(x)"]
-        );
-    }
-}
+mod tests;

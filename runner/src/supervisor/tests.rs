@@ -1,0 +1,289 @@
+//! The supervisor against the recording fake workload, with real files for its records and
+//! outbox: the lifecycle, the kill and adopt races, exit mapping, pause and resume.
+
+use super::*;
+use crate::workload::fake::{Call, FakeWorkload};
+use ferry_common::daemon::LogFormat;
+use std::time::Duration;
+
+struct Harness {
+    dir: tempfile::TempDir,
+    fake: Arc<FakeWorkload>,
+    outbox: Arc<Outbox>,
+    sup: Arc<Supervisor>,
+}
+
+fn config(dir: &std::path::Path) -> RunnerConfig {
+    RunnerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        host_url: "http://127.0.0.1:9".into(),
+        name: "node-t".into(),
+        data_dir: dir.join("data"),
+        cluster_secret: "s".into(),
+        cluster_secret_file: None,
+        heartbeat_interval: Duration::from_secs(1),
+        advertise_url: None,
+        shared_dir: None,
+        local_temp_dir: dir.join("local_temp"),
+        cores: Some(2),
+        memory: None,
+        log_format: LogFormat::Text,
+        nvidia_smi: "nvidia-smi".into(),
+    }
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = FakeWorkload::new();
+        Harness::on(dir, fake)
+    }
+
+    /// A supervisor over `dir` (records, outbox, instance id) and `fake` (the engine).
+    fn on(dir: tempfile::TempDir, fake: Arc<FakeWorkload>) -> Harness {
+        let config = Arc::new(config(dir.path()));
+        std::fs::create_dir_all(&config.data_dir).unwrap();
+        let outbox = Arc::new(Outbox::open(config.data_dir.join("outbox")).unwrap());
+        let sup = Supervisor::new(fake.clone(), outbox.clone(), config, None).unwrap();
+        Harness {
+            dir,
+            fake,
+            outbox,
+            sup,
+        }
+    }
+
+    /// The same data dir and engine after a runner restart.
+    fn restarted(self) -> Harness {
+        let Harness { dir, fake, .. } = self;
+        Harness::on(dir, fake)
+    }
+
+    /// Statuses reported for a task, in order.
+    fn reported(&self, id: u64) -> Vec<(TaskStatus, Option<i64>)> {
+        self.outbox
+            .reports()
+            .into_iter()
+            .filter(|u| u.task_id == TaskId(id))
+            .map(|u| (u.status, u.exit_code))
+            .collect()
+    }
+
+    fn labels(&self, id: u64) -> HashMap<String, String> {
+        HashMap::from([
+            (LABEL_TASK_ID.to_string(), id.to_string()),
+            (LABEL_RUNNER_ID.to_string(), self.sup.instance_id.clone()),
+        ])
+    }
+
+    fn save(&self, id: u64, started: bool) {
+        let record = TaskRecord {
+            request: request(id),
+            seq: 1,
+            kill_requested: false,
+            started,
+            finished: false,
+        };
+        let bytes = serde_json::to_vec(&record).unwrap();
+        durable::write_atomic(&self.sup.record_path(TaskId(id)), &bytes).unwrap();
+    }
+}
+
+fn request(id: u64) -> ExecuteRequest {
+    ExecuteRequest {
+        task_id: TaskId(id),
+        definition: TaskDefinition::command("echo hi"),
+        reserved_ip: None,
+    }
+}
+
+fn name(id: u64) -> String {
+    task_container_name(TaskId(id))
+}
+
+async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_task_runs_once_and_its_exit_is_reported() {
+    let h = Harness::new();
+    h.sup.execute(request(1)).await.unwrap();
+    until("running", || h.reported(1).len() == 1).await;
+    assert_eq!(h.reported(1), vec![(TaskStatus::Running, None)]);
+    // A repeated dispatch of a running task starts nothing new.
+    h.sup.execute(request(1)).await.unwrap();
+    assert_eq!(h.fake.count(&Call::Create(name(1))), 1);
+    assert_eq!(h.fake.count(&Call::Start(name(1))), 1);
+    h.fake.finish(
+        &name(1),
+        Exit {
+            code: 0,
+            oom_killed: false,
+        },
+    );
+    until("completed", || h.reported(1).len() == 2).await;
+    assert_eq!(h.reported(1)[1], (TaskStatus::Completed, Some(0)));
+    until("removed", || h.fake.state_of(&name(1)).is_none()).await;
+}
+
+#[tokio::test]
+async fn the_oom_flag_and_a_kill_decide_the_final_state() {
+    let h = Harness::new();
+    h.sup.execute(request(1)).await.unwrap();
+    h.sup.execute(request(2)).await.unwrap();
+    until("both running", || {
+        h.reported(1).len() == 1 && h.reported(2).len() == 1
+    })
+    .await;
+    h.fake.finish(
+        &name(1),
+        Exit {
+            code: 137,
+            oom_killed: true,
+        },
+    );
+    let code = h.sup.kill(TaskId(2)).await.unwrap();
+    assert_eq!(code, Some(137));
+    until("both ended", || {
+        h.reported(1).len() == 2 && h.reported(2).len() == 2
+    })
+    .await;
+    assert_eq!(h.reported(1)[1], (TaskStatus::KilledOom, Some(137)));
+    assert_eq!(h.reported(2)[1], (TaskStatus::Killed, Some(137)));
+}
+
+#[tokio::test]
+async fn a_kill_while_preparing_means_the_workload_never_starts() {
+    let h = Harness::new();
+    h.fake.hold_prepare();
+    h.sup.execute(request(1)).await.unwrap();
+    until("preparing", || h.fake.count(&Call::Prepare(name(1))) == 1).await;
+    assert!(matches!(
+        h.sup.pause(TaskId(1), true).await,
+        Err(SupervisorError::WrongState(_, "still starting"))
+    ));
+    let sup = h.sup.clone();
+    let kill = tokio::spawn(async move { sup.kill(TaskId(1)).await });
+    until("kill asked", || h.fake.count(&Call::Kill(name(1))) == 1).await;
+    h.fake.release_prepare();
+    kill.await.unwrap().unwrap();
+    until("reported", || !h.reported(1).is_empty()).await;
+    assert_eq!(h.reported(1), vec![(TaskStatus::Killed, None)]);
+    // A late or repeated dispatch must not start it either.
+    h.sup.execute(request(1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await; // let a wrongly started run show
+    assert_eq!(h.fake.count(&Call::Create(name(1))), 0);
+    assert_eq!(h.fake.count(&Call::Start(name(1))), 0);
+}
+
+#[tokio::test]
+async fn pause_and_resume_follow_the_workload_and_are_idempotent() {
+    let h = Harness::new();
+    h.sup.execute(request(1)).await.unwrap();
+    until("running", || h.reported(1).len() == 1).await;
+    h.sup.pause(TaskId(1), true).await.unwrap();
+    h.sup.pause(TaskId(1), true).await.unwrap();
+    assert_eq!(
+        h.fake.count(&Call::Pause(name(1))),
+        1,
+        "asked twice, paused once"
+    );
+    assert_eq!(h.sup.live_tasks().1, vec![TaskId(1)]);
+    h.sup.pause(TaskId(1), false).await.unwrap();
+    assert_eq!(h.fake.count(&Call::Resume(name(1))), 1);
+    assert!(h.sup.live_tasks().1.is_empty());
+    assert!(matches!(
+        h.sup.pause(TaskId(9), true).await,
+        Err(SupervisorError::Unknown(_))
+    ));
+}
+
+#[tokio::test]
+async fn after_a_restart_it_adopts_running_work_reports_what_ended_and_starts_what_never_did() {
+    let h = Harness::new();
+    // What the previous run left: A still running, B ended while the runner was down, C
+    // accepted but never started, D running without a record (lost with a wiped record).
+    h.save(1, true);
+    h.fake.plant(&name(1), h.labels(1), State::Running);
+    h.save(2, true);
+    h.fake.plant(
+        &name(2),
+        h.labels(2),
+        State::Exited(Exit {
+            code: 3,
+            oom_killed: false,
+        }),
+    );
+    h.save(3, false);
+    h.fake.plant(&name(4), h.labels(4), State::Running);
+    let h = h.restarted();
+    h.sup.recover().await.unwrap();
+
+    until("B reported, C running", || {
+        h.reported(2).len() == 1 && h.reported(3).len() == 1
+    })
+    .await;
+    assert_eq!(h.reported(2), vec![(TaskStatus::Failed, Some(3))]);
+    assert_eq!(h.reported(3), vec![(TaskStatus::Running, None)]);
+    assert_eq!(h.fake.count(&Call::Create(name(3))), 1);
+    // A and D are followed, never created again.
+    for id in [1, 4] {
+        assert_eq!(h.fake.count(&Call::Create(name(id))), 0, "task {id}");
+    }
+    let (live, _) = h.sup.live_tasks();
+    for id in [1, 3, 4] {
+        assert!(live.contains(&TaskId(id)), "task {id} not live: {live:?}");
+    }
+    h.fake.finish(
+        &name(1),
+        Exit {
+            code: 0,
+            oom_killed: false,
+        },
+    );
+    until("A completed", || !h.reported(1).is_empty()).await;
+    assert_eq!(h.reported(1), vec![(TaskStatus::Completed, Some(0))]);
+    assert!(h.sup.known_tasks().contains(&TaskId(4)));
+}
+
+#[tokio::test]
+async fn a_started_task_whose_workload_vanished_is_failed_after_a_restart() {
+    let h = Harness::new();
+    h.save(5, true);
+    let h = h.restarted();
+    h.sup.recover().await.unwrap();
+    until("reported", || !h.reported(5).is_empty()).await;
+    assert_eq!(h.reported(5)[0].0, TaskStatus::Failed);
+    assert!(h.dir.path().exists());
+}
+
+#[test]
+fn exit_mapping_asks_the_oom_flag_not_the_code() {
+    let e = |code, oom| Exit {
+        code,
+        oom_killed: oom,
+    };
+    assert_eq!(final_status(e(0, false), false).0, TaskStatus::Completed);
+    assert_eq!(final_status(e(3, false), false).0, TaskStatus::Failed);
+    assert_eq!(final_status(e(137, false), false).0, TaskStatus::Failed);
+    assert_eq!(final_status(e(137, true), false).0, TaskStatus::KilledOom);
+    assert_eq!(final_status(e(137, false), true).0, TaskStatus::Killed);
+    assert_eq!(final_status(e(137, true), true).0, TaskStatus::KilledOom);
+}
+
+#[test]
+fn arguments_are_positional_not_spliced() {
+    assert_eq!(
+        container_cmd("echo hi", &[]),
+        vec!["/bin/sh", "-c", "echo hi"]
+    );
+    assert_eq!(
+        container_cmd("echo", &["a b".into(), "$(x)".into()]),
+        vec!["/bin/sh", "-c", "echo \"$@\"", "sh", "a b", "$(x)"]
+    );
+}

@@ -1,0 +1,100 @@
+//! The seam between the supervisor and whatever runs a task: one [`Workload`] trait covering a
+//! workload's whole life (prepare, create, start, inspect, wait, logs, kill, pause, resume,
+//! remove, and finding this runner's workloads again after a restart). Docker implements it
+//! now ([`docker`]); QEMU will plug in beside it. Nothing here assumes containers: a workload
+//! has a name, a spec of what to run, labels that say whose it is, and an exit.
+
+pub mod docker;
+#[cfg(test)]
+pub mod fake;
+
+use futures_util::future::BoxFuture;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    #[error("cannot reach the workload engine: {0}")]
+    Unreachable(String),
+    #[error("image {image} is not available locally and could not be fetched: {reason}")]
+    Image { image: String, reason: String },
+    #[error("no such workload: {0}")]
+    NotFound(String),
+    #[error("workload {0} already exists")]
+    Exists(String),
+    #[error("engine: {0}")]
+    Engine(String),
+}
+
+/// What one workload is made of.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkloadSpec {
+    pub name: String,
+    pub image: String,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    /// Who it belongs to (task id, kind, runner); how [`Workload::find`] finds it again.
+    pub labels: HashMap<String, String>,
+    /// CPU quota in billionths of a core; `None`: no limit.
+    pub nano_cpus: Option<i64>,
+    pub memory_bytes: Option<i64>,
+    /// `host_path:workload_path` mounts.
+    pub binds: Vec<String>,
+    /// CPUs and memory nodes to bind to (a NUMA-targeted task).
+    pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
+    /// NVIDIA GPU indices to expose.
+    pub gpus: Vec<u32>,
+}
+
+/// How a workload ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    pub code: i64,
+    /// The kernel's OOM killer ended it (as the engine records it, never guessed from 137).
+    pub oom_killed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Created,
+    Running,
+    Paused,
+    Exited(Exit),
+}
+
+/// A workload found by its labels: its name and all its labels.
+pub type Found = (String, HashMap<String, String>);
+
+pub type WorkloadResult<'a, T> = BoxFuture<'a, Result<T, WorkloadError>>;
+
+/// One engine that runs workloads. Methods taking a name act on the workload of that name.
+pub trait Workload: Send + Sync + 'static {
+    /// The engine answers.
+    fn ping(&self) -> WorkloadResult<'_, ()>;
+    /// Makes what `spec` needs available locally (an image pull for Docker).
+    fn prepare<'a>(&'a self, spec: &'a WorkloadSpec) -> WorkloadResult<'a, ()>;
+    /// Creates the workload without starting it; [`WorkloadError::Exists`] if the name is taken.
+    fn create<'a>(&'a self, spec: &'a WorkloadSpec) -> WorkloadResult<'a, ()>;
+    fn start<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, ()>;
+    fn inspect<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, State>;
+    /// Waits until it is no longer running; how it ended.
+    fn wait<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, Exit>;
+    /// Copies its whole output from its start into two files (replacing them) and follows it
+    /// until it stops.
+    fn capture_logs<'a>(
+        &'a self,
+        name: &'a str,
+        stdout: PathBuf,
+        stderr: PathBuf,
+    ) -> BoxFuture<'a, std::io::Result<()>>;
+    /// Kills it at once; killing one that no longer runs succeeds.
+    fn kill<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, ()>;
+    fn pause<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, ()>;
+    fn resume<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, ()>;
+    /// Removes it, running or not; removing one that is gone succeeds.
+    fn remove<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, ()>;
+    /// Every workload carrying `label=value`, running or not.
+    fn find<'a>(&'a self, label: &'a str, value: &'a str) -> WorkloadResult<'a, Vec<Found>>;
+}
