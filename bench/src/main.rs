@@ -7,8 +7,8 @@
 //!
 //! Usage: `ferry-bench [rounds]` (default 30). Prints a Markdown table.
 
+use ferry_client::{SubmitRequest, TaskStatus};
 use ferry_e2e::{TestCluster, TEST_IMAGE};
-use serde_json::json;
 use std::time::{Duration, Instant};
 
 fn rss_kib(pid: i32) -> u64 {
@@ -43,17 +43,24 @@ fn pct(v: &[f64], p: f64) -> f64 {
 }
 
 async fn ferry_echo(c: &TestCluster) -> anyhow::Result<f64> {
+    let api = c.client();
+    let request = SubmitRequest {
+        command: "echo hello".into(),
+        registry_image: Some(TEST_IMAGE.into()),
+        ..Default::default()
+    };
     let start = Instant::now();
-    let ids = c
-        .submit(json!({"command": "echo hello", "registry_image": TEST_IMAGE}))
-        .await;
-    let id = &ids[0];
+    let reply = api.submit(&request).await?;
+    let id = *reply
+        .task_ids
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("submit returned no task id"))?;
     loop {
-        let t = c.task(id).await;
-        match t["status"].as_str() {
-            Some("completed") => return Ok(start.elapsed().as_secs_f64() * 1000.0),
-            Some("failed" | "killed" | "killed_oom" | "lost") => {
-                anyhow::bail!("echo task ended {t}")
+        let t = api.task(id).await?;
+        match t.status {
+            TaskStatus::Completed => return Ok(start.elapsed().as_secs_f64() * 1000.0),
+            s if s.is_final() || s == TaskStatus::Lost => {
+                anyhow::bail!("echo task ended {s}: {:?}", t.error_message)
             }
             _ => tokio::time::sleep(Duration::from_millis(2)).await,
         }

@@ -1,8 +1,7 @@
 //! `ferry-client`: a typed async client of the Ferry host's user API.
 //!
 //! One [`Client`] per host; it is cheap to clone (the connection pool is shared) and every call
-//! returns the route's reply type from [`ferry_common::api`] (or, for the routes whose reply is
-//! not there yet, from [`pending_common`]) or one [`Error`]. The e2e tests, the benchmarks and
+//! returns the route's reply type from [`ferry_common::api`] or one [`Error`]. The e2e tests, the benchmarks and
 //! the `ferry` CLI talk to the host through it; it depends on `ferry-common` only.
 //!
 //! ```no_run
@@ -31,7 +30,6 @@
 //! [`send_raw`] / [`Client::raw_json`] read any reply as `(status, JSON)`.
 
 mod error;
-pub mod pending_common;
 
 pub use error::{Error, Result};
 pub use ferry_common::api::{
@@ -40,7 +38,7 @@ pub use ferry_common::api::{
 pub use ferry_common::{TaskId, TaskStatus};
 pub use reqwest::{Method, StatusCode};
 
-use pending_common::*;
+use ferry_common::api::*;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -146,7 +144,7 @@ impl ClientBuilder {
 /// The result of signing in or registering: the reply and the session it opened.
 #[derive(Debug, Clone)]
 pub struct SignedIn {
-    pub reply: AuthResponse,
+    pub reply: LoginResponse,
     /// The session cookie's value; use it with [`Client::with_session`].
     pub session: String,
 }
@@ -308,7 +306,7 @@ impl Client {
     // ----- the process -----
 
     /// `GET /health`: the process answers (also on a runner).
-    pub async fn health(&self) -> Result<HealthResponse> {
+    pub async fn health(&self) -> Result<StatusResponse> {
         self.get("/health").json().await
     }
 
@@ -339,7 +337,7 @@ impl Client {
     }
 
     /// `POST /api/auth/register` with an invitation code; opens a session as the new user.
-    pub async fn register(&self, request: &RegisterRequest) -> Result<SignedIn> {
+    pub async fn register(&self, request: &SignupRequest) -> Result<SignedIn> {
         self.post("/api/auth/register")
             .body(request)
             .signed_in()
@@ -372,7 +370,7 @@ impl Client {
 
     /// `POST /api/auth/tokens/create`: the reply holds the token, shown this once.
     pub async fn create_token(&self, name: &str) -> Result<CreatedToken> {
-        let body = CreateTokenRequest { name: name.into() };
+        let body = TokenRequest { name: name.into() };
         self.post("/api/auth/tokens/create")
             .body(&body)
             .json()
@@ -407,13 +405,13 @@ impl Client {
     }
 
     /// `GET /api/auth/invitations` (admins).
-    pub async fn invitations(&self) -> Result<Vec<Invitation>> {
+    pub async fn invitations(&self) -> Result<Vec<InvitationInfo>> {
         self.get("/api/auth/invitations").json().await
     }
 
     /// `POST /api/auth/invitations` (operators invite viewers and users, admins anyone): the
     /// reply's `token` is the code to register with.
-    pub async fn create_invitation(&self, request: &InvitationRequest) -> Result<Invitation> {
+    pub async fn create_invitation(&self, request: &InvitationRequest) -> Result<InvitationInfo> {
         self.post("/api/auth/invitations")
             .body(request)
             .json()
@@ -521,12 +519,12 @@ impl Client {
     }
 
     /// `POST /api/approve/{task_id}` (operators): the task joins the queue.
-    pub async fn approve(&self, id: TaskId) -> Result<ApprovalResponse> {
+    pub async fn approve(&self, id: TaskId) -> Result<TaskMessage> {
         self.post(&format!("/api/approve/{id}")).json().await
     }
 
     /// `POST /api/reject/{task_id}` (operators), with an optional reason the owner sees.
-    pub async fn reject(&self, id: TaskId, reason: Option<&str>) -> Result<RejectionResponse> {
+    pub async fn reject(&self, id: TaskId, reason: Option<&str>) -> Result<RejectResponse> {
         let body = RejectRequest {
             reason: reason.map(str::to_string),
         };
@@ -611,7 +609,7 @@ impl Call {
     async fn signed_in(self) -> Result<SignedIn> {
         let (resp, method, path) = self.send().await?;
         let session = session_cookie(resp.headers());
-        let reply: AuthResponse = decode(resp, method.clone(), path.clone()).await?;
+        let reply: LoginResponse = decode(resp, method.clone(), path.clone()).await?;
         let session = session.ok_or_else(|| Error::Decode {
             method,
             path,

@@ -377,33 +377,27 @@ impl TestCluster {
         s
     }
 
-    /// Signs in and creates an API token; panics on failure.
+    /// Signs in and creates an API token (through the typed client); panics on failure.
     pub async fn login_token(&self, username: &str, password: &str) -> String {
-        let r = self
-            .http
-            .post(format!("{}/api/auth/login", self.url()))
-            .json(&json!({"username": username, "password": password}))
-            .send()
+        let anon = ferry_client::Client::new(self.url()).expect("client");
+        let signed_in = anon
+            .login(username, password)
             .await
-            .expect("login");
-        assert_eq!(r.status().as_u16(), 200, "login as {username}");
-        let cookie = r
-            .headers()
-            .get("set-cookie")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        let session = cookie.split(';').next().unwrap_or_default().to_string();
-        let r = self
-            .http
-            .post(format!("{}/api/auth/tokens/create", self.url()))
-            .header("cookie", session)
-            .json(&json!({"name": "e2e"}))
-            .send()
+            .unwrap_or_else(|e| panic!("login as {username}: {e}"));
+        anon.with_session(signed_in.session)
+            .create_token("e2e")
             .await
-            .expect("create token");
-        let v: Value = r.json().await.expect("token json");
-        v["token"].as_str().expect("token").to_string()
+            .unwrap_or_else(|e| panic!("create token for {username}: {e}"))
+            .token
+    }
+
+    /// The typed client of the host, carrying the admin token when there is one.
+    pub fn client(&self) -> ferry_client::Client {
+        let c = ferry_client::Client::new(self.url()).expect("client");
+        match &self.token {
+            Some(t) => c.with_token(t.clone()),
+            None => c,
+        }
     }
 
     /// A request to the host carrying the admin token.

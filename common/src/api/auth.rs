@@ -3,6 +3,9 @@
 use crate::task::Role;
 use serde::{Deserialize, Serialize};
 
+/// Name of the session cookie login and registration set (the original's name).
+pub const SESSION_COOKIE: &str = "kohakuriver_session";
+
 /// Reply of `GET /api/auth/status`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

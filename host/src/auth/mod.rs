@@ -21,7 +21,7 @@ use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
 
-pub const SESSION_COOKIE: &str = "kohakuriver_session";
+pub use ferry_common::api::SESSION_COOKIE;
 
 pub use ferry_common::Role;
 
