@@ -486,6 +486,28 @@ impl TestCluster {
         }
     }
 
+    /// Waits until `check` holds for the task; returns the task.
+    pub async fn wait_until(
+        &self,
+        id: &str,
+        check: impl Fn(&Value) -> bool,
+        timeout: Duration,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let t = self.task(id).await;
+            if check(&t) {
+                return t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "task {id} never met the condition; last: {t}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn wait_final(&self, id: &str) -> Value {
         self.wait_status(id, ENDED, Duration::from_secs(60)).await
     }

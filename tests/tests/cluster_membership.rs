@@ -9,7 +9,16 @@ async fn a_runner_started_before_the_host_joins_when_it_comes_up() {
     let mut c = TestCluster::new(Opts::default());
     c.start_runner("early", &[]);
     // The runner keeps retrying while nothing listens on the host port.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while c.runners[0]
+        .log_text()
+        .matches("registration failed")
+        .count()
+        < 2
+    {
+        assert!(std::time::Instant::now() < deadline, "runner never retried");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     c.start_host().await;
     c.wait_node_online("early").await;
     let ids = c.submit(echo_task("joined")).await;
@@ -78,7 +87,11 @@ async fn host_runner_calls_without_the_secret_are_refused() {
 
     // A runner with the wrong secret never joins.
     c.start_runner_with_secret("wrong-secret", &[], "not-the-secret");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !c.runners[1].log_text().contains("401") {
+        assert!(std::time::Instant::now() < deadline, "runner never refused");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(c
         .nodes()
         .await
@@ -106,7 +119,6 @@ async fn health_ready_and_node_view() {
     assert!(n["total_cores"].as_u64().unwrap() >= 1);
     assert!(n["memory_total_bytes"].as_u64().unwrap() > 0);
     assert!(n["last_heartbeat"].is_string());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     let (status, h) = c.get_json("/api/health?hostname=node-1").await;
     assert_eq!(status, 200);
     assert_eq!(h[0]["hostname"], "node-1");

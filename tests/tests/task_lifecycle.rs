@@ -100,9 +100,17 @@ async fn a_killed_sleep_is_killed_and_its_container_gone() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // The runner's own final report does not overwrite the kill, and a second kill conflicts.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(c.task(&ids[0]).await["status"], "killed");
+    // The runner's own final report does not overwrite the kill (it brings the exit code),
+    // and a second kill conflicts.
+    let t = c
+        .wait_until(
+            &ids[0],
+            |t| !t["exit_code"].is_null(),
+            Duration::from_secs(15),
+        )
+        .await;
+    assert_eq!(t["status"], "killed", "{t}");
+    assert_eq!(t["exit_code"], 137, "{t}");
     let (status, _) = c
         .post_json(&format!("/api/kill/{}", ids[0]), &json!({}))
         .await;
@@ -122,7 +130,8 @@ async fn pause_then_resume() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(c.task(id).await["status"], "paused");
     assert_eq!(container_state(&format!("kohakuriver-task-{id}")), "paused");
-    // Frozen: it does not finish while paused.
+    // Frozen: it does not finish while paused. (Time passing is the point here: longer than
+    // the task's own 2 s.)
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(c.task(id).await["status"], "paused");
     let (status, _) = c
@@ -156,7 +165,17 @@ async fn a_task_killed_right_after_submit_never_does_its_work() {
         assert_eq!(status, 202, "{v}");
         ids.push(id);
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Every kill confirmed: nothing booked, no container left that could still do the work.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while c.nodes().await[0]["tasks_holding"] != 0
+        || ids.iter().any(|id| !containers_of(id).is_empty())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kills never confirmed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for id in &ids {
         assert_eq!(c.task(id).await["status"], "killed");
         assert!(
