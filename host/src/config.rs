@@ -2,12 +2,13 @@
 //! documented in docs/configuration.md; an unknown key or a bad value stops the host with exit
 //! code 2 and a message naming the key.
 
+use crate::auth::origin::{valid_origin, OriginPolicy};
 use clap::Parser;
 use ferry_common::daemon::{de_duration, load_file, read_secret, ser_duration};
 pub use ferry_common::daemon::{ConfigError, LogFormat};
 use ferry_common::units::parse_duration;
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -76,6 +77,19 @@ pub struct HostArgs {
     /// Accept `required_cores: 0` (no CPU limit, no cores booked, as the original) [default: true]
     #[arg(long, env = "FERRY_ALLOW_UNLIMITED_CORES")]
     pub allow_unlimited_cores: Option<bool>,
+    /// Host names accepted in the Host header besides localhost, the loopback addresses and the
+    /// listen address, comma-separated; `*` accepts any. Always checked with auth off; with auth
+    /// on, checked only when set [default: none]
+    #[arg(long, env = "FERRY_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Origins (scheme://host[:port]) whose pages may use the API with a session, besides the
+    /// host's own, comma-separated [default: none]
+    #[arg(long, env = "FERRY_TRUSTED_ORIGINS", value_delimiter = ',')]
+    pub trusted_origins: Option<Vec<String>>,
+    /// Reverse proxies (IP addresses) whose X-Forwarded-Host / Forwarded headers are believed,
+    /// comma-separated [default: none]
+    #[arg(long, env = "FERRY_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// The effective configuration.
@@ -102,6 +116,12 @@ pub struct HostConfig {
     pub session_ttl: Duration,
     pub cookie_secure: bool,
     pub allow_unlimited_cores: bool,
+    pub allowed_hosts: Vec<String>,
+    pub trusted_origins: Vec<String>,
+    pub trusted_proxies: Vec<IpAddr>,
+    /// The Host and cross-site checks built from the keys above.
+    #[serde(skip)]
+    pub origin: OriginPolicy,
 }
 
 const DEFAULT_CONFIG: &str = "/etc/ferry/host.toml";
@@ -170,7 +190,50 @@ impl HostArgs {
                 ),
             });
         }
+        let allowed_hosts = m.pick(|a| a.allowed_hosts.clone()).unwrap_or_default();
+        if let Some(bad) = allowed_hosts
+            .iter()
+            .find(|h| h.is_empty() || h.contains(['/', ':', ' ']) && h.parse::<IpAddr>().is_err())
+        {
+            return Err(ConfigError::Value {
+                key: "allowed_hosts",
+                message: format!("{bad:?}: give host names or addresses without scheme or port"),
+            });
+        }
+        let trusted_origins = m.pick(|a| a.trusted_origins.clone()).unwrap_or_default();
+        if let Some(bad) = trusted_origins.iter().find(|o| !valid_origin(o)) {
+            return Err(ConfigError::Value {
+                key: "trusted_origins",
+                message: format!(
+                    "{bad:?}: write scheme://host[:port], e.g. https://dash.example.org"
+                ),
+            });
+        }
+        let trusted_proxies = m
+            .pick(|a| a.trusted_proxies.clone())
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                p.trim().parse::<IpAddr>().map_err(|_| ConfigError::Value {
+                    key: "trusted_proxies",
+                    message: format!("{p:?}: not an IP address"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // With auth off a rebound page would act as admin: the Host check always runs. With
+        // auth on such a page carries no session, so the check is the operator's choice.
+        let origin = OriginPolicy::new(
+            listen,
+            &allowed_hosts,
+            &trusted_origins,
+            &trusted_proxies,
+            !auth_enabled || !allowed_hosts.is_empty(),
+        );
         Ok(HostConfig {
+            allowed_hosts,
+            trusted_origins,
+            trusted_proxies,
+            origin,
             listen,
             data_dir: m
                 .pick(|a| a.data_dir.clone())

@@ -167,6 +167,8 @@ pub struct Opts {
     pub admin_password: String,
     pub node_timeout: &'static str,
     pub heartbeat: &'static str,
+    /// More flags for the host (e.g. `--trusted-origins`).
+    pub host_args: Vec<String>,
 }
 
 impl Default for Opts {
@@ -176,6 +178,7 @@ impl Default for Opts {
             admin_password: "admin-test-password".into(),
             node_timeout: "5s",
             heartbeat: "500ms",
+            host_args: Vec::new(),
         }
     }
 }
@@ -264,7 +267,7 @@ impl TestCluster {
     pub async fn start_host(&mut self) {
         let data = self.dir.path().join("host");
         let log = self.dir.path().join("host.log");
-        let args = vec![
+        let mut args = vec![
             "--listen".into(),
             format!("127.0.0.1:{}", self.host_port),
             "--data-dir".into(),
@@ -272,6 +275,7 @@ impl TestCluster {
             "--node-timeout".into(),
             self.opts.node_timeout.into(),
         ];
+        args.extend(self.opts.host_args.iter().cloned());
         let env = vec![
             ("FERRY_CLUSTER_SECRET", self.opts.secret.clone()),
             ("FERRY_ADMIN_PASSWORD", self.opts.admin_password.clone()),
@@ -285,10 +289,19 @@ impl TestCluster {
             "host",
         ));
         self.wait_ready(&self.url()).await;
-        if self.token.is_none() {
+        if self.token.is_none() && self.auth_enabled() {
             let password = self.opts.admin_password.clone();
             self.token = Some(self.login_token("admin", &password).await);
         }
+    }
+
+    /// Whether the host was told `--auth-enabled false`.
+    pub fn auth_enabled(&self) -> bool {
+        !self
+            .opts
+            .host_args
+            .windows(2)
+            .any(|w| w[0] == "--auth-enabled" && w[1] == "false")
     }
 
     pub fn start_runner(&mut self, name: &str, extra: &[&str]) -> usize {

@@ -68,11 +68,13 @@ pub async fn reject(
     Extension(caller): Extension<Caller>,
     TaskIdPath(id): TaskIdPath,
     ApiQuery(q): ApiQuery<ReasonQuery>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Result<Json<RejectResponse>, ApiError> {
     let from_body = if body.is_empty() {
         None
     } else {
+        super::error::require_json(&headers)?;
         serde_json::from_slice::<RejectRequest>(&body)
             .map_err(|e| ApiError::unprocessable(format!("reason: {e}")))?
             .reason

@@ -7,6 +7,7 @@
 //! (`api::routes`), enforced by [`authorize`] before the handler runs; ownership of a task is
 //! checked in the services.
 
+pub mod origin;
 pub mod password;
 pub mod ratelimit;
 pub mod secrets;
@@ -194,30 +195,26 @@ pub async fn authenticate(
     Ok(Caller::anonymous(address))
 }
 
-/// A browser request made with the session cookie from another site (CSRF): unsafe methods
-/// must come from the host's own origin. Clients that are not browsers send no `Origin`.
-fn cross_site(req: &Request) -> bool {
-    use axum::http::Method;
-    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-        return false;
+fn peer_ip(req: &Request) -> Option<std::net::IpAddr> {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// The browser-facing checks of [`origin`]: the `Host` allow-list, then (for unsafe methods
+/// without a bearer credential) the cross-site check. Runners' routes skip both: they need the
+/// cluster secret, which no web page has.
+fn check_origin(state: &AppState, req: &Request) -> Result<(), ApiError> {
+    let policy = &state.config.origin;
+    let host = policy.effective_host(req.headers(), peer_ip(req));
+    let refuse = |e: origin::OriginError| ApiError::forbidden(e.to_string());
+    policy.check_host(host.as_deref()).map_err(refuse)?;
+    if !origin::has_bearer(req.headers()) {
+        policy
+            .check_same_origin(req.method(), req.headers(), host.as_deref())
+            .map_err(refuse)?;
     }
-    let headers = req.headers();
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        if !matches!(site, "same-origin" | "none") {
-            return true;
-        }
-    }
-    let Some(origin) = headers
-        .get(axum::http::header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let host = headers
-        .get(axum::http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    origin != format!("http://{host}") && origin != format!("https://{host}")
+    Ok(())
 }
 
 /// Route middleware: resolves the caller, checks the route's [`Access`], and hands the caller
@@ -227,6 +224,9 @@ pub async fn authorize(
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    if access != Access::ClusterSecret {
+        check_origin(&state, &req)?;
+    }
     match access {
         Access::Public => {
             let caller = Caller::anonymous(client_address(&req));
@@ -249,9 +249,6 @@ pub async fn authorize(
         }
         Access::Role(min) => {
             let caller = authenticate(&state, req.headers(), client_address(&req)).await?;
-            if matches!(caller.credential, Credential::Session(_)) && cross_site(&req) {
-                return Err(ApiError::forbidden("Cross-site request refused: use the API from the host's own pages or with a token"));
-            }
             if caller.role == Role::Anony {
                 return Err(ApiError::unauthorized("Not authenticated"));
             }
