@@ -89,6 +89,19 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+impl From<crate::auth::password::HashError> for ApiError {
+    fn from(e: crate::auth::password::HashError) -> Self {
+        match e {
+            crate::auth::password::HashError::Busy => {
+                let mut err = ApiError::unavailable(e.to_string());
+                err.retry_after = Some(5);
+                err
+            }
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+}
+
 /// A JSON body whose errors name the offending field (`required_cores: invalid type ...`).
 pub struct ApiJson<T>(pub T);
 

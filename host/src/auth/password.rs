@@ -1,5 +1,7 @@
 //! Password hashing with argon2id, always in a blocking thread (it takes tens of
-//! milliseconds by design and must not stall the async runtime).
+//! milliseconds and 19 MiB by design and must not stall the async runtime). At most
+//! [`hash_slots`] hashes run at once, so a flood of logins or registrations leaves a core for
+//! database reads and heartbeats; a caller that cannot get a slot soon is told to come back.
 
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
@@ -30,15 +32,51 @@ pub fn keep_hash_memory_transient() {
     }
 }
 
-pub async fn hash(password: String) -> Result<String, String> {
-    tokio::task::spawn_blocking(move || hash_now(&password))
+/// Why a password could not be hashed or checked.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("The host is busy checking passwords; try again in a few seconds")]
+    Busy,
+    #[error("password hashing failed: {0}")]
+    Failed(String),
+}
+
+/// Longest a caller waits for a hashing slot before getting [`HashError::Busy`].
+const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Hashes that may run at once: all cores but one (at least one).
+pub fn hash_slots() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get().saturating_sub(1))
+        .unwrap_or(1)
+        .max(1)
+}
+
+static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+
+/// Runs one hashing job in a blocking thread once a slot is free.
+async fn with_slot<T: Send + 'static>(
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, HashError> {
+    let slots = SLOTS.get_or_init(|| tokio::sync::Semaphore::new(hash_slots()));
+    let _permit = tokio::time::timeout(SLOT_WAIT, slots.acquire())
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|_| HashError::Busy)?
+        .map_err(|_| HashError::Busy)?;
+    tokio::task::spawn_blocking(job)
+        .await
+        .map_err(|e| HashError::Failed(e.to_string()))
+}
+
+pub async fn hash(password: String) -> Result<String, HashError> {
+    with_slot(move || hash_now(&password))
+        .await?
+        .map_err(HashError::Failed)
 }
 
 /// Checks `password` against `stored` (or against a decoy when there is no user).
-pub async fn verify(password: String, stored: Option<String>) -> bool {
-    tokio::task::spawn_blocking(move || {
+pub async fn verify(password: String, stored: Option<String>) -> Result<bool, HashError> {
+    with_slot(move || {
         let real = stored.is_some();
         let text = stored.unwrap_or_else(|| {
             DECOY
@@ -55,7 +93,6 @@ pub async fn verify(password: String, stored: Option<String>) -> bool {
         real && ok
     })
     .await
-    .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -66,8 +103,10 @@ mod tests {
         let b = super::hash("correct horse".into()).await.unwrap();
         assert_ne!(a, b, "salted");
         assert!(a.starts_with("$argon2id$"));
-        assert!(super::verify("correct horse".into(), Some(a.clone())).await);
-        assert!(!super::verify("wrong".into(), Some(a)).await);
-        assert!(!super::verify("anything".into(), None).await);
+        assert!(super::verify("correct horse".into(), Some(a.clone()))
+            .await
+            .unwrap());
+        assert!(!super::verify("wrong".into(), Some(a)).await.unwrap());
+        assert!(!super::verify("anything".into(), None).await.unwrap());
     }
 }

@@ -151,11 +151,19 @@ pub async fn login(
         .db
         .read(move |c| store::user_by_name(c, &name))
         .await?;
-    let ok = password::verify(
+    let ok = match password::verify(
         pw.to_string(),
         user.as_ref().map(|u| u.password_hash.clone()),
     )
-    .await;
+    .await
+    {
+        Ok(ok) => ok,
+        Err(e) => {
+            // Not checked, so not a failure: give the attempt back.
+            state.limiter.abandoned(username, address.as_deref());
+            return Err(e.into());
+        }
+    };
     let anon = Caller::anonymous(address.clone());
     let Some(user) = user.filter(|_| ok) else {
         state.limiter.failed(username, address.as_deref());
@@ -248,10 +256,38 @@ pub async fn register(
             "display_name: at most 100 characters",
         ));
     }
-    let hash = password::hash(pw.to_string())
-        .await
-        .map_err(ApiError::internal)?;
+    if let Some(wait) = state.limiter.check_register(address.as_deref()) {
+        return Err(ApiError::too_many(
+            format!(
+                "Too many registration attempts from this address; try again in {} s",
+                wait.as_secs().max(1)
+            ),
+            wait,
+        ));
+    }
     let inv_hash = secrets::digest(invitation);
+    // The cheap check first: a bad invitation costs one indexed read, never a hash. The use is
+    // still claimed atomically below; this only spares the work for codes that cannot succeed.
+    let (h, now) = (inv_hash.clone(), now_ms());
+    if !state
+        .db
+        .read(move |c| store::invitation_usable(c, &h, now))
+        .await?
+    {
+        return Err(ApiError::bad_request(
+            "Invalid, expired or used-up invitation",
+        ));
+    }
+    let name = username.to_string();
+    if state
+        .db
+        .read(move |c| store::user_by_name(c, &name))
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::conflict("Username already taken"));
+    }
+    let hash = password::hash(pw.to_string()).await?;
     let (name, display) = (
         username.to_string(),
         display_name.unwrap_or_else(|| username.to_string()),
@@ -293,6 +329,7 @@ pub async fn register(
         Outcome::Taken => return Err(ApiError::conflict("Username already taken")),
         Outcome::Created(u) => u,
     };
+    state.limiter.register_succeeded(address.as_deref());
     let session = new_session(state, user.id).await?;
     let caller = Caller::from_user(user.clone(), Credential::Anonymous, address)?;
     audit(
@@ -322,7 +359,7 @@ pub async fn change_password(
         .read(move |c| store::user_by_id(c, id))
         .await?
         .ok_or_else(|| ApiError::not_found("User not found"))?;
-    if !password::verify(current.to_string(), Some(user.password_hash)).await {
+    if !password::verify(current.to_string(), Some(user.password_hash)).await? {
         audit(
             state,
             Some(caller),
@@ -333,9 +370,7 @@ pub async fn change_password(
         .await;
         return Err(ApiError::bad_request("current_password: wrong password"));
     }
-    let hash = password::hash(new.to_string())
-        .await
-        .map_err(ApiError::internal)?;
+    let hash = password::hash(new.to_string()).await?;
     let keep = match &caller.credential {
         Credential::Session(h) => Some(h.clone()),
         _ => None,
@@ -507,11 +542,7 @@ pub async fn patch_user(
         None => None,
         Some(pw) => {
             validate_password(pw)?;
-            Some(
-                password::hash(pw.clone())
-                    .await
-                    .map_err(ApiError::internal)?,
-            )
+            Some(password::hash(pw.clone()).await?)
         }
     };
     let role = match role {

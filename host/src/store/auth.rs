@@ -302,6 +302,23 @@ const INVITATION_COLUMNS: &str =
 
 /// Uses one slot of a valid invitation, in one conditional UPDATE: of two concurrent uses of
 /// the last slot, exactly one succeeds. Returns the invitation as it was.
+/// Whether an invitation with this digest could admit one more account now.
+pub fn invitation_usable(
+    conn: &Connection,
+    token_hash: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM invitations
+             WHERE token_hash = ?1 AND usage_count < max_usage AND expires_at > ?2",
+            params![token_hash, now],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
 pub fn claim_invitation(
     conn: &Connection,
     token_hash: &str,
