@@ -5,8 +5,9 @@
 //! ([`status`]), the task model ([`task`]: what a command or VPS asks for), the target syntax ([`target`]), byte-size and duration parsing ([`units`]),
 //! timestamps ([`time`]), the JSON error shape ([`error`]) and a log-tail reader ([`logtail`]).
 //! No async runtime and no network I/O: the host, the runner and the CLI talk only through these.
-//! The one exception is the `daemon` feature ([`daemon`]): start-up helpers the two daemons
-//! share (config files, logging, signals), which the CLI does not enable.
+//! The one exception is the `daemon` feature ([`daemon`], [`serve`]): start-up helpers and the
+//! HTTP accept loop the two daemons share (config files, logging, signals, header timeout and
+//! connection cap), which the CLI does not enable.
 
 pub mod api;
 #[cfg(feature = "daemon")]
@@ -16,6 +17,8 @@ pub mod ids;
 pub mod logtail;
 pub mod runner_proto;
 pub mod secret;
+#[cfg(feature = "daemon")]
+pub mod serve;
 pub mod status;
 pub mod target;
 pub mod task;

@@ -90,6 +90,21 @@ pub struct HostArgs {
     /// comma-separated [default: none]
     #[arg(long, env = "FERRY_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
+    /// A second address serving only the runner routes (register, heartbeat, update); when
+    /// set, `listen` no longer serves them [default: none]
+    #[arg(long, env = "FERRY_RUNNER_LISTEN")]
+    pub runner_listen: Option<SocketAddr>,
+    /// Time a client has to send a request's headers, after connecting or after its previous
+    /// answer (also the keep-alive idle timeout) [default: 15s]
+    #[arg(long, env = "FERRY_HEADER_TIMEOUT", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub header_timeout: Option<Duration>,
+    /// Open connections per listen address; more wait to be accepted [default: 4096]
+    #[arg(long, env = "FERRY_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// User requests (every route but the runners') in progress at once; more get 503 [default: 256]
+    #[arg(long, env = "FERRY_MAX_USER_REQUESTS")]
+    pub max_user_requests: Option<usize>,
 }
 
 /// The effective configuration.
@@ -119,6 +134,11 @@ pub struct HostConfig {
     pub allowed_hosts: Vec<String>,
     pub trusted_origins: Vec<String>,
     pub trusted_proxies: Vec<IpAddr>,
+    pub runner_listen: Option<SocketAddr>,
+    #[serde(serialize_with = "ser_duration")]
+    pub header_timeout: Duration,
+    pub max_connections: usize,
+    pub max_user_requests: usize,
     /// The Host and cross-site checks built from the keys above.
     #[serde(skip)]
     pub origin: OriginPolicy,
@@ -229,7 +249,40 @@ impl HostArgs {
             &trusted_proxies,
             !auth_enabled || !allowed_hosts.is_empty(),
         );
+        let header_timeout = m
+            .pick(|a| a.header_timeout)
+            .unwrap_or(Duration::from_secs(15));
+        if header_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::Value {
+                key: "header_timeout",
+                message: "must be at least 100ms".into(),
+            });
+        }
+        let max_connections = m.pick(|a| a.max_connections).unwrap_or(4096);
+        let max_user_requests = m.pick(|a| a.max_user_requests).unwrap_or(256);
+        for (key, value) in [
+            ("max_connections", max_connections),
+            ("max_user_requests", max_user_requests),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Value {
+                    key,
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
+        let runner_listen = m.pick(|a| a.runner_listen);
+        if runner_listen == Some(listen) {
+            return Err(ConfigError::Value {
+                key: "runner_listen",
+                message: "must differ from listen".into(),
+            });
+        }
         Ok(HostConfig {
+            runner_listen,
+            header_timeout,
+            max_connections,
+            max_user_requests,
             allowed_hosts,
             trusted_origins,
             trusted_proxies,
@@ -281,7 +334,16 @@ impl ferry_common::daemon::DaemonConfig for HostConfig {
     }
 }
 
-impl HostConfig {}
+impl HostConfig {
+    /// The limits of each listener.
+    pub fn serve_limits(&self) -> ferry_common::serve::ServeLimits {
+        ferry_common::serve::ServeLimits {
+            header_timeout: self.header_timeout,
+            max_connections: self.max_connections,
+            ..Default::default()
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -35,6 +35,8 @@ pub struct AppState {
     pub ids: Arc<ids::IdGen>,
     pub health: Arc<HealthHistory>,
     pub limiter: Arc<auth::ratelimit::LoginLimiter>,
+    /// User requests in progress (`max_user_requests`); runner routes take none.
+    pub user_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Reads the cluster secret from the config, or from `<data_dir>/cluster-secret`, generating
@@ -107,7 +109,16 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let runner_listener = match config.runner_listen {
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on {at} (runner_listen)"))?,
+        ),
+        None => None,
+    };
     let state = AppState {
+        user_slots: Arc::new(tokio::sync::Semaphore::new(config.max_user_requests)),
         db,
         cluster,
         scheduler: handle,
@@ -123,11 +134,45 @@ pub async fn run(
         tracing::warn!("authentication is DISABLED: every caller acts as an administrator");
     }
     tracing::info!(%addr, version = ferry_common::VERSION, "ferry-host listening");
-    // Connect info gives handlers the client address (login limits per address, audit log).
-    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let limits = state.config.serve_limits();
+    // One shutdown signal for every listener.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let runners = match runner_listener {
+        Some(l) => {
+            tracing::info!(addr = %l.local_addr()?, "runner routes listening");
+            let app = api::router(state.clone(), api::Serves::Runners);
+            Some(tokio::spawn(ferry_common::serve::serve(
+                l,
+                app,
+                limits,
+                stopped(),
+            )))
+        }
+        None => None,
+    };
+    let serves = if runners.is_some() {
+        api::Serves::Users
+    } else {
+        api::Serves::All
+    };
+    let users = tokio::spawn(ferry_common::serve::serve(
+        listener,
+        api::router(state, serves),
+        limits,
+        stopped(),
+    ));
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    users.await??;
+    if let Some(r) = runners {
+        r.await??;
+    }
     tracing::info!("ferry-host stopped");
     Ok(())
 }

@@ -74,9 +74,12 @@ pub async fn run(
         outbox,
     };
     tracing::info!(addr = %bound, %url, name = %config.name, host = %config.host_url, "ferry-runner listening");
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    // Header timeout and connection cap: a silent client cannot hold the port.
+    let limits = ferry_common::serve::ServeLimits {
+        header_timeout: std::time::Duration::from_secs(15),
+        ..Default::default()
+    };
+    ferry_common::serve::serve(listener, api::router(state), limits, shutdown).await?;
     tracing::info!("ferry-runner stopped; containers keep running");
     Ok(())
 }

@@ -169,6 +169,8 @@ pub struct Opts {
     pub heartbeat: &'static str,
     /// More flags for the host (e.g. `--trusted-origins`).
     pub host_args: Vec<String>,
+    /// The URL runners reach the host at, when not the user port (`--runner-listen`).
+    pub runner_host_url: Option<String>,
 }
 
 impl Default for Opts {
@@ -179,6 +181,7 @@ impl Default for Opts {
             node_timeout: "5s",
             heartbeat: "500ms",
             host_args: Vec::new(),
+            runner_host_url: None,
         }
     }
 }
@@ -319,7 +322,10 @@ impl TestCluster {
             "--listen".into(),
             format!("127.0.0.1:{port}"),
             "--host-url".into(),
-            self.url(),
+            self.opts
+                .runner_host_url
+                .clone()
+                .unwrap_or_else(|| self.url()),
             "--name".into(),
             name.into(),
             "--data-dir".into(),

@@ -380,9 +380,34 @@ async fn time_limit(
     }
 }
 
-pub fn router(state: AppState) -> Router {
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serves {
+    /// Every route (one listen address for users and runners).
+    All,
+    /// Every route but the runners' (when `runner_listen` is set).
+    Users,
+    /// The runners' routes and the health probes (on `runner_listen`).
+    Runners,
+}
+
+/// Probes answer under any load: they take no user-request slot.
+pub const PROBES: &[&str] = &["/health", "/ready", "/metrics"];
+
+impl Serves {
+    fn includes(self, spec: &RouteSpec) -> bool {
+        let probe = matches!(spec.path, "/health" | "/ready");
+        match self {
+            Serves::All => true,
+            Serves::Users => spec.access != Access::ClusterSecret,
+            Serves::Runners => spec.access == Access::ClusterSecret || probe,
+        }
+    }
+}
+
+pub fn router(state: AppState, serves: Serves) -> Router {
     let mut router = Router::new();
-    for spec in ROUTES {
+    for spec in ROUTES.iter().filter(|s| serves.includes(s)) {
         let layer = axum::middleware::from_fn_with_state(
             (state.clone(), spec.access),
             crate::auth::authorize,

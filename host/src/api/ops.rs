@@ -54,6 +54,15 @@ pub async fn metrics(
         "ferry_nodes{{status=\"offline\"}} {}",
         nodes.len() - online
     );
+    let in_progress = state
+        .config
+        .max_user_requests
+        .saturating_sub(state.user_slots.available_permits());
+    let _ = writeln!(
+        out,
+        "# HELP ferry_user_requests_in_progress User requests being served (of max_user_requests).\n\
+         # TYPE ferry_user_requests_in_progress gauge\nferry_user_requests_in_progress {in_progress}"
+    );
     let _ = writeln!(
         out,
         "# HELP ferry_tasks Tasks by status.\n# TYPE ferry_tasks gauge"

@@ -224,6 +224,20 @@ pub async fn authorize(
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    // Runners' routes are never refused for load: heartbeats must get through a flood.
+    let probe = crate::api::PROBES.contains(&req.uri().path());
+    let _slot = if access != Access::ClusterSecret && !probe {
+        let slot = state.user_slots.clone().try_acquire_owned().map_err(|_| {
+            let mut e = ApiError::unavailable(
+                "The host has too many requests in progress; try again shortly",
+            );
+            e.retry_after = Some(1);
+            e
+        })?;
+        Some(slot)
+    } else {
+        None
+    };
     if access != Access::ClusterSecret {
         check_origin(&state, &req)?;
     }
