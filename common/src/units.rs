@@ -35,13 +35,44 @@ pub fn parse_duration(raw: &str) -> Result<Duration, UnitError> {
     humantime::parse_duration(raw.trim()).map_err(|_| UnitError::Duration(raw.to_string()))
 }
 
+/// A duration in its largest whole unit (`90days`, `720h` as `30days`, `15s`, `500ms`), so
+/// printed configs read as they are written; mixed ones fall back to humantime's form.
 pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [
+        ("days", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms >= size && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    if d.subsec_nanos().is_multiple_of(1_000_000) {
+        return format!("{ms}ms");
+    }
     humantime::format_duration(d).to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_print_in_their_largest_whole_unit() {
+        for (d, text) in [
+            (Duration::from_secs(90 * 86_400), "90days"),
+            (Duration::from_secs(720 * 3600), "30days"),
+            (Duration::from_secs(7200), "2h"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_millis(1500), "1500ms"),
+        ] {
+            assert_eq!(format_duration(d), text);
+            assert_eq!(parse_duration(text), Ok(d), "{text} reads back");
+        }
+    }
 
     #[test]
     fn sizes() {

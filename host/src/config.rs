@@ -105,6 +105,19 @@ pub struct HostArgs {
     /// User requests (every route but the runners') in progress at once; more get 503 [default: 256]
     #[arg(long, env = "FERRY_MAX_USER_REQUESTS")]
     pub max_user_requests: Option<usize>,
+    /// Most targets one submit may name [default: 256]
+    #[arg(long, env = "FERRY_MAX_TARGETS")]
+    pub max_targets: Option<usize>,
+    /// Task output reads in progress at once; more get 503 [default: 32]
+    #[arg(long, env = "FERRY_MAX_LOG_READS")]
+    pub max_log_reads: Option<usize>,
+    /// How long audit log entries are kept [default: 90days]
+    #[arg(long, env = "FERRY_AUDIT_RETENTION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub audit_retention: Option<Duration>,
+    /// Highest priority a `user` may give a task; operators and admins may give any [default: 0]
+    #[arg(long, env = "FERRY_MAX_USER_PRIORITY", allow_hyphen_values = true)]
+    pub max_user_priority: Option<i64>,
 }
 
 /// The effective configuration.
@@ -139,6 +152,11 @@ pub struct HostConfig {
     pub header_timeout: Duration,
     pub max_connections: usize,
     pub max_user_requests: usize,
+    pub max_targets: usize,
+    pub max_log_reads: usize,
+    #[serde(serialize_with = "ser_duration")]
+    pub audit_retention: Duration,
+    pub max_user_priority: i64,
     /// The Host and cross-site checks built from the keys above.
     #[serde(skip)]
     pub origin: OriginPolicy,
@@ -260,9 +278,13 @@ impl HostArgs {
         }
         let max_connections = m.pick(|a| a.max_connections).unwrap_or(4096);
         let max_user_requests = m.pick(|a| a.max_user_requests).unwrap_or(256);
+        let max_targets = m.pick(|a| a.max_targets).unwrap_or(256);
+        let max_log_reads = m.pick(|a| a.max_log_reads).unwrap_or(32);
         for (key, value) in [
             ("max_connections", max_connections),
             ("max_user_requests", max_user_requests),
+            ("max_targets", max_targets),
+            ("max_log_reads", max_log_reads),
         ] {
             if value == 0 {
                 return Err(ConfigError::Value {
@@ -278,7 +300,20 @@ impl HostArgs {
                 message: "must differ from listen".into(),
             });
         }
+        let audit_retention = m
+            .pick(|a| a.audit_retention)
+            .unwrap_or(Duration::from_secs(90 * 24 * 3600));
+        if audit_retention < Duration::from_secs(1) {
+            return Err(ConfigError::Value {
+                key: "audit_retention",
+                message: "must be at least 1s".into(),
+            });
+        }
         Ok(HostConfig {
+            max_targets,
+            max_log_reads,
+            audit_retention,
+            max_user_priority: m.pick(|a| a.max_user_priority).unwrap_or(0),
             runner_listen,
             header_timeout,
             max_connections,

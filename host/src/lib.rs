@@ -37,6 +37,8 @@ pub struct AppState {
     pub limiter: Arc<auth::ratelimit::LoginLimiter>,
     /// User requests in progress (`max_user_requests`); runner routes take none.
     pub user_slots: Arc<tokio::sync::Semaphore>,
+    /// Task output reads in progress (`max_log_reads`).
+    pub log_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Reads the cluster secret from the config, or from `<data_dir>/cluster-secret`, generating
@@ -119,6 +121,7 @@ pub async fn run(
     };
     let state = AppState {
         user_slots: Arc::new(tokio::sync::Semaphore::new(config.max_user_requests)),
+        log_slots: Arc::new(tokio::sync::Semaphore::new(config.max_log_reads)),
         db,
         cluster,
         scheduler: handle,
@@ -128,6 +131,10 @@ pub async fn run(
         health,
         limiter: Arc::new(auth::ratelimit::LoginLimiter::default()),
     };
+    tokio::spawn(auth::service::expire_audit_forever(
+        state.db.clone(),
+        state.config.audit_retention,
+    ));
     if state.config.auth_enabled {
         auth::service::bootstrap_admin(&state, &state.config.data_dir).await?;
     } else {

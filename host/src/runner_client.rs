@@ -67,6 +67,33 @@ pub enum RunnerError {
     /// The runner answered with an error status.
     #[error("runner refused ({status}): {detail}")]
     Refused { status: u16, detail: String },
+    #[error("runner reply larger than {0} bytes: not read")]
+    TooLarge(usize),
+}
+
+/// Largest JSON reply read from a runner: its answers are a few hundred bytes.
+const MAX_REPLY_BYTES: usize = 1024 * 1024;
+/// Largest log reply: the runner sends at most the last 16 MiB, plus room for a marker line.
+const MAX_LOG_REPLY_BYTES: usize = 16 * 1024 * 1024 + 64 * 1024;
+
+/// Reads a reply body, giving up past `max` bytes, so a broken or hostile runner cannot make
+/// the host buffer without end.
+async fn read_limited(mut resp: reqwest::Response, max: usize) -> Result<String, RunnerError> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(RunnerError::TooLarge(max));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| RunnerError::Unreachable(e.to_string()))?
+    {
+        if body.len() + chunk.len() > max {
+            return Err(RunnerError::TooLarge(max));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 #[derive(Clone)]
@@ -109,10 +136,7 @@ impl RunnerClient {
 
     async fn json_or_error(resp: reqwest::Response) -> Result<serde_json::Value, RunnerError> {
         let status = resp.status();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| RunnerError::Unreachable(e.to_string()))?;
+        let text = read_limited(resp, MAX_REPLY_BYTES).await?;
         if status.is_success() {
             Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
         } else {
@@ -151,10 +175,7 @@ impl RunnerClient {
         if !resp.status().is_success() {
             return Self::json_or_error(resp).await.map(|_| None);
         }
-        resp.text()
-            .await
-            .map(Some)
-            .map_err(|e| RunnerError::Unreachable(e.to_string()))
+        read_limited(resp, MAX_LOG_REPLY_BYTES).await.map(Some)
     }
 }
 

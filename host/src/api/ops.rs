@@ -63,6 +63,15 @@ pub async fn metrics(
         "# HELP ferry_user_requests_in_progress User requests being served (of max_user_requests).\n\
          # TYPE ferry_user_requests_in_progress gauge\nferry_user_requests_in_progress {in_progress}"
     );
+    let reads = state
+        .config
+        .max_log_reads
+        .saturating_sub(state.log_slots.available_permits());
+    let _ = writeln!(
+        out,
+        "# HELP ferry_log_reads_in_progress Task output reads being served (of max_log_reads).\n\
+         # TYPE ferry_log_reads_in_progress gauge\nferry_log_reads_in_progress {reads}"
+    );
     let _ = writeln!(
         out,
         "# HELP ferry_tasks Tasks by status.\n# TYPE ferry_tasks gauge"

@@ -192,6 +192,11 @@ async fn log_stream(
             LogError::Forbidden => ApiError::forbidden(e.to_string()),
             LogError::Vps => ApiError::bad_request(e.to_string()),
             LogError::Unavailable(m) => ApiError::unavailable(m),
+            LogError::Busy => {
+                let mut err = ApiError::unavailable(e.to_string());
+                err.retry_after = Some(1);
+                err
+            }
             LogError::Store(e) => e.into(),
         })?;
     Ok((

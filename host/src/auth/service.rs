@@ -95,6 +95,24 @@ fn validate_password(pw: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Deletes audit entries older than `retention`, at start and then regularly (a quarter of
+/// the retention, between 1 s and 1 h), so the log cannot grow without end.
+pub async fn expire_audit_forever(db: crate::store::Db, retention: std::time::Duration) {
+    let period = (retention / 4).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(3600),
+    );
+    loop {
+        let before = now_ms() - retention.as_millis() as i64;
+        match db.write(move |c| store::purge_audit(c, before)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "expired audit log entries"),
+            Err(e) => tracing::warn!(error = %e, "cannot expire audit log entries"),
+        }
+        tokio::time::sleep(period).await;
+    }
+}
+
 /// On a host with no users, creates `admin` with `FERRY_ADMIN_PASSWORD` or a generated
 /// password, printed once and written to `<data_dir>/initial-admin-password` (0600).
 pub async fn bootstrap_admin(state: &AppState, data_dir: &Path) -> anyhow::Result<()> {

@@ -367,6 +367,11 @@ pub struct AuditRow {
     pub address: Option<String>,
 }
 
+/// Removes entries made before `before` (ms); returns how many.
+pub fn purge_audit(conn: &Connection, before: i64) -> Result<usize, StoreError> {
+    Ok(conn.execute("DELETE FROM audit WHERE at < ?1", [before])?)
+}
+
 pub fn insert_audit(conn: &Connection, e: &AuditRow) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO audit (at, actor_id, actor, action, target, detail, address) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

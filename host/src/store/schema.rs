@@ -153,6 +153,10 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE tasks DROP COLUMN vm_disk_size;
     CREATE INDEX tasks_booked ON tasks(assigned_node) WHERE booked = 1;
     "#,
+    // 4: audit entries expire (`audit_retention`): find old ones without a scan.
+    r#"
+    CREATE INDEX audit_by_time ON audit(at);
+    "#,
 ];
 
 /// Migrations up to `version` only (tests of an upgrade from an older schema).

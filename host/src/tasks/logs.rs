@@ -19,6 +19,8 @@ pub enum LogError {
     Vps,
     #[error("{0}")]
     Unavailable(String),
+    #[error("Too many output reads in progress; try again shortly")]
+    Busy,
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -41,6 +43,12 @@ pub async fn read(
     if t.definition.kind() == ferry_common::TaskKind::Vps {
         return Err(LogError::Vps);
     }
+    // Each read may hold up to 16 MiB: bound how many run at once (`max_log_reads`).
+    let _slot = state
+        .log_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| LogError::Busy)?;
     if let Some(dir) = &state.config.shared_dir {
         let path = dir
             .join("logs")

@@ -19,6 +19,10 @@ pub struct Policy {
     pub default_env: String,
     /// `required_cores: 0` means "no CPU limit, none booked" (as the original) when allowed.
     pub allow_unlimited_cores: bool,
+    /// Most targets one request may name (`max_targets`).
+    pub max_targets: usize,
+    /// Highest priority this caller may ask for; `None`: any (operators and admins).
+    pub max_priority: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +174,22 @@ pub fn build(
         (None, None) => Some(default_env.to_string()),
     };
 
+    if let Some(list) = &req.targets {
+        if list.len() > policy.max_targets {
+            return Err(invalid(format!(
+                "targets: at most {} per request, got {}",
+                policy.max_targets,
+                list.len()
+            )));
+        }
+    }
+    if let (Some(p), Some(max)) = (req.priority, policy.max_priority) {
+        if p > max {
+            return Err(invalid(format!(
+                "priority: at most {max} for your role, got {p} (operators may set more)"
+            )));
+        }
+    }
     let targets: Vec<Option<Target>> = match &req.targets {
         None => vec![None],
         Some(list) if list.is_empty() => vec![None],
@@ -224,6 +244,7 @@ pub fn build(
         }
     };
 
+    refuse_shared_gpus(&targets, &gpus)?;
     let mut rows = Vec::with_capacity(targets.len());
     let mut batch_id = None;
     for (target, gpus) in targets.into_iter().zip(gpus) {
@@ -255,6 +276,26 @@ pub fn build(
         rows.push(task);
     }
     Ok(rows)
+}
+
+/// A batch may name the same target twice (two tasks side by side on one node), but not the
+/// same GPU of one node twice: the tasks of a batch are meant to run at once, and two of them
+/// can never hold one GPU together.
+fn refuse_shared_gpus(targets: &[Option<Target>], gpus: &[Vec<u32>]) -> Result<(), Invalid> {
+    let mut seen: std::collections::HashMap<(&str, u32), usize> = Default::default();
+    for (i, (target, ids)) in targets.iter().zip(gpus).enumerate() {
+        let Some(t) = target else { continue };
+        for g in ids {
+            if let Some(first) = seen.insert((t.hostname.as_str(), *g), i) {
+                return Err(invalid(format!(
+                    "required_gpus[{i}]: GPU {g} of {} is already asked for by targets[{first}]; \
+                     tasks of one batch run side by side, so each needs its own GPUs",
+                    t.hostname
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Records who submitted the tasks and whether they wait for approval (tasks of the `user`
@@ -293,6 +334,8 @@ pub async fn submit(
     let policy = Policy {
         default_env: state.config.default_container_name.clone(),
         allow_unlimited_cores: state.config.allow_unlimited_cores,
+        max_targets: state.config.max_targets,
+        max_priority: (!caller.at_least(Role::Operator)).then_some(state.config.max_user_priority),
     };
     let now = ferry_common::time::now_ms();
     let mut rows = build(req, &policy, now, || state.ids.next())?;
@@ -369,6 +412,8 @@ mod tests {
         Policy {
             default_env: "base".into(),
             allow_unlimited_cores: true,
+            max_targets: 4,
+            max_priority: Some(0),
         }
     }
 
@@ -425,6 +470,36 @@ mod tests {
         };
         let err = build(req(body), &strict, 0, ids()).unwrap_err();
         assert!(err.0.starts_with("required_cores"), "{err}");
+    }
+
+    #[test]
+    fn limits_of_one_request() {
+        let many = serde_json::json!({"command": "x", "targets": ["a", "b", "c", "d", "e"]});
+        let err = build(req(many), &policy(), 0, ids()).unwrap_err();
+        assert!(err.0.starts_with("targets: at most 4"), "{err}");
+        let twice = serde_json::json!({"command": "x", "targets": ["a", "a"]});
+        assert_eq!(
+            build(req(twice), &policy(), 0, ids()).unwrap().len(),
+            2,
+            "same node twice is fine"
+        );
+        let same_gpu = serde_json::json!({"command": "x", "targets": ["a", "b", "a"], "required_gpus": [[0, 1], [0], [1]]});
+        let err = build(req(same_gpu), &policy(), 0, ids()).unwrap_err();
+        assert!(err.0.starts_with("required_gpus[2]: GPU 1 of a"), "{err}");
+        let other_gpus =
+            serde_json::json!({"command": "x", "targets": ["a", "a"], "required_gpus": [[0], [1]]});
+        assert!(build(req(other_gpus), &policy(), 0, ids()).is_ok());
+        let urgent = serde_json::json!({"command": "x", "priority": 5});
+        let err = build(req(urgent.clone()), &policy(), 0, ids()).unwrap_err();
+        assert!(err.0.starts_with("priority: at most 0"), "{err}");
+        let operator = Policy {
+            max_priority: None,
+            ..policy()
+        };
+        assert_eq!(
+            build(req(urgent), &operator, 0, ids()).unwrap()[0].priority,
+            5
+        );
     }
 
     #[test]
