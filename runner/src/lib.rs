@@ -32,7 +32,10 @@ pub async fn run(
     config: RunnerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    for dir in [&config.data_dir, &config.local_temp_dir, &config.log_dir()] {
+    // The data dir holds task records with the tasks' environment values: the runner's alone.
+    durable::private_dir(&config.data_dir)
+        .with_context(|| format!("cannot create {} (mode 0700)", config.data_dir.display()))?;
+    for dir in [&config.local_temp_dir, &config.log_dir()] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let engine: Arc<dyn workload::Workload> = Arc::new(workload::docker::Engine::connect()?);

@@ -126,7 +126,7 @@ impl Supervisor {
         numa: Option<crate::numa::Topology>,
     ) -> std::io::Result<Arc<Supervisor>> {
         let records_dir = config.data_dir.join("tasks");
-        std::fs::create_dir_all(&records_dir)?;
+        durable::private_dir(&records_dir)?;
         let instance_id = instance_id(&config.data_dir)?;
         Ok(Arc::new(Supervisor {
             engine,
