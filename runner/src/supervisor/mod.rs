@@ -444,11 +444,29 @@ impl Supervisor {
         }
         match self.engine.create(&spec).await {
             Ok(()) => {}
-            // A container of this task already exists (a dispatch repeated after a restart):
-            // adopt it instead of running the task twice.
-            Err(WorkloadError::Exists(_)) => {
-                tracing::info!(task_id = %id, "container exists: adopting it")
-            }
+            // A container of that name exists. Ours for this task (a dispatch repeated after a
+            // restart): adopt it instead of running the task twice. Anyone else's: never
+            // adopt, start, kill or remove it, since that would hand this task's result (and
+            // control over the container) to something the runner did not start.
+            Err(WorkloadError::Exists(_)) => match self.engine.labels(&name).await {
+                Ok(labels) if self.is_own(&labels, id) => {
+                    tracing::info!(task_id = %id, "container exists: adopting it")
+                }
+                Ok(_) => {
+                    tracing::warn!(task_id = %id, container = %name, "a foreign container holds the task's name");
+                    self.report_failed(id, foreign_container_message(&name))
+                        .await;
+                    return None;
+                }
+                Err(e) => {
+                    self.report_failed(
+                        id,
+                        format!("cannot inspect existing container {name}: {e}"),
+                    )
+                    .await;
+                    return None;
+                }
+            },
             Err(e) => {
                 self.report_failed(id, format!("cannot create container: {e}"))
                     .await;
@@ -456,6 +474,12 @@ impl Supervisor {
             }
         }
         self.start_created(id, &name).await.then_some(name)
+    }
+
+    /// Whether a container with these labels is this runner's container of task `id`.
+    fn is_own(&self, labels: &HashMap<String, String>, id: TaskId) -> bool {
+        labels.get(LABEL_RUNNER_ID) == Some(&self.instance_id)
+            && labels.get(LABEL_TASK_ID) == Some(&id.to_string())
     }
 
     /// Starts the container if it is only created, then reports `running`.
@@ -703,6 +727,12 @@ impl Supervisor {
         }
         Ok(())
     }
+}
+
+/// Why a task cannot start when its container name is taken by a container this runner did
+/// not start (no or another runner-id label).
+pub fn foreign_container_message(name: &str) -> String {
+    format!("a container named {name} exists and was not started by this runner; remove it or rename it")
 }
 
 /// The runner's instance id: read from `<data_dir>/runner-id`, created on first start.

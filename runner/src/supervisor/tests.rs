@@ -287,3 +287,50 @@ fn arguments_are_positional_not_spliced() {
         vec!["/bin/sh", "-c", "echo \"$@\"", "sh", "a b", "$(x)"]
     );
 }
+
+#[tokio::test]
+async fn a_foreign_container_with_the_task_name_is_never_adopted() {
+    let h = Harness::new();
+    // Same name, but not this runner's: no runner-id label, or another runner's.
+    h.fake.plant(&name(1), HashMap::new(), State::Running);
+    let mut other = h.labels(2);
+    other.insert(LABEL_RUNNER_ID.into(), "someone-else".into());
+    h.fake.plant(&name(2), other, State::Running);
+    h.sup.execute(request(1)).await.unwrap();
+    h.sup.execute(request(2)).await.unwrap();
+    until("both failed", || {
+        h.reported(1).len() == 1 && h.reported(2).len() == 1
+    })
+    .await;
+    for id in [1, 2] {
+        assert_eq!(
+            h.reported(id),
+            vec![(TaskStatus::Failed, None)],
+            "task {id}"
+        );
+        let report = h
+            .outbox
+            .reports()
+            .into_iter()
+            .find(|u| u.task_id == TaskId(id));
+        assert_eq!(
+            report.and_then(|u| u.message),
+            Some(foreign_container_message(&name(id)))
+        );
+        // Left alone: still there, still running, never started, killed or removed by us.
+        assert_eq!(h.fake.state_of(&name(id)), Some(State::Running));
+        for call in [
+            Call::Start(name(id)),
+            Call::Kill(name(id)),
+            Call::Remove(name(id)),
+        ] {
+            assert_eq!(h.fake.count(&call), 0, "{call:?}");
+        }
+    }
+    // Its own container of the task, left from before a restart, is still adopted.
+    h.fake.plant(&name(3), h.labels(3), State::Created);
+    h.sup.execute(request(3)).await.unwrap();
+    until("adopted and running", || h.reported(3).len() == 1).await;
+    assert_eq!(h.reported(3), vec![(TaskStatus::Running, None)]);
+    assert_eq!(h.fake.count(&Call::Start(name(3))), 1);
+}

@@ -147,6 +147,18 @@ impl Engine {
         })
     }
 
+    pub async fn container_labels(
+        &self,
+        name: &str,
+    ) -> Result<HashMap<String, String>, DockerError> {
+        let info = self
+            .docker
+            .inspect_container(name, None)
+            .await
+            .map_err(engine_error)?;
+        Ok(info.config.and_then(|c| c.labels).unwrap_or_default())
+    }
+
     /// Waits until the container is no longer running and returns how it ended (asked of the
     /// engine after the wait, so `OOMKilled` is read before the container is removed).
     pub async fn wait_exit(&self, name: &str) -> Result<Exit, DockerError> {
@@ -292,6 +304,9 @@ impl Workload for Engine {
     }
     fn inspect<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, State> {
         Box::pin(self.state(name))
+    }
+    fn labels<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, HashMap<String, String>> {
+        Box::pin(self.container_labels(name))
     }
     fn wait<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, Exit> {
         Box::pin(self.wait_exit(name))

@@ -161,6 +161,11 @@ impl Workload for FakeWorkload {
         Box::pin(async move { r })
     }
 
+    fn labels<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, HashMap<String, String>> {
+        let r = self.with(name, |e| Ok(e.labels.clone()));
+        Box::pin(async move { r })
+    }
+
     fn wait<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, Exit> {
         let rx = self.watch_of(name);
         Box::pin(async move {

@@ -79,6 +79,8 @@ pub trait Workload: Send + Sync + 'static {
     fn create<'a>(&'a self, spec: &'a WorkloadSpec) -> WorkloadResult<'a, ()>;
     fn start<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, ()>;
     fn inspect<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, State>;
+    /// Its labels: whose it is.
+    fn labels<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, HashMap<String, String>>;
     /// Waits until it is no longer running; how it ended.
     fn wait<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, Exit>;
     /// Copies its whole output from its start into two files (replacing them) and follows it
