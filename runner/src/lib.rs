@@ -3,13 +3,14 @@
 //! Modules: `api` (routes the host calls), `supervisor` (sole owner of the task table and each
 //! task's lifecycle), `workload` (the seam to what runs tasks; Docker through bollard behind it), `host_link` (registration,
 //! heartbeats, report delivery), `outbox` (reports awaiting the host), `resources` (cores,
-//! memory, usage), `config`.
+//! memory, usage), `limits` (what every container is held to), `config`.
 
 pub mod api;
 pub mod config;
 pub mod durable;
 pub mod gpu;
 pub mod host_link;
+pub mod limits;
 pub mod numa;
 pub mod outbox;
 pub mod resources;
@@ -52,10 +53,15 @@ pub async fn run(
     let outbox = Arc::new(
         outbox::Outbox::open(config.data_dir.join("outbox")).context("cannot open the outbox")?,
     );
+    let node = limits::Node {
+        cores: resources.cores,
+        memory: resources.memory_total,
+    };
     let supervisor = supervisor::Supervisor::new(
         engine,
         outbox.clone(),
         config.clone(),
+        node,
         resources.numa.clone(),
     )?;
     // Know what runs here before anyone asks: re-adopt containers, resume unfinished work.

@@ -75,6 +75,8 @@ pub struct Supervisor {
     records_dir: PathBuf,
     /// This runner's identity on the Docker engine (see `LABEL_RUNNER_ID`).
     instance_id: String,
+    /// What the node offers: the base of tasks' default memory limits.
+    node: crate::limits::Node,
     numa: Option<crate::numa::Topology>,
     tasks: Mutex<HashMap<TaskId, Entry>>,
     save_lock: tokio::sync::Mutex<()>,
@@ -83,6 +85,12 @@ pub struct Supervisor {
 }
 
 const KILLED_MESSAGE: &str = "Kill requested by user.";
+
+/// A task's output being copied to its log files, in the background.
+type LogCopy = tokio::task::JoinHandle<std::io::Result<()>>;
+
+/// The task ended without its container running (its final report has been made).
+struct NotStarted;
 
 /// How a finished container maps to a task state: the engine's OOM flag first (never guessed
 /// from exit code 137), then a kill we were asked for, then the exit code.
@@ -123,6 +131,7 @@ impl Supervisor {
         engine: Arc<dyn Workload>,
         outbox: Arc<Outbox>,
         config: Arc<RunnerConfig>,
+        node: crate::limits::Node,
         numa: Option<crate::numa::Topology>,
     ) -> std::io::Result<Arc<Supervisor>> {
         let records_dir = config.data_dir.join("tasks");
@@ -134,6 +143,7 @@ impl Supervisor {
             config,
             records_dir,
             instance_id,
+            node,
             numa,
             tasks: Mutex::new(HashMap::new()),
             save_lock: tokio::sync::Mutex::new(()),
@@ -342,7 +352,7 @@ impl Supervisor {
         tokio::spawn(async move {
             let id = req.task_id;
             let exit = match me.launch(&req).await {
-                Some(name) => me.follow(id, name).await,
+                Some((name, logs)) => me.follow(id, name, logs).await,
                 None => None,
             };
             me.ended(id, exit);
@@ -399,7 +409,7 @@ impl Supervisor {
             (LABEL_RUNNER.to_string(), self.config.name.clone()),
             (LABEL_RUNNER_ID.to_string(), self.instance_id.clone()),
         ]);
-        WorkloadSpec {
+        let mut spec = WorkloadSpec {
             name: task_container_name(req.task_id),
             image,
             cmd: container_cmd(&cmd.command, &cmd.arguments),
@@ -412,12 +422,17 @@ impl Supervisor {
             }),
             labels,
             nano_cpus: (r.required_cores > 0).then(|| i64::from(r.required_cores) * 1_000_000_000),
-            memory_bytes: r.required_memory_bytes.map(|m| m as i64),
             binds,
             cpuset_cpus: numa_node.map(crate::numa::cpuset),
             cpuset_mems: numa_node.map(|_| r.target_numa_node_id.unwrap_or(0).to_string()),
             gpus: r.required_gpus.clone(),
-        }
+            ..Default::default()
+        };
+        // Memory, pids, privileges, capabilities, engine log: the same for every container.
+        // (The runner never starts privileged containers: `privileged` is refused by the host
+        // and ignored here, so no task is exempt.)
+        crate::limits::apply(&mut spec, r, self.node, &self.config);
+        spec
     }
 
     fn log_paths(&self, id: TaskId) -> (PathBuf, PathBuf) {
@@ -425,9 +440,9 @@ impl Supervisor {
         (dir.join("stdout.log"), dir.join("stderr.log"))
     }
 
-    /// Image, container, start. Returns the container name once it runs; on failure the
-    /// final report has been made.
-    async fn launch(&self, req: &ExecuteRequest) -> Option<String> {
+    /// Image, container, start. Returns the container name (and the copy of its output, when
+    /// it was started here) once it runs; on failure the final report has been made.
+    async fn launch(&self, req: &ExecuteRequest) -> Option<(String, Option<LogCopy>)> {
         let id = req.task_id;
         let spec = self.spec(req);
         let name = spec.name.clone();
@@ -473,7 +488,8 @@ impl Supervisor {
                 return None;
             }
         }
-        self.start_created(id, &name).await.then_some(name)
+        let logs = self.start_created(id, &name).await.ok()?;
+        Some((name, logs))
     }
 
     /// Whether a container with these labels is this runner's container of task `id`.
@@ -482,28 +498,34 @@ impl Supervisor {
             && labels.get(LABEL_TASK_ID) == Some(&id.to_string())
     }
 
-    /// Starts the container if it is only created, then reports `running`.
-    async fn start_created(&self, id: TaskId, name: &str) -> bool {
+    /// Starts the container if it is only created, then reports `running`. A container
+    /// started here has its output attached before the start, and that copy is returned.
+    async fn start_created(&self, id: TaskId, name: &str) -> Result<Option<LogCopy>, NotStarted> {
+        let mut logs = None;
         match self.engine.inspect(name).await {
             // Killed before it started: it must not run at all.
             Ok(State::Created) if self.kill_requested(id) => {
                 let _ = self.engine.remove(name).await;
                 self.report_killed(id).await;
-                return false;
+                return Err(NotStarted);
             }
             Ok(State::Created) => {
+                logs = self.attach_output(id, name).await;
                 if let Err(e) = self.engine.start(name).await {
+                    if let Some(copy) = logs {
+                        copy.abort();
+                    }
                     self.report_failed(id, format!("cannot start container: {e}"))
                         .await;
                     let _ = self.engine.remove(name).await;
-                    return false;
+                    return Err(NotStarted);
                 }
             }
             Ok(_) => {}
             Err(e) => {
                 self.report_failed(id, format!("container vanished: {e}"))
                     .await;
-                return false;
+                return Err(NotStarted);
             }
         }
         self.set_phase(id, Phase::Running);
@@ -513,22 +535,57 @@ impl Supervisor {
         }
         self.report(id, TaskStatus::Running, None, None).await;
         tracing::info!(task_id = %id, "task running");
-        true
+        Ok(logs)
     }
 
-    /// Captures logs, waits for the exit, reports it and removes the container. Returns the
-    /// exit code.
-    async fn follow(&self, id: TaskId, name: String) -> Option<i64> {
+    /// The task's log files, their directory created.
+    async fn log_files(&self, id: TaskId) -> (PathBuf, PathBuf) {
         let (stdout, stderr) = self.log_paths(id);
         if let Some(dir) = stdout.parent() {
             if let Err(e) = tokio::fs::create_dir_all(dir).await {
                 tracing::warn!(task_id = %id, error = %e, "cannot create log directory");
             }
         }
-        let engine = self.engine.clone();
-        let log_name = name.clone();
-        let logs =
-            tokio::spawn(async move { engine.capture_logs(&log_name, stdout, stderr).await });
+        (stdout, stderr)
+    }
+
+    /// Attaches to a created container's output, before it starts: a live copy misses
+    /// nothing, whereas one read back from the engine's log loses what the engine's size cap
+    /// discards before it is read. `None` (logged) if the engine refuses; [`Self::follow`]
+    /// then reads the engine's copy.
+    async fn attach_output(&self, id: TaskId, name: &str) -> Option<LogCopy> {
+        let (stdout, stderr) = self.log_files(id).await;
+        match self
+            .engine
+            .attach_logs(name, stdout, stderr, self.config.max_log_size)
+            .await
+        {
+            Ok(copy) => Some(tokio::spawn(copy)),
+            Err(e) => {
+                tracing::warn!(task_id = %id, error = %e, "cannot attach to the container's output; reading the engine's log instead");
+                None
+            }
+        }
+    }
+
+    /// Waits for the exit, reports it and removes the container, with the output copied to
+    /// the task's log files meanwhile (`logs`, or from the engine's copy of a container not
+    /// started here). Returns the exit code.
+    async fn follow(&self, id: TaskId, name: String, logs: Option<LogCopy>) -> Option<i64> {
+        let logs = match logs {
+            Some(copy) => copy,
+            None => {
+                let (stdout, stderr) = self.log_files(id).await;
+                let engine = self.engine.clone();
+                let log_name = name.clone();
+                let max_log = self.config.max_log_size;
+                tokio::spawn(async move {
+                    engine
+                        .capture_logs(&log_name, stdout, stderr, max_log)
+                        .await
+                })
+            }
+        };
         let exit = loop {
             match self.engine.wait(&name).await {
                 Ok(exit) => break exit,
@@ -662,14 +719,13 @@ impl Supervisor {
                 let _ = me.engine.remove(&name).await;
                 return;
             }
-            let running = match state {
+            let started = match state {
                 Ok(State::Created) => me.start_created(id, &name).await,
-                _ => true,
+                _ => Ok(None),
             };
-            let exit = if running {
-                me.follow(id, name).await
-            } else {
-                None
+            let exit = match started {
+                Ok(logs) => me.follow(id, name, logs).await,
+                Err(NotStarted) => None,
             };
             me.ended(id, exit);
         });

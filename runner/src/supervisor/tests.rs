@@ -29,6 +29,11 @@ fn config(dir: &std::path::Path) -> RunnerConfig {
         memory: None,
         log_format: LogFormat::Text,
         nvidia_smi: "nvidia-smi".into(),
+        default_memory: None,
+        pids_limit: 4096,
+        cap_add: Vec::new(),
+        max_log_size: 64 << 20,
+        shared_mount: crate::config::SharedMount::PerUser,
     }
 }
 
@@ -44,7 +49,11 @@ impl Harness {
         let config = Arc::new(config(dir.path()));
         std::fs::create_dir_all(&config.data_dir).unwrap();
         let outbox = Arc::new(Outbox::open(config.data_dir.join("outbox")).unwrap());
-        let sup = Supervisor::new(fake.clone(), outbox.clone(), config, None).unwrap();
+        let node = crate::limits::Node {
+            cores: 2,
+            memory: 4 << 30,
+        };
+        let sup = Supervisor::new(fake.clone(), outbox.clone(), config, node, None).unwrap();
         Harness {
             dir,
             fake,
@@ -333,4 +342,26 @@ async fn a_foreign_container_with_the_task_name_is_never_adopted() {
     until("adopted and running", || h.reported(3).len() == 1).await;
     assert_eq!(h.reported(3), vec![(TaskStatus::Running, None)]);
     assert_eq!(h.fake.count(&Call::Start(name(3))), 1);
+}
+
+#[tokio::test]
+async fn output_is_attached_before_the_start_and_read_back_only_for_adopted_work() {
+    let h = Harness::new();
+    h.sup.execute(request(1)).await.unwrap();
+    until("running", || h.reported(1).len() == 1).await;
+    let calls = h.fake.calls();
+    let at = |c: Call| calls.iter().position(|x| *x == c);
+    let (attach, start) = (at(Call::AttachLogs(name(1))), at(Call::Start(name(1))));
+    assert!(attach.is_some() && attach < start, "{calls:?}");
+    assert_eq!(h.fake.count(&Call::CaptureLogs(name(1))), 0);
+    // A container already running when the runner starts: its output comes from the engine.
+    h.save(2, true);
+    h.fake.plant(&name(2), h.labels(2), State::Running);
+    let h = h.restarted();
+    h.sup.recover().await.unwrap();
+    until("read back", || {
+        h.fake.count(&Call::CaptureLogs(name(2))) == 1
+    })
+    .await;
+    assert_eq!(h.fake.count(&Call::AttachLogs(name(2))), 0);
 }

@@ -18,6 +18,8 @@ pub enum Call {
     Pause(String),
     Resume(String),
     Remove(String),
+    CaptureLogs(String),
+    AttachLogs(String),
 }
 
 struct Entry {
@@ -106,6 +108,24 @@ impl FakeWorkload {
         }
     }
 
+    /// A workload's output: none, written once it stops.
+    fn empty_logs(
+        &self,
+        name: &str,
+        stdout: PathBuf,
+        stderr: PathBuf,
+    ) -> BoxFuture<'static, std::io::Result<()>> {
+        let rx = self.watch_of(name);
+        Box::pin(async move {
+            tokio::fs::write(&stdout, b"").await?;
+            tokio::fs::write(&stderr, b"").await?;
+            if let Ok(mut rx) = rx {
+                let _ = rx.wait_for(|s| matches!(s, State::Exited(_))).await;
+            }
+            Ok(())
+        })
+    }
+
     fn watch_of(&self, name: &str) -> Result<watch::Receiver<State>, WorkloadError> {
         self.with(name, |e| Ok(e.state.subscribe()))
     }
@@ -186,16 +206,22 @@ impl Workload for FakeWorkload {
         name: &'a str,
         stdout: PathBuf,
         stderr: PathBuf,
+        _max_bytes: u64,
     ) -> BoxFuture<'a, std::io::Result<()>> {
-        let rx = self.watch_of(name);
-        Box::pin(async move {
-            tokio::fs::write(&stdout, b"").await?;
-            tokio::fs::write(&stderr, b"").await?;
-            if let Ok(mut rx) = rx {
-                let _ = rx.wait_for(|s| matches!(s, State::Exited(_))).await;
-            }
-            Ok(())
-        })
+        self.record(Call::CaptureLogs(name.to_string()));
+        self.empty_logs(name, stdout, stderr)
+    }
+
+    fn attach_logs<'a>(
+        &'a self,
+        name: &'a str,
+        stdout: PathBuf,
+        stderr: PathBuf,
+        _max_bytes: u64,
+    ) -> WorkloadResult<'a, BoxFuture<'static, std::io::Result<()>>> {
+        self.record(Call::AttachLogs(name.to_string()));
+        let copy = self.empty_logs(name, stdout, stderr);
+        Box::pin(async move { Ok(copy) })
     }
 
     fn kill<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, ()> {
