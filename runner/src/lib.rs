@@ -3,7 +3,8 @@
 //! Modules: `api` (routes the host calls), `supervisor` (sole owner of the task table and each
 //! task's lifecycle), `workload` (the seam to what runs tasks; Docker through bollard behind it), `host_link` (registration,
 //! heartbeats, report delivery), `outbox` (reports awaiting the host), `resources` (cores,
-//! memory, usage), `limits` (what every container is held to), `config`.
+//! memory, usage), `limits` (what every container is held to), `scratch` (a task's own
+//! directories), `config`.
 
 pub mod api;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod limits;
 pub mod numa;
 pub mod outbox;
 pub mod resources;
+pub mod scratch;
 pub mod supervisor;
 pub mod workload;
 

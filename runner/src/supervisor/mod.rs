@@ -11,6 +11,7 @@
 use crate::config::RunnerConfig;
 use crate::durable;
 use crate::outbox::Outbox;
+use crate::scratch;
 use crate::workload::{Exit, State, Workload, WorkloadError, WorkloadSpec};
 use ferry_common::runner_proto::{ExecuteRequest, TaskUpdate};
 use ferry_common::task::{CommandSpec, TaskDefinition};
@@ -40,6 +41,9 @@ enum Phase {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct TaskRecord {
     request: ExecuteRequest,
+    /// User name of the task's owner, as the host sent it (checked); `None`: not said.
+    #[serde(default)]
+    owner: Option<String>,
     /// Number of the last report made for this task.
     seq: u64,
     kill_requested: bool,
@@ -66,6 +70,8 @@ pub enum SupervisorError {
     Workload(#[from] WorkloadError),
     #[error("cannot record task state: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    BadOwner(#[from] scratch::BadOwner),
 }
 
 pub struct Supervisor {
@@ -296,8 +302,30 @@ impl Supervisor {
             }
         };
         if removed {
-            if let Err(e) = durable::remove(&self.record_path(update.task_id)) {
-                tracing::warn!(task_id = %update.task_id, error = %e, "cannot delete task record");
+            self.forget_files(update.task_id);
+        }
+    }
+
+    /// Deletes what the runner keeps of a task it forgets: its scratch directory, then its
+    /// record (in that order, so a crash in between leaves a record that makes the next start
+    /// finish the job). The directory is renamed away at once and deleted in a blocking thread.
+    fn forget_files(&self, id: TaskId) {
+        let trash = match scratch::discard(&self.config.local_temp_dir, id) {
+            Ok(trash) => trash,
+            Err(e) => {
+                tracing::warn!(task_id = %id, error = %e, "cannot remove the task's scratch directory");
+                None
+            }
+        };
+        if let Err(e) = durable::remove(&self.record_path(id)) {
+            tracing::warn!(task_id = %id, error = %e, "cannot delete task record");
+        }
+        if let Some(trash) = trash {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn_blocking(move || scratch::purge(&trash));
+                }
+                Err(_) => scratch::purge(&trash),
             }
         }
     }
@@ -305,8 +333,16 @@ impl Supervisor {
     /// Accepts a task. Idempotent: a task id this runner already holds (running, or finished
     /// with its result not yet acknowledged) is not started again. The record is on disk before
     /// this returns, so an acknowledged dispatch survives a crash.
-    pub async fn execute(self: &Arc<Self>, req: ExecuteRequest) -> Result<(), SupervisorError> {
+    /// `owner` is the user name of the task's owner, when the host says it: it names the
+    /// task's directory under the shared filesystem, so one that is not a plain path component
+    /// is refused.
+    pub async fn execute(
+        self: &Arc<Self>,
+        req: ExecuteRequest,
+        owner: Option<String>,
+    ) -> Result<(), SupervisorError> {
         let id = req.task_id;
+        scratch::owner_dir(owner.as_deref())?;
         if self
             .killed
             .lock()
@@ -318,6 +354,7 @@ impl Supervisor {
         }
         let record = TaskRecord {
             request: req.clone(),
+            owner: owner.clone(),
             seq: 0,
             kill_requested: false,
             started: false,
@@ -342,16 +379,16 @@ impl Supervisor {
             self.table().remove(&id);
             return Err(e.into());
         }
-        self.spawn_run(req);
+        self.spawn_run(req, owner);
         Ok(())
     }
 
     /// Runs a task's whole lifecycle in the background.
-    fn spawn_run(self: &Arc<Self>, req: ExecuteRequest) {
+    fn spawn_run(self: &Arc<Self>, req: ExecuteRequest, owner: Option<String>) {
         let me = self.clone();
         tokio::spawn(async move {
             let id = req.task_id;
-            let exit = match me.launch(&req).await {
+            let exit = match me.launch(&req, owner.as_deref()).await {
                 Some((name, logs)) => me.follow(id, name, logs).await,
                 None => None,
             };
@@ -378,7 +415,8 @@ impl Supervisor {
         }
     }
 
-    fn spec(&self, req: &ExecuteRequest) -> WorkloadSpec {
+    /// What the task's container is made of. `shared` is what it mounts at `/shared`.
+    fn spec(&self, req: &ExecuteRequest, shared: Option<&std::path::Path>) -> WorkloadSpec {
         let d = &req.definition;
         let image = d
             .image
@@ -394,10 +432,10 @@ impl Supervisor {
         env.push("KOHAKURIVER_LOCAL_TEMP_DIR=/local_temp".into());
         let mut binds = vec![format!(
             "{}:/local_temp",
-            self.config.local_temp_dir.display()
+            scratch::task_dir(&self.config.local_temp_dir, req.task_id).display()
         )];
-        if let Some(shared) = &self.config.shared_dir {
-            binds.push(format!("{}:/shared", shared.join("shared_data").display()));
+        if let Some(shared) = shared {
+            binds.push(format!("{}:/shared", shared.display()));
             env.push("KOHAKURIVER_SHARED_DIR=/shared".into());
         }
         let numa_node = r
@@ -442,16 +480,33 @@ impl Supervisor {
 
     /// Image, container, start. Returns the container name (and the copy of its output, when
     /// it was started here) once it runs; on failure the final report has been made.
-    async fn launch(&self, req: &ExecuteRequest) -> Option<(String, Option<LogCopy>)> {
+    async fn launch(
+        &self,
+        req: &ExecuteRequest,
+        owner: Option<&str>,
+    ) -> Option<(String, Option<LogCopy>)> {
         let id = req.task_id;
-        let spec = self.spec(req);
+        let shared = match (&self.config.shared_dir, scratch::owner_dir(owner)) {
+            (Some(dir), Ok(owner)) => {
+                Some(scratch::shared_source(dir, self.config.shared_mount, owner))
+            }
+            (None, _) => None,
+            // Checked on execute; a record edited by hand since must not widen a mount.
+            (Some(_), Err(e)) => {
+                self.report_failed(id, e.to_string()).await;
+                return None;
+            }
+        };
+        let spec = self.spec(req, shared.as_deref());
         let name = spec.name.clone();
         if let Err(e) = self.engine.prepare(&spec).await {
             self.report_failed(id, e.to_string()).await;
             return None;
         }
-        if let Err(e) = tokio::fs::create_dir_all(&self.config.local_temp_dir).await {
-            tracing::warn!(error = %e, "cannot create local_temp_dir");
+        if let Err(e) = self.create_dirs(id, shared).await {
+            self.report_failed(id, format!("cannot create the task's directories: {e}"))
+                .await;
+            return None;
         }
         if self.kill_requested(id) {
             self.report_killed(id).await;
@@ -490,6 +545,20 @@ impl Supervisor {
         }
         let logs = self.start_created(id, &name).await.ok()?;
         Some((name, logs))
+    }
+
+    /// The task's scratch directory and, with a shared filesystem, its `/shared` directory.
+    async fn create_dirs(&self, id: TaskId, shared: Option<PathBuf>) -> std::io::Result<()> {
+        let scratch_dir = scratch::task_dir(&self.config.local_temp_dir, id);
+        tokio::task::spawn_blocking(move || {
+            scratch::create_task_dir(&scratch_dir)?;
+            match shared {
+                Some(dir) => std::fs::create_dir_all(dir),
+                None => Ok(()),
+            }
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 
     /// Whether a container with these labels is this runner's container of task `id`.
@@ -627,6 +696,8 @@ impl Supervisor {
             .into_iter()
             .map(|(_, r)| (r.request.task_id, r))
             .collect();
+        let local_temp = self.config.local_temp_dir.clone();
+        tokio::task::spawn_blocking(move || scratch::purge_leftovers(&local_temp));
         let containers = self.engine.find(LABEL_RUNNER_ID, &self.instance_id).await?;
         let mut by_task: BTreeMap<TaskId, String> = BTreeMap::new();
         for (name, labels) in containers {
@@ -641,6 +712,7 @@ impl Supervisor {
         for (id, name) in &by_task {
             let record = records.remove(id).unwrap_or_else(|| TaskRecord {
                 request: adopted_request(*id),
+                owner: None,
                 seq: 0,
                 kill_requested: false,
                 started: true,
@@ -660,13 +732,14 @@ impl Supervisor {
                             done,
                         },
                     );
-                } else if let Err(e) = durable::remove(&self.record_path(id)) {
-                    tracing::warn!(task_id = %id, error = %e, "cannot delete task record");
+                } else {
+                    self.forget_files(id);
                 }
                 continue;
             }
             let started = record.started;
             let req = record.request.clone();
+            let owner = record.owner.clone();
             self.table().insert(
                 id,
                 Entry {
@@ -684,7 +757,7 @@ impl Supervisor {
                 .await;
             } else {
                 tracing::info!(task_id = %id, "task accepted before the restart but never started: starting it");
-                self.spawn_run(req);
+                self.spawn_run(req, owner);
             }
         }
         let n = self.table().len();

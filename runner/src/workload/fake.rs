@@ -25,6 +25,8 @@ pub enum Call {
 struct Entry {
     labels: HashMap<String, String>,
     state: watch::Sender<State>,
+    /// What it was created from (`None` for a planted one).
+    spec: Option<WorkloadSpec>,
 }
 
 #[derive(Default)]
@@ -77,9 +79,14 @@ impl FakeWorkload {
     /// Plants a workload as if an earlier run had created it.
     pub fn plant(&self, name: &str, labels: HashMap<String, String>, state: State) {
         let (tx, _) = watch::channel(state);
-        self.lock()
-            .workloads
-            .insert(name.to_string(), Entry { labels, state: tx });
+        self.lock().workloads.insert(
+            name.to_string(),
+            Entry {
+                labels,
+                state: tx,
+                spec: None,
+            },
+        );
     }
 
     /// Ends a running workload the way its process would.
@@ -87,6 +94,11 @@ impl FakeWorkload {
         if let Some(e) = self.lock().workloads.get(name) {
             e.state.send_replace(State::Exited(exit));
         }
+    }
+
+    /// The spec a workload was created from.
+    pub fn spec_of(&self, name: &str) -> Option<WorkloadSpec> {
+        self.lock().workloads.get(name).and_then(|e| e.spec.clone())
     }
 
     pub fn state_of(&self, name: &str) -> Option<State> {
@@ -160,6 +172,7 @@ impl Workload for FakeWorkload {
                 Entry {
                     labels: spec.labels.clone(),
                     state: tx,
+                    spec: Some(spec.clone()),
                 },
             );
             Ok(())
