@@ -353,3 +353,161 @@ async fn a_container_holding_the_task_name_that_is_not_ours_is_left_alone() {
     assert_eq!(c.wait_final(&next).await["status"], "completed");
     assert_eq!(stdout_of(&c, &next).await, "fine\n");
 }
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[tokio::test]
+async fn each_task_has_its_own_local_temp_removed_when_it_is_done() {
+    let c = TestCluster::with_runner(&[]).await;
+    let data = c.dir.path().join("runner-node-1");
+    let local_temp = data.join("local_temp");
+    // Each writes a file, waits for the test's go-ahead, then lists what it can see.
+    let cmd = "echo $FERRY_TASK_ID > /local_temp/own; \
+               while [ ! -e /local_temp/go ]; do sleep 0.1; done; ls -A /local_temp; cat /local_temp/own";
+    let body = json!({"command": cmd, "env_vars": {"API_TOKEN": "hunter2-secret"}});
+    let a = c.submit(body.clone()).await.remove(0);
+    let b = c.submit(body).await.remove(0);
+    wait_for(
+        "both tasks to write their file",
+        Duration::from_secs(30),
+        || local_temp.join(&a).join("own").exists() && local_temp.join(&b).join("own").exists(),
+    )
+    .await;
+    // The runner's record of a task holds its environment: only the runner's user reads it.
+    let record = data.join("tasks").join(format!("{a}.json"));
+    let text = std::fs::read_to_string(&record).expect("task record");
+    assert!(text.contains("hunter2-secret"), "{text}");
+    assert_eq!(mode(&record), 0o600, "{}", record.display());
+    assert_eq!(mode(&data.join("tasks")), 0o700);
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&local_temp.join(&a)), 0o700);
+    for id in [&a, &b] {
+        std::fs::write(local_temp.join(id).join("go"), b"").unwrap();
+    }
+    for id in [&a, &b] {
+        let t = c.wait_final(id).await;
+        assert_eq!(t["status"], "completed", "{t}");
+        // Its own two files, not the other task's.
+        assert_eq!(stdout_of(&c, id).await, format!("go\nown\n{id}\n"));
+    }
+    wait_for("the scratch dirs to go", Duration::from_secs(30), || {
+        std::fs::read_dir(&local_temp).is_ok_and(|d| d.count() == 0)
+    })
+    .await;
+    assert!(!record.exists(), "record kept after the task was forgotten");
+}
+
+/// Starts a task on the runner directly, as the host would, with `owner` beside the request.
+async fn execute_on_runner(c: &TestCluster, id: u64, command: &str, owner: &str) -> (u16, Value) {
+    let r = c
+        .http
+        .post(format!("{}/api/execute", c.runners[0].url()))
+        .bearer_auth(&c.opts.secret)
+        .json(&json!({"task_id": id, "command": command, "owner": owner}))
+        .send()
+        .await
+        .expect("execute");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits until the runner has run and forgotten task `id`; its stdout, from the runner.
+async fn runner_task_output(c: &TestCluster, id: u64) -> String {
+    let scratch = c
+        .dir
+        .path()
+        .join("runner-node-1/local_temp")
+        .join(id.to_string());
+    let record = c.dir.path().join(format!("runner-node-1/tasks/{id}.json"));
+    wait_for(
+        &format!("task {id} to end"),
+        Duration::from_secs(60),
+        || containers_of(&id.to_string()).is_empty() && !record.exists() && !scratch.exists(),
+    )
+    .await;
+    let r = c
+        .http
+        .get(format!("{}/api/tasks/{id}/stdout", c.runners[0].url()))
+        .bearer_auth(&c.opts.secret)
+        .send()
+        .await
+        .expect("stdout");
+    assert_eq!(r.status().as_u16(), 200);
+    r.text().await.unwrap_or_default()
+}
+
+#[tokio::test]
+async fn shared_is_each_owners_own_directory() {
+    let mut c = TestCluster::new(Opts::default());
+    c.start_host().await;
+    let shared = c.dir.path().join("shared");
+    let shared_arg = shared.display().to_string();
+    c.start_runner("node-1", &["--shared-dir", &shared_arg]);
+    c.wait_node_online("node-1").await;
+    let data = shared.join("shared_data");
+    // Ids of their own (the host never made these tasks), distinct per test process.
+    let base = 7_000_000_000 + u64::from(std::process::id()) * 10;
+    let (status, v) =
+        execute_on_runner(&c, base + 1, "echo from-alice > /shared/note; pwd", "alice").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(runner_task_output(&c, base + 1).await, "/shared\n");
+    assert_eq!(
+        std::fs::read_to_string(data.join("alice/note")).expect("alice's note"),
+        "from-alice\n"
+    );
+    // Bob sees his own (empty) directory, not alice's.
+    let (status, v) = execute_on_runner(&c, base + 2, "ls -A /shared; echo end", "bob").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(runner_task_output(&c, base + 2).await, "end\n");
+    assert!(data.join("bob").is_dir());
+    // Alice's next task finds what her first one left.
+    let (status, v) = execute_on_runner(&c, base + 3, "cat /shared/note", "alice").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(runner_task_output(&c, base + 3).await, "from-alice\n");
+    // A name that is not one path component is refused before anything runs.
+    for bad in ["../alice", "alice/..", ".."] {
+        let (status, v) = execute_on_runner(&c, base + 4, "true", bad).await;
+        assert_eq!(status, 422, "{bad}: {v}");
+        let detail = v["detail"].as_str().unwrap_or_default();
+        assert!(detail.starts_with("owner: "), "{detail}");
+    }
+    assert!(containers_of(&(base + 4).to_string()).is_empty());
+    // Through the host, which does not send the owner yet: the anonymous directory.
+    let id = c
+        .submit(json!({"command": "echo via-host > /shared/file"}))
+        .await
+        .remove(0);
+    assert_eq!(c.wait_final(&id).await["status"], "completed");
+    assert_eq!(
+        std::fs::read_to_string(data.join("_anonymous/file")).expect("anonymous file"),
+        "via-host\n"
+    );
+}
+
+#[tokio::test]
+async fn shared_mount_whole_shows_all_of_shared_data() {
+    let mut c = TestCluster::new(Opts::default());
+    c.start_host().await;
+    let shared = c.dir.path().join("shared");
+    std::fs::create_dir_all(shared.join("shared_data/alice")).unwrap();
+    std::fs::write(shared.join("shared_data/alice/note"), b"hi\n").unwrap();
+    let shared_arg = shared.display().to_string();
+    c.start_runner(
+        "node-1",
+        &["--shared-dir", &shared_arg, "--shared-mount", "whole"],
+    );
+    c.wait_node_online("node-1").await;
+    let id = c
+        .submit(json!({"command": "cat /shared/alice/note"}))
+        .await
+        .remove(0);
+    assert_eq!(c.wait_final(&id).await["status"], "completed");
+    assert_eq!(stdout_of(&c, &id).await, "hi\n");
+}
