@@ -70,6 +70,43 @@ pub struct RunnerArgs {
     /// Log format: text or json [default: text]
     #[arg(long, env = "FERRY_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Memory limit of a task that gives no required_memory_bytes, e.g. 4G [default: its cores' share of the node's memory]
+    #[arg(long, env = "FERRY_DEFAULT_MEMORY")]
+    pub default_memory: Option<String>,
+    /// Most processes (and threads) one task's container may hold [default: 4096]
+    #[arg(long, env = "FERRY_PIDS_LIMIT")]
+    pub pids_limit: Option<i64>,
+    /// Capabilities given back to tasks' containers, comma-separated, e.g. NET_RAW [default: none]
+    #[arg(long, env = "FERRY_CAP_ADD", value_delimiter = ',')]
+    pub cap_add: Option<Vec<String>>,
+    /// Most stdout (and stderr) kept of one task, in Ferry's copy and in the engine's [default: 64M]
+    #[arg(long, env = "FERRY_MAX_LOG_SIZE")]
+    pub max_log_size: Option<String>,
+    /// What tasks see at /shared: per_user (<shared_dir>/shared_data/<user>) or whole [default: per_user]
+    #[arg(long, env = "FERRY_SHARED_MOUNT")]
+    pub shared_mount: Option<SharedMount>,
+}
+
+/// What `/shared` is in a task when `shared_dir` is set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SharedMount {
+    /// `<shared_dir>/shared_data/<owner>`: each user sees their own directory only.
+    #[default]
+    PerUser,
+    /// `<shared_dir>/shared_data`: every task sees every user's files (the original's layout).
+    Whole,
+}
+
+impl std::str::FromStr for SharedMount {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "per_user" => Ok(SharedMount::PerUser),
+            "whole" => Ok(SharedMount::Whole),
+            other => Err(format!("{other:?}: expected per_user or whole")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -91,7 +128,19 @@ pub struct RunnerConfig {
     pub memory: Option<u64>,
     pub log_format: LogFormat,
     pub nvidia_smi: PathBuf,
+    /// Fixed memory limit of tasks without `required_memory_bytes`; `None`: their cores' share.
+    #[serde(serialize_with = "ser_size")]
+    pub default_memory: Option<u64>,
+    pub pids_limit: i64,
+    /// Capability names (upper case, without `CAP_`) added to every task's container.
+    pub cap_add: Vec<String>,
+    #[serde(serialize_with = "ser_size_value")]
+    pub max_log_size: u64,
+    pub shared_mount: SharedMount,
 }
+
+/// Docker refuses memory limits below 6 MiB.
+const MIN_MEMORY_LIMIT: u64 = 6 << 20;
 
 const DEFAULT_CONFIG: &str = "/etc/ferry/runner.toml";
 
@@ -101,6 +150,44 @@ fn ser_size<S: serde::Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Err
         Some(n) => s.serialize_str(&n.to_string()),
         None => s.serialize_none(),
     }
+}
+
+fn ser_size_value<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&v.to_string())
+}
+
+/// A size key, parsed.
+fn size_key(key: &'static str, raw: Option<String>) -> Result<Option<u64>, ConfigError> {
+    raw.map(|m| {
+        parse_size(&m).map_err(|e| ConfigError::Value {
+            key,
+            message: e.to_string(),
+        })
+    })
+    .transpose()
+}
+
+/// Capability names as Docker takes them: upper case, without the `CAP_` prefix.
+fn capabilities(raw: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    let mut caps = Vec::new();
+    for name in raw {
+        let upper = name.trim().to_ascii_uppercase();
+        let cap = upper.strip_prefix("CAP_").unwrap_or(&upper).to_string();
+        if cap.is_empty()
+            || !cap
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(ConfigError::Value {
+                key: "cap_add",
+                message: format!("{name:?} is not a capability name (example: NET_RAW)"),
+            });
+        }
+        if !caps.contains(&cap) {
+            caps.push(cap);
+        }
+    }
+    Ok(caps)
 }
 
 impl RunnerArgs {
@@ -169,6 +256,34 @@ impl RunnerArgs {
                 message: e.to_string(),
             })?),
         };
+        let default_memory = size_key("default_memory", pick(&|a| a.default_memory.clone()))?;
+        if default_memory.is_some_and(|m| m < MIN_MEMORY_LIMIT) {
+            return Err(ConfigError::Value {
+                key: "default_memory",
+                message: "must be at least 6M (Docker's smallest memory limit)".into(),
+            });
+        }
+        let pids_limit = self.pids_limit.or(file.pids_limit).unwrap_or(4096);
+        if pids_limit < 1 {
+            return Err(ConfigError::Value {
+                key: "pids_limit",
+                message: "must be at least 1".into(),
+            });
+        }
+        let max_log_size =
+            size_key("max_log_size", pick(&|a| a.max_log_size.clone()))?.unwrap_or(64 << 20);
+        if max_log_size < 1024 {
+            return Err(ConfigError::Value {
+                key: "max_log_size",
+                message: "must be at least 1K".into(),
+            });
+        }
+        let cap_add = capabilities(
+            self.cap_add
+                .clone()
+                .or(file.cap_add.clone())
+                .unwrap_or_default(),
+        )?;
         let cores = self.cores.or(file.cores);
         if cores == Some(0) {
             return Err(ConfigError::Value {
@@ -203,6 +318,11 @@ impl RunnerArgs {
                 .clone()
                 .or(file.nvidia_smi.clone())
                 .unwrap_or_else(|| "nvidia-smi".into()),
+            default_memory,
+            pids_limit,
+            cap_add,
+            max_log_size,
+            shared_mount: self.shared_mount.or(file.shared_mount).unwrap_or_default(),
         })
     }
 }
@@ -274,5 +394,63 @@ mod tests {
             c.local_temp_dir,
             PathBuf::from("/var/lib/ferry/runner/local_temp")
         );
+        // The container limits' defaults.
+        assert_eq!(c.default_memory, None);
+        assert_eq!(c.pids_limit, 4096);
+        assert!(c.cap_add.is_empty());
+        assert_eq!(c.max_log_size, 64 << 20);
+        assert_eq!(c.shared_mount, SharedMount::PerUser);
+    }
+
+    #[test]
+    fn container_limit_keys_from_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("r.toml");
+        std::fs::write(
+            &f,
+            "cluster_secret = \"s\"\ndefault_memory = \"2G\"\npids_limit = 100\n\
+             cap_add = [\"net_raw\", \"CAP_MKNOD\"]\nmax_log_size = \"1M\"\nshared_mount = \"whole\"\n",
+        )
+        .unwrap();
+        let path = f.to_str().unwrap();
+        let c = RunnerArgs::parse_from(["ferry-runner", "--config", path])
+            .resolve()
+            .unwrap();
+        assert_eq!(c.default_memory, Some(2 << 30));
+        assert_eq!(c.pids_limit, 100);
+        assert_eq!(c.cap_add, vec!["NET_RAW", "MKNOD"]);
+        assert_eq!(c.max_log_size, 1 << 20);
+        assert_eq!(c.shared_mount, SharedMount::Whole);
+        // Flags beat the file.
+        let c = RunnerArgs::parse_from([
+            "ferry-runner",
+            "--config",
+            path,
+            "--pids-limit",
+            "64",
+            "--cap-add",
+            "SYS_PTRACE,NET_ADMIN",
+            "--shared-mount",
+            "per_user",
+        ])
+        .resolve()
+        .unwrap();
+        assert_eq!(c.pids_limit, 64);
+        assert_eq!(c.cap_add, vec!["SYS_PTRACE", "NET_ADMIN"]);
+        assert_eq!(c.shared_mount, SharedMount::PerUser);
+        let err = |args: &[&str]| {
+            let mut all = vec!["ferry-runner", "--config", path];
+            all.extend_from_slice(args);
+            RunnerArgs::parse_from(all)
+                .resolve()
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(&["--pids-limit", "0"]).starts_with("pids_limit"));
+        assert!(err(&["--default-memory", "1M"]).starts_with("default_memory"));
+        assert!(err(&["--max-log-size", "lots"]).starts_with("max_log_size"));
+        assert!(err(&["--max-log-size", "100"]).starts_with("max_log_size"));
+        assert!(err(&["--cap-add", "NET RAW"]).starts_with("cap_add"));
+        assert!(RunnerArgs::try_parse_from(["ferry-runner", "--shared-mount", "all"]).is_err());
     }
 }

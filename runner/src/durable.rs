@@ -1,8 +1,17 @@
 //! Small durable files: write to a temporary name, fsync, rename over the target, fsync the
-//! directory. A crash leaves either the old or the new content, never a torn file.
+//! directory. A crash leaves either the old or the new content, never a torn file. Files are
+//! private to the runner's user (mode 0600): task records hold the tasks' environment values.
 
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+
+/// Creates `dir` (and its parents) and makes it private to the runner's user (mode 0700),
+/// also when it already existed with wider permissions.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path
@@ -17,7 +26,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        // The mode is set at creation, so the content is never readable by others, not even for
+        // a moment; set again for a temporary a crashed earlier run may have left.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
@@ -78,5 +95,18 @@ mod tests {
         remove(&dir.path().join("a.json")).unwrap();
         remove(&dir.path().join("a.json")).unwrap();
         assert_eq!(read_dir_json::<u32>(dir.path()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn files_and_dirs_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("state");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        private_dir(&d).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&d), 0o700);
+        write_atomic(&d.join("r.json"), b"{}").unwrap();
+        assert_eq!(mode(&d.join("r.json")), 0o600);
     }
 }

@@ -3,16 +3,19 @@
 //! Modules: `api` (routes the host calls), `supervisor` (sole owner of the task table and each
 //! task's lifecycle), `workload` (the seam to what runs tasks; Docker through bollard behind it), `host_link` (registration,
 //! heartbeats, report delivery), `outbox` (reports awaiting the host), `resources` (cores,
-//! memory, usage), `config`.
+//! memory, usage), `limits` (what every container is held to), `scratch` (a task's own
+//! directories), `config`.
 
 pub mod api;
 pub mod config;
 pub mod durable;
 pub mod gpu;
 pub mod host_link;
+pub mod limits;
 pub mod numa;
 pub mod outbox;
 pub mod resources;
+pub mod scratch;
 pub mod supervisor;
 pub mod workload;
 
@@ -32,7 +35,10 @@ pub async fn run(
     config: RunnerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    for dir in [&config.data_dir, &config.local_temp_dir, &config.log_dir()] {
+    // The data dir holds task records with the tasks' environment values: the runner's alone.
+    durable::private_dir(&config.data_dir)
+        .with_context(|| format!("cannot create {} (mode 0700)", config.data_dir.display()))?;
+    for dir in [&config.local_temp_dir, &config.log_dir()] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let engine: Arc<dyn workload::Workload> = Arc::new(workload::docker::Engine::connect()?);
@@ -49,10 +55,15 @@ pub async fn run(
     let outbox = Arc::new(
         outbox::Outbox::open(config.data_dir.join("outbox")).context("cannot open the outbox")?,
     );
+    let node = limits::Node {
+        cores: resources.cores,
+        memory: resources.memory_total,
+    };
     let supervisor = supervisor::Supervisor::new(
         engine,
         outbox.clone(),
         config.clone(),
+        node,
         resources.numa.clone(),
     )?;
     // Know what runs here before anyone asks: re-adopt containers, resume unfinished work.

@@ -238,18 +238,28 @@ impl TestCluster {
         self.wait_ready(&self.url()).await;
     }
 
-    /// Lines of `<runner data>/local_temp/<file>`: tasks write there through `/local_temp`.
+    /// Lines of `<file>` in the runner's per-task scratch dirs,
+    /// `<runner data>/local_temp/<task id>/<file>` (each task's `/local_temp`), in task-id
+    /// order. A task's dir is deleted once the runner forgets the task (after its final report
+    /// is acknowledged), so only tasks the runner still holds are seen.
     pub fn local_temp_lines(&self, runner: &str, file: &str) -> Vec<String> {
-        let path = self
+        let root = self
             .dir
             .path()
             .join(format!("runner-{runner}"))
-            .join("local_temp")
-            .join(file);
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
+            .join("local_temp");
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        dirs.sort();
+        dirs.iter()
+            .flat_map(|d| {
+                std::fs::read_to_string(d.join(file))
+                    .unwrap_or_default()
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
             .collect()
     }
 

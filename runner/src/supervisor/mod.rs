@@ -11,6 +11,7 @@
 use crate::config::RunnerConfig;
 use crate::durable;
 use crate::outbox::Outbox;
+use crate::scratch;
 use crate::workload::{Exit, State, Workload, WorkloadError, WorkloadSpec};
 use ferry_common::runner_proto::{ExecuteRequest, TaskUpdate};
 use ferry_common::task::{CommandSpec, TaskDefinition};
@@ -40,6 +41,9 @@ enum Phase {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct TaskRecord {
     request: ExecuteRequest,
+    /// User name of the task's owner, as the host sent it (checked); `None`: not said.
+    #[serde(default)]
+    owner: Option<String>,
     /// Number of the last report made for this task.
     seq: u64,
     kill_requested: bool,
@@ -66,6 +70,8 @@ pub enum SupervisorError {
     Workload(#[from] WorkloadError),
     #[error("cannot record task state: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    BadOwner(#[from] scratch::BadOwner),
 }
 
 pub struct Supervisor {
@@ -75,6 +81,8 @@ pub struct Supervisor {
     records_dir: PathBuf,
     /// This runner's identity on the Docker engine (see `LABEL_RUNNER_ID`).
     instance_id: String,
+    /// What the node offers: the base of tasks' default memory limits.
+    node: crate::limits::Node,
     numa: Option<crate::numa::Topology>,
     tasks: Mutex<HashMap<TaskId, Entry>>,
     save_lock: tokio::sync::Mutex<()>,
@@ -83,6 +91,12 @@ pub struct Supervisor {
 }
 
 const KILLED_MESSAGE: &str = "Kill requested by user.";
+
+/// A task's output being copied to its log files, in the background.
+type LogCopy = tokio::task::JoinHandle<std::io::Result<()>>;
+
+/// The task ended without its container running (its final report has been made).
+struct NotStarted;
 
 /// How a finished container maps to a task state: the engine's OOM flag first (never guessed
 /// from exit code 137), then a kill we were asked for, then the exit code.
@@ -123,10 +137,11 @@ impl Supervisor {
         engine: Arc<dyn Workload>,
         outbox: Arc<Outbox>,
         config: Arc<RunnerConfig>,
+        node: crate::limits::Node,
         numa: Option<crate::numa::Topology>,
     ) -> std::io::Result<Arc<Supervisor>> {
         let records_dir = config.data_dir.join("tasks");
-        std::fs::create_dir_all(&records_dir)?;
+        durable::private_dir(&records_dir)?;
         let instance_id = instance_id(&config.data_dir)?;
         Ok(Arc::new(Supervisor {
             engine,
@@ -134,6 +149,7 @@ impl Supervisor {
             config,
             records_dir,
             instance_id,
+            node,
             numa,
             tasks: Mutex::new(HashMap::new()),
             save_lock: tokio::sync::Mutex::new(()),
@@ -286,8 +302,30 @@ impl Supervisor {
             }
         };
         if removed {
-            if let Err(e) = durable::remove(&self.record_path(update.task_id)) {
-                tracing::warn!(task_id = %update.task_id, error = %e, "cannot delete task record");
+            self.forget_files(update.task_id);
+        }
+    }
+
+    /// Deletes what the runner keeps of a task it forgets: its scratch directory, then its
+    /// record (in that order, so a crash in between leaves a record that makes the next start
+    /// finish the job). The directory is renamed away at once and deleted in a blocking thread.
+    fn forget_files(&self, id: TaskId) {
+        let trash = match scratch::discard(&self.config.local_temp_dir, id) {
+            Ok(trash) => trash,
+            Err(e) => {
+                tracing::warn!(task_id = %id, error = %e, "cannot remove the task's scratch directory");
+                None
+            }
+        };
+        if let Err(e) = durable::remove(&self.record_path(id)) {
+            tracing::warn!(task_id = %id, error = %e, "cannot delete task record");
+        }
+        if let Some(trash) = trash {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn_blocking(move || scratch::purge(&trash));
+                }
+                Err(_) => scratch::purge(&trash),
             }
         }
     }
@@ -295,8 +333,16 @@ impl Supervisor {
     /// Accepts a task. Idempotent: a task id this runner already holds (running, or finished
     /// with its result not yet acknowledged) is not started again. The record is on disk before
     /// this returns, so an acknowledged dispatch survives a crash.
-    pub async fn execute(self: &Arc<Self>, req: ExecuteRequest) -> Result<(), SupervisorError> {
+    /// `owner` is the user name of the task's owner, when the host says it: it names the
+    /// task's directory under the shared filesystem, so one that is not a plain path component
+    /// is refused.
+    pub async fn execute(
+        self: &Arc<Self>,
+        req: ExecuteRequest,
+        owner: Option<String>,
+    ) -> Result<(), SupervisorError> {
         let id = req.task_id;
+        scratch::owner_dir(owner.as_deref())?;
         if self
             .killed
             .lock()
@@ -308,6 +354,7 @@ impl Supervisor {
         }
         let record = TaskRecord {
             request: req.clone(),
+            owner: owner.clone(),
             seq: 0,
             kill_requested: false,
             started: false,
@@ -332,17 +379,17 @@ impl Supervisor {
             self.table().remove(&id);
             return Err(e.into());
         }
-        self.spawn_run(req);
+        self.spawn_run(req, owner);
         Ok(())
     }
 
     /// Runs a task's whole lifecycle in the background.
-    fn spawn_run(self: &Arc<Self>, req: ExecuteRequest) {
+    fn spawn_run(self: &Arc<Self>, req: ExecuteRequest, owner: Option<String>) {
         let me = self.clone();
         tokio::spawn(async move {
             let id = req.task_id;
-            let exit = match me.launch(&req).await {
-                Some(name) => me.follow(id, name).await,
+            let exit = match me.launch(&req, owner.as_deref()).await {
+                Some((name, logs)) => me.follow(id, name, logs).await,
                 None => None,
             };
             me.ended(id, exit);
@@ -368,7 +415,8 @@ impl Supervisor {
         }
     }
 
-    fn spec(&self, req: &ExecuteRequest) -> WorkloadSpec {
+    /// What the task's container is made of. `shared` is what it mounts at `/shared`.
+    fn spec(&self, req: &ExecuteRequest, shared: Option<&std::path::Path>) -> WorkloadSpec {
         let d = &req.definition;
         let image = d
             .image
@@ -384,10 +432,10 @@ impl Supervisor {
         env.push("KOHAKURIVER_LOCAL_TEMP_DIR=/local_temp".into());
         let mut binds = vec![format!(
             "{}:/local_temp",
-            self.config.local_temp_dir.display()
+            scratch::task_dir(&self.config.local_temp_dir, req.task_id).display()
         )];
-        if let Some(shared) = &self.config.shared_dir {
-            binds.push(format!("{}:/shared", shared.join("shared_data").display()));
+        if let Some(shared) = shared {
+            binds.push(format!("{}:/shared", shared.display()));
             env.push("KOHAKURIVER_SHARED_DIR=/shared".into());
         }
         let numa_node = r
@@ -399,7 +447,7 @@ impl Supervisor {
             (LABEL_RUNNER.to_string(), self.config.name.clone()),
             (LABEL_RUNNER_ID.to_string(), self.instance_id.clone()),
         ]);
-        WorkloadSpec {
+        let mut spec = WorkloadSpec {
             name: task_container_name(req.task_id),
             image,
             cmd: container_cmd(&cmd.command, &cmd.arguments),
@@ -412,12 +460,17 @@ impl Supervisor {
             }),
             labels,
             nano_cpus: (r.required_cores > 0).then(|| i64::from(r.required_cores) * 1_000_000_000),
-            memory_bytes: r.required_memory_bytes.map(|m| m as i64),
             binds,
             cpuset_cpus: numa_node.map(crate::numa::cpuset),
             cpuset_mems: numa_node.map(|_| r.target_numa_node_id.unwrap_or(0).to_string()),
             gpus: r.required_gpus.clone(),
-        }
+            ..Default::default()
+        };
+        // Memory, pids, privileges, capabilities, engine log: the same for every container.
+        // (The runner never starts privileged containers: `privileged` is refused by the host
+        // and ignored here, so no task is exempt.)
+        crate::limits::apply(&mut spec, r, self.node, &self.config);
+        spec
     }
 
     fn log_paths(&self, id: TaskId) -> (PathBuf, PathBuf) {
@@ -425,18 +478,35 @@ impl Supervisor {
         (dir.join("stdout.log"), dir.join("stderr.log"))
     }
 
-    /// Image, container, start. Returns the container name once it runs; on failure the
-    /// final report has been made.
-    async fn launch(&self, req: &ExecuteRequest) -> Option<String> {
+    /// Image, container, start. Returns the container name (and the copy of its output, when
+    /// it was started here) once it runs; on failure the final report has been made.
+    async fn launch(
+        &self,
+        req: &ExecuteRequest,
+        owner: Option<&str>,
+    ) -> Option<(String, Option<LogCopy>)> {
         let id = req.task_id;
-        let spec = self.spec(req);
+        let shared = match (&self.config.shared_dir, scratch::owner_dir(owner)) {
+            (Some(dir), Ok(owner)) => {
+                Some(scratch::shared_source(dir, self.config.shared_mount, owner))
+            }
+            (None, _) => None,
+            // Checked on execute; a record edited by hand since must not widen a mount.
+            (Some(_), Err(e)) => {
+                self.report_failed(id, e.to_string()).await;
+                return None;
+            }
+        };
+        let spec = self.spec(req, shared.as_deref());
         let name = spec.name.clone();
         if let Err(e) = self.engine.prepare(&spec).await {
             self.report_failed(id, e.to_string()).await;
             return None;
         }
-        if let Err(e) = tokio::fs::create_dir_all(&self.config.local_temp_dir).await {
-            tracing::warn!(error = %e, "cannot create local_temp_dir");
+        if let Err(e) = self.create_dirs(id, shared).await {
+            self.report_failed(id, format!("cannot create the task's directories: {e}"))
+                .await;
+            return None;
         }
         if self.kill_requested(id) {
             self.report_killed(id).await;
@@ -444,42 +514,87 @@ impl Supervisor {
         }
         match self.engine.create(&spec).await {
             Ok(()) => {}
-            // A container of this task already exists (a dispatch repeated after a restart):
-            // adopt it instead of running the task twice.
-            Err(WorkloadError::Exists(_)) => {
-                tracing::info!(task_id = %id, "container exists: adopting it")
-            }
+            // A container of that name exists. Ours for this task (a dispatch repeated after a
+            // restart): adopt it instead of running the task twice. Anyone else's: never
+            // adopt, start, kill or remove it, since that would hand this task's result (and
+            // control over the container) to something the runner did not start.
+            Err(WorkloadError::Exists(_)) => match self.engine.labels(&name).await {
+                Ok(labels) if self.is_own(&labels, id) => {
+                    tracing::info!(task_id = %id, "container exists: adopting it")
+                }
+                Ok(_) => {
+                    tracing::warn!(task_id = %id, container = %name, "a foreign container holds the task's name");
+                    self.report_failed(id, foreign_container_message(&name))
+                        .await;
+                    return None;
+                }
+                Err(e) => {
+                    self.report_failed(
+                        id,
+                        format!("cannot inspect existing container {name}: {e}"),
+                    )
+                    .await;
+                    return None;
+                }
+            },
             Err(e) => {
                 self.report_failed(id, format!("cannot create container: {e}"))
                     .await;
                 return None;
             }
         }
-        self.start_created(id, &name).await.then_some(name)
+        let logs = self.start_created(id, &name).await.ok()?;
+        Some((name, logs))
     }
 
-    /// Starts the container if it is only created, then reports `running`.
-    async fn start_created(&self, id: TaskId, name: &str) -> bool {
+    /// The task's scratch directory and, with a shared filesystem, its `/shared` directory.
+    async fn create_dirs(&self, id: TaskId, shared: Option<PathBuf>) -> std::io::Result<()> {
+        let scratch_dir = scratch::task_dir(&self.config.local_temp_dir, id);
+        tokio::task::spawn_blocking(move || {
+            scratch::create_task_dir(&scratch_dir)?;
+            match shared {
+                Some(dir) => std::fs::create_dir_all(dir),
+                None => Ok(()),
+            }
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    /// Whether a container with these labels is this runner's container of task `id`.
+    fn is_own(&self, labels: &HashMap<String, String>, id: TaskId) -> bool {
+        labels.get(LABEL_RUNNER_ID) == Some(&self.instance_id)
+            && labels.get(LABEL_TASK_ID) == Some(&id.to_string())
+    }
+
+    /// Starts the container if it is only created, then reports `running`. A container
+    /// started here has its output attached before the start, and that copy is returned.
+    async fn start_created(&self, id: TaskId, name: &str) -> Result<Option<LogCopy>, NotStarted> {
+        let mut logs = None;
         match self.engine.inspect(name).await {
             // Killed before it started: it must not run at all.
             Ok(State::Created) if self.kill_requested(id) => {
                 let _ = self.engine.remove(name).await;
                 self.report_killed(id).await;
-                return false;
+                return Err(NotStarted);
             }
             Ok(State::Created) => {
+                logs = self.attach_output(id, name).await;
                 if let Err(e) = self.engine.start(name).await {
+                    if let Some(copy) = logs {
+                        copy.abort();
+                    }
                     self.report_failed(id, format!("cannot start container: {e}"))
                         .await;
                     let _ = self.engine.remove(name).await;
-                    return false;
+                    return Err(NotStarted);
                 }
             }
             Ok(_) => {}
             Err(e) => {
                 self.report_failed(id, format!("container vanished: {e}"))
                     .await;
-                return false;
+                return Err(NotStarted);
             }
         }
         self.set_phase(id, Phase::Running);
@@ -489,22 +604,57 @@ impl Supervisor {
         }
         self.report(id, TaskStatus::Running, None, None).await;
         tracing::info!(task_id = %id, "task running");
-        true
+        Ok(logs)
     }
 
-    /// Captures logs, waits for the exit, reports it and removes the container. Returns the
-    /// exit code.
-    async fn follow(&self, id: TaskId, name: String) -> Option<i64> {
+    /// The task's log files, their directory created.
+    async fn log_files(&self, id: TaskId) -> (PathBuf, PathBuf) {
         let (stdout, stderr) = self.log_paths(id);
         if let Some(dir) = stdout.parent() {
             if let Err(e) = tokio::fs::create_dir_all(dir).await {
                 tracing::warn!(task_id = %id, error = %e, "cannot create log directory");
             }
         }
-        let engine = self.engine.clone();
-        let log_name = name.clone();
-        let logs =
-            tokio::spawn(async move { engine.capture_logs(&log_name, stdout, stderr).await });
+        (stdout, stderr)
+    }
+
+    /// Attaches to a created container's output, before it starts: a live copy misses
+    /// nothing, whereas one read back from the engine's log loses what the engine's size cap
+    /// discards before it is read. `None` (logged) if the engine refuses; [`Self::follow`]
+    /// then reads the engine's copy.
+    async fn attach_output(&self, id: TaskId, name: &str) -> Option<LogCopy> {
+        let (stdout, stderr) = self.log_files(id).await;
+        match self
+            .engine
+            .attach_logs(name, stdout, stderr, self.config.max_log_size)
+            .await
+        {
+            Ok(copy) => Some(tokio::spawn(copy)),
+            Err(e) => {
+                tracing::warn!(task_id = %id, error = %e, "cannot attach to the container's output; reading the engine's log instead");
+                None
+            }
+        }
+    }
+
+    /// Waits for the exit, reports it and removes the container, with the output copied to
+    /// the task's log files meanwhile (`logs`, or from the engine's copy of a container not
+    /// started here). Returns the exit code.
+    async fn follow(&self, id: TaskId, name: String, logs: Option<LogCopy>) -> Option<i64> {
+        let logs = match logs {
+            Some(copy) => copy,
+            None => {
+                let (stdout, stderr) = self.log_files(id).await;
+                let engine = self.engine.clone();
+                let log_name = name.clone();
+                let max_log = self.config.max_log_size;
+                tokio::spawn(async move {
+                    engine
+                        .capture_logs(&log_name, stdout, stderr, max_log)
+                        .await
+                })
+            }
+        };
         let exit = loop {
             match self.engine.wait(&name).await {
                 Ok(exit) => break exit,
@@ -546,6 +696,8 @@ impl Supervisor {
             .into_iter()
             .map(|(_, r)| (r.request.task_id, r))
             .collect();
+        let local_temp = self.config.local_temp_dir.clone();
+        tokio::task::spawn_blocking(move || scratch::purge_leftovers(&local_temp));
         let containers = self.engine.find(LABEL_RUNNER_ID, &self.instance_id).await?;
         let mut by_task: BTreeMap<TaskId, String> = BTreeMap::new();
         for (name, labels) in containers {
@@ -560,6 +712,7 @@ impl Supervisor {
         for (id, name) in &by_task {
             let record = records.remove(id).unwrap_or_else(|| TaskRecord {
                 request: adopted_request(*id),
+                owner: None,
                 seq: 0,
                 kill_requested: false,
                 started: true,
@@ -579,13 +732,14 @@ impl Supervisor {
                             done,
                         },
                     );
-                } else if let Err(e) = durable::remove(&self.record_path(id)) {
-                    tracing::warn!(task_id = %id, error = %e, "cannot delete task record");
+                } else {
+                    self.forget_files(id);
                 }
                 continue;
             }
             let started = record.started;
             let req = record.request.clone();
+            let owner = record.owner.clone();
             self.table().insert(
                 id,
                 Entry {
@@ -603,7 +757,7 @@ impl Supervisor {
                 .await;
             } else {
                 tracing::info!(task_id = %id, "task accepted before the restart but never started: starting it");
-                self.spawn_run(req);
+                self.spawn_run(req, owner);
             }
         }
         let n = self.table().len();
@@ -638,14 +792,13 @@ impl Supervisor {
                 let _ = me.engine.remove(&name).await;
                 return;
             }
-            let running = match state {
+            let started = match state {
                 Ok(State::Created) => me.start_created(id, &name).await,
-                _ => true,
+                _ => Ok(None),
             };
-            let exit = if running {
-                me.follow(id, name).await
-            } else {
-                None
+            let exit = match started {
+                Ok(logs) => me.follow(id, name, logs).await,
+                Err(NotStarted) => None,
             };
             me.ended(id, exit);
         });
@@ -703,6 +856,12 @@ impl Supervisor {
         }
         Ok(())
     }
+}
+
+/// Why a task cannot start when its container name is taken by a container this runner did
+/// not start (no or another runner-id label).
+pub fn foreign_container_message(name: &str) -> String {
+    format!("a container named {name} exists and was not started by this runner; remove it or rename it")
 }
 
 /// The runner's instance id: read from `<data_dir>/runner-id`, created on first start.

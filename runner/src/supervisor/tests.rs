@@ -29,6 +29,11 @@ fn config(dir: &std::path::Path) -> RunnerConfig {
         memory: None,
         log_format: LogFormat::Text,
         nvidia_smi: "nvidia-smi".into(),
+        default_memory: None,
+        pids_limit: 4096,
+        cap_add: Vec::new(),
+        max_log_size: 64 << 20,
+        shared_mount: crate::config::SharedMount::PerUser,
     }
 }
 
@@ -41,10 +46,34 @@ impl Harness {
 
     /// A supervisor over `dir` (records, outbox, instance id) and `fake` (the engine).
     fn on(dir: tempfile::TempDir, fake: Arc<FakeWorkload>) -> Harness {
-        let config = Arc::new(config(dir.path()));
+        Harness::configured(dir, fake, |_| {})
+    }
+
+    /// A runner with a shared filesystem at `<dir>/shared`, mounted as `mode` says.
+    fn shared(mode: crate::config::SharedMount) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        Harness::configured(dir, FakeWorkload::new(), move |c| {
+            c.shared_dir = Some(shared);
+            c.shared_mount = mode;
+        })
+    }
+
+    fn configured(
+        dir: tempfile::TempDir,
+        fake: Arc<FakeWorkload>,
+        edit: impl FnOnce(&mut RunnerConfig),
+    ) -> Harness {
+        let mut config = config(dir.path());
+        edit(&mut config);
+        let config = Arc::new(config);
         std::fs::create_dir_all(&config.data_dir).unwrap();
         let outbox = Arc::new(Outbox::open(config.data_dir.join("outbox")).unwrap());
-        let sup = Supervisor::new(fake.clone(), outbox.clone(), config, None).unwrap();
+        let node = crate::limits::Node {
+            cores: 2,
+            memory: 4 << 30,
+        };
+        let sup = Supervisor::new(fake.clone(), outbox.clone(), config, node, None).unwrap();
         Harness {
             dir,
             fake,
@@ -79,6 +108,7 @@ impl Harness {
     fn save(&self, id: u64, started: bool) {
         let record = TaskRecord {
             request: request(id),
+            owner: None,
             seq: 1,
             kill_requested: false,
             started,
@@ -112,11 +142,11 @@ async fn until(what: &str, mut check: impl FnMut() -> bool) {
 #[tokio::test]
 async fn a_task_runs_once_and_its_exit_is_reported() {
     let h = Harness::new();
-    h.sup.execute(request(1)).await.unwrap();
+    h.sup.execute(request(1), None).await.unwrap();
     until("running", || h.reported(1).len() == 1).await;
     assert_eq!(h.reported(1), vec![(TaskStatus::Running, None)]);
     // A repeated dispatch of a running task starts nothing new.
-    h.sup.execute(request(1)).await.unwrap();
+    h.sup.execute(request(1), None).await.unwrap();
     assert_eq!(h.fake.count(&Call::Create(name(1))), 1);
     assert_eq!(h.fake.count(&Call::Start(name(1))), 1);
     h.fake.finish(
@@ -134,8 +164,8 @@ async fn a_task_runs_once_and_its_exit_is_reported() {
 #[tokio::test]
 async fn the_oom_flag_and_a_kill_decide_the_final_state() {
     let h = Harness::new();
-    h.sup.execute(request(1)).await.unwrap();
-    h.sup.execute(request(2)).await.unwrap();
+    h.sup.execute(request(1), None).await.unwrap();
+    h.sup.execute(request(2), None).await.unwrap();
     until("both running", || {
         h.reported(1).len() == 1 && h.reported(2).len() == 1
     })
@@ -161,7 +191,7 @@ async fn the_oom_flag_and_a_kill_decide_the_final_state() {
 async fn a_kill_while_preparing_means_the_workload_never_starts() {
     let h = Harness::new();
     h.fake.hold_prepare();
-    h.sup.execute(request(1)).await.unwrap();
+    h.sup.execute(request(1), None).await.unwrap();
     until("preparing", || h.fake.count(&Call::Prepare(name(1))) == 1).await;
     assert!(matches!(
         h.sup.pause(TaskId(1), true).await,
@@ -175,7 +205,7 @@ async fn a_kill_while_preparing_means_the_workload_never_starts() {
     until("reported", || !h.reported(1).is_empty()).await;
     assert_eq!(h.reported(1), vec![(TaskStatus::Killed, None)]);
     // A late or repeated dispatch must not start it either.
-    h.sup.execute(request(1)).await.unwrap();
+    h.sup.execute(request(1), None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await; // let a wrongly started run show
     assert_eq!(h.fake.count(&Call::Create(name(1))), 0);
     assert_eq!(h.fake.count(&Call::Start(name(1))), 0);
@@ -184,7 +214,7 @@ async fn a_kill_while_preparing_means_the_workload_never_starts() {
 #[tokio::test]
 async fn pause_and_resume_follow_the_workload_and_are_idempotent() {
     let h = Harness::new();
-    h.sup.execute(request(1)).await.unwrap();
+    h.sup.execute(request(1), None).await.unwrap();
     until("running", || h.reported(1).len() == 1).await;
     h.sup.pause(TaskId(1), true).await.unwrap();
     h.sup.pause(TaskId(1), true).await.unwrap();
@@ -285,5 +315,176 @@ fn arguments_are_positional_not_spliced() {
     assert_eq!(
         container_cmd("echo", &["a b".into(), "$(x)".into()]),
         vec!["/bin/sh", "-c", "echo \"$@\"", "sh", "a b", "$(x)"]
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_container_with_the_task_name_is_never_adopted() {
+    let h = Harness::new();
+    // Same name, but not this runner's: no runner-id label, or another runner's.
+    h.fake.plant(&name(1), HashMap::new(), State::Running);
+    let mut other = h.labels(2);
+    other.insert(LABEL_RUNNER_ID.into(), "someone-else".into());
+    h.fake.plant(&name(2), other, State::Running);
+    h.sup.execute(request(1), None).await.unwrap();
+    h.sup.execute(request(2), None).await.unwrap();
+    until("both failed", || {
+        h.reported(1).len() == 1 && h.reported(2).len() == 1
+    })
+    .await;
+    for id in [1, 2] {
+        assert_eq!(
+            h.reported(id),
+            vec![(TaskStatus::Failed, None)],
+            "task {id}"
+        );
+        let report = h
+            .outbox
+            .reports()
+            .into_iter()
+            .find(|u| u.task_id == TaskId(id));
+        assert_eq!(
+            report.and_then(|u| u.message),
+            Some(foreign_container_message(&name(id)))
+        );
+        // Left alone: still there, still running, never started, killed or removed by us.
+        assert_eq!(h.fake.state_of(&name(id)), Some(State::Running));
+        for call in [
+            Call::Start(name(id)),
+            Call::Kill(name(id)),
+            Call::Remove(name(id)),
+        ] {
+            assert_eq!(h.fake.count(&call), 0, "{call:?}");
+        }
+    }
+    // Its own container of the task, left from before a restart, is still adopted.
+    h.fake.plant(&name(3), h.labels(3), State::Created);
+    h.sup.execute(request(3), None).await.unwrap();
+    until("adopted and running", || h.reported(3).len() == 1).await;
+    assert_eq!(h.reported(3), vec![(TaskStatus::Running, None)]);
+    assert_eq!(h.fake.count(&Call::Start(name(3))), 1);
+}
+
+#[tokio::test]
+async fn output_is_attached_before_the_start_and_read_back_only_for_adopted_work() {
+    let h = Harness::new();
+    h.sup.execute(request(1), None).await.unwrap();
+    until("running", || h.reported(1).len() == 1).await;
+    let calls = h.fake.calls();
+    let at = |c: Call| calls.iter().position(|x| *x == c);
+    let (attach, start) = (at(Call::AttachLogs(name(1))), at(Call::Start(name(1))));
+    assert!(attach.is_some() && attach < start, "{calls:?}");
+    assert_eq!(h.fake.count(&Call::CaptureLogs(name(1))), 0);
+    // A container already running when the runner starts: its output comes from the engine.
+    h.save(2, true);
+    h.fake.plant(&name(2), h.labels(2), State::Running);
+    let h = h.restarted();
+    h.sup.recover().await.unwrap();
+    until("read back", || {
+        h.fake.count(&Call::CaptureLogs(name(2))) == 1
+    })
+    .await;
+    assert_eq!(h.fake.count(&Call::AttachLogs(name(2))), 0);
+}
+
+/// The host's acknowledgement of every report made so far.
+fn acknowledge_all(h: &Harness) {
+    for u in h.outbox.reports() {
+        h.sup.acknowledged(&u);
+    }
+}
+
+#[tokio::test]
+async fn each_task_has_its_own_scratch_dir_until_it_is_forgotten() {
+    let h = Harness::new();
+    let local_temp = h.dir.path().join("local_temp");
+    for id in [1, 2] {
+        h.sup.execute(request(id), None).await.unwrap();
+    }
+    until("both running", || {
+        h.reported(1).len() == 1 && h.reported(2).len() == 1
+    })
+    .await;
+    for id in [1, 2] {
+        let dir = local_temp.join(id.to_string());
+        assert!(dir.is_dir(), "{dir:?}");
+        let binds = h.fake.spec_of(&name(id)).unwrap().binds;
+        assert_eq!(binds, vec![format!("{}:/local_temp", dir.display())]);
+    }
+    std::fs::write(local_temp.join("1/result"), b"x").unwrap();
+    h.fake.finish(
+        &name(1),
+        Exit {
+            code: 0,
+            oom_killed: false,
+        },
+    );
+    until("1 completed", || h.reported(1).len() == 2).await;
+    // Still there while the final report waits for the host.
+    assert!(local_temp.join("1/result").exists());
+    acknowledge_all(&h);
+    assert!(!local_temp.join("1").exists(), "scratch kept after forget");
+    assert!(
+        local_temp.join("2").is_dir(),
+        "a running task lost its scratch"
+    );
+    assert!(!h.sup.record_path(TaskId(1)).exists());
+    assert!(h.sup.known_tasks() == vec![TaskId(2)]);
+    // Deleted in the background: nothing of it is left.
+    until("purged", || {
+        std::fs::read_dir(&local_temp).unwrap().count() == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shared_is_the_owners_directory_and_bad_owners_are_refused() {
+    use crate::config::SharedMount;
+    let h = Harness::shared(SharedMount::PerUser);
+    let data = h.dir.path().join("shared/shared_data");
+    h.sup
+        .execute(request(1), Some("alice".into()))
+        .await
+        .unwrap();
+    h.sup.execute(request(2), None).await.unwrap();
+    until("running", || {
+        h.reported(1).len() == 1 && h.reported(2).len() == 1
+    })
+    .await;
+    for (id, dir) in [(1, "alice"), (2, scratch::ANONYMOUS)] {
+        let binds = h.fake.spec_of(&name(id)).unwrap().binds;
+        assert_eq!(
+            binds[1],
+            format!("{}:/shared", data.join(dir).display()),
+            "task {id}"
+        );
+        assert!(data.join(dir).is_dir());
+    }
+    for bad in ["../alice", "a/b", "..", "_anonymous", ""] {
+        let err = h.sup.execute(request(3), Some(bad.into())).await;
+        assert!(
+            matches!(err, Err(SupervisorError::BadOwner(_))),
+            "{bad:?}: {err:?}"
+        );
+    }
+    assert_eq!(h.fake.count(&Call::Create(name(3))), 0);
+    // The owner is in the record, so a task started after a restart keeps its directory.
+    let record: TaskRecord =
+        serde_json::from_slice(&std::fs::read(h.sup.record_path(TaskId(1))).unwrap()).unwrap();
+    assert_eq!(record.owner.as_deref(), Some("alice"));
+
+    let h = Harness::shared(SharedMount::Whole);
+    h.sup
+        .execute(request(1), Some("alice".into()))
+        .await
+        .unwrap();
+    until("running", || h.reported(1).len() == 1).await;
+    let binds = h.fake.spec_of(&name(1)).unwrap().binds;
+    assert_eq!(
+        binds[1],
+        format!(
+            "{}:/shared",
+            h.dir.path().join("shared/shared_data").display()
+        )
     );
 }

@@ -1,20 +1,23 @@
 //! Docker behind the [`Workload`] seam: the Engine API through bollard (never the docker
 //! CLI). Each method is one engine operation with errors that say what failed.
 
-use super::{Exit, Found, State, Workload, WorkloadError, WorkloadResult, WorkloadSpec};
+use super::{logcap, Exit, Found, State, Workload, WorkloadError, WorkloadResult, WorkloadSpec};
 use futures_util::future::BoxFuture;
 
+use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig,
+};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use tokio::io::AsyncWriteExt;
 
 type DockerError = WorkloadError;
 
@@ -100,6 +103,19 @@ impl Engine {
                 }]
             }),
             binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
+            pids_limit: spec.pids_limit,
+            security_opt: (!spec.security_opt.is_empty()).then(|| spec.security_opt.clone()),
+            cap_add: (!spec.cap_add.is_empty()).then(|| spec.cap_add.clone()),
+            cap_drop: (!spec.cap_drop.is_empty()).then(|| spec.cap_drop.clone()),
+            // json-file whatever the daemon's default driver: the runner reads the output back
+            // through the engine, and this driver takes a size cap. One file, no rotated copies.
+            log_config: spec.max_log_bytes.map(|max| HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), max.to_string()),
+                    ("max-file".to_string(), "1".to_string()),
+                ])),
+            }),
             ..Default::default()
         };
         let body = ContainerCreateBody {
@@ -147,6 +163,18 @@ impl Engine {
         })
     }
 
+    pub async fn container_labels(
+        &self,
+        name: &str,
+    ) -> Result<HashMap<String, String>, DockerError> {
+        let info = self
+            .docker
+            .inspect_container(name, None)
+            .await
+            .map_err(engine_error)?;
+        Ok(info.config.and_then(|c| c.labels).unwrap_or_default())
+    }
+
     /// Waits until the container is no longer running and returns how it ended (asked of the
     /// engine after the wait, so `OOMKilled` is read before the container is removed).
     pub async fn wait_exit(&self, name: &str) -> Result<Exit, DockerError> {
@@ -170,41 +198,52 @@ impl Engine {
 
     /// Copies the container's whole output, from its start, into two files (replacing what they
     /// held) and follows it until the container stops. Starting over from the engine's copy
-    /// makes a re-adopted task's logs exact, with nothing lost or doubled.
+    /// makes a re-adopted task's logs exact, with nothing doubled (output the engine's size
+    /// cap already discarded is gone). Each file keeps at most `max_bytes` of output and then
+    /// says it was cut.
     pub async fn copy_logs(
         &self,
         name: &str,
         stdout: PathBuf,
         stderr: PathBuf,
+        max_bytes: u64,
     ) -> std::io::Result<()> {
-        let mut out = tokio::io::BufWriter::new(tokio::fs::File::create(&stdout).await?);
-        let mut err = tokio::io::BufWriter::new(tokio::fs::File::create(&stderr).await?);
         let opts = LogsOptionsBuilder::default()
             .follow(true)
             .stdout(true)
             .stderr(true)
             .build();
-        let mut stream = self.docker.logs(name, Some(opts));
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(bollard::container::LogOutput::StdOut { message })
-                | Ok(bollard::container::LogOutput::Console { message }) => {
-                    out.write_all(&message).await?
-                }
-                Ok(bollard::container::LogOutput::StdErr { message }) => {
-                    err.write_all(&message).await?
-                }
-                Ok(bollard::container::LogOutput::StdIn { .. }) => {}
-                Err(e) => {
-                    tracing::warn!(container = %name, error = %e, "log stream ended with an error");
-                    break;
-                }
-            }
-        }
-        out.flush().await?;
-        err.flush().await?;
-        out.get_ref().sync_all().await?;
-        err.get_ref().sync_all().await
+        let stream = self.docker.logs(name, Some(opts));
+        copy_output(name, stream, stdout, stderr, max_bytes).await
+    }
+
+    /// Attaches to a created container's stdout and stderr (before it starts, so the first
+    /// bytes are not missed) and returns the copy into two files, which runs until the
+    /// container stops. Live output is read from the engine as the task writes it, with
+    /// back-pressure, so unlike a read of the engine's log nothing is lost to its size cap.
+    pub async fn attach_output(
+        &self,
+        name: &str,
+        stdout: PathBuf,
+        stderr: PathBuf,
+        max_bytes: u64,
+    ) -> Result<BoxFuture<'static, std::io::Result<()>>, DockerError> {
+        let opts = AttachContainerOptionsBuilder::default()
+            .stream(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let attached = self
+            .docker
+            .attach_container(name, Some(opts))
+            .await
+            .map_err(engine_error)?;
+        let name = name.to_string();
+        Ok(Box::pin(async move {
+            // The input half stays open for as long as the output is read.
+            let _input = attached.input;
+            copy_output(&name, attached.output, stdout, stderr, max_bytes).await
+        }))
     }
 
     pub async fn kill(&self, name: &str) -> Result<(), DockerError> {
@@ -293,6 +332,9 @@ impl Workload for Engine {
     fn inspect<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, State> {
         Box::pin(self.state(name))
     }
+    fn labels<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, HashMap<String, String>> {
+        Box::pin(self.container_labels(name))
+    }
     fn wait<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, Exit> {
         Box::pin(self.wait_exit(name))
     }
@@ -301,8 +343,18 @@ impl Workload for Engine {
         name: &'a str,
         stdout: PathBuf,
         stderr: PathBuf,
+        max_bytes: u64,
     ) -> BoxFuture<'a, std::io::Result<()>> {
-        Box::pin(self.copy_logs(name, stdout, stderr))
+        Box::pin(self.copy_logs(name, stdout, stderr, max_bytes))
+    }
+    fn attach_logs<'a>(
+        &'a self,
+        name: &'a str,
+        stdout: PathBuf,
+        stderr: PathBuf,
+        max_bytes: u64,
+    ) -> WorkloadResult<'a, BoxFuture<'static, std::io::Result<()>>> {
+        Box::pin(self.attach_output(name, stdout, stderr, max_bytes))
     }
     fn kill<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, ()> {
         Box::pin(Engine::kill(self, name))
@@ -319,4 +371,39 @@ impl Workload for Engine {
     fn find<'a>(&'a self, label: &'a str, value: &'a str) -> WorkloadResult<'a, Vec<Found>> {
         Box::pin(self.list_labelled(label, value))
     }
+}
+
+/// Writes a container's output stream into two capped files until the stream ends (or both
+/// files are full).
+async fn copy_output(
+    name: &str,
+    mut stream: impl futures_util::Stream<Item = Result<LogOutput, BollardError>> + Unpin,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    max_bytes: u64,
+) -> std::io::Result<()> {
+    let file = |f| logcap::Capped::new(tokio::io::BufWriter::new(f), max_bytes);
+    let mut out = file(tokio::fs::File::create(&stdout).await?);
+    let mut err = file(tokio::fs::File::create(&stderr).await?);
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                out.write(&message).await?
+            }
+            Ok(LogOutput::StdErr { message }) => err.write(&message).await?,
+            Ok(LogOutput::StdIn { .. }) => {}
+            Err(e) => {
+                tracing::warn!(container = %name, error = %e, "log stream ended with an error");
+                break;
+            }
+        }
+        // Both copies are full: reading on would only drain output to drop it.
+        if out.is_cut() && err.is_cut() {
+            break;
+        }
+    }
+    out.flush().await?;
+    err.flush().await?;
+    out.get_ref().get_ref().sync_all().await?;
+    err.get_ref().get_ref().sync_all().await
 }

@@ -18,11 +18,15 @@ pub enum Call {
     Pause(String),
     Resume(String),
     Remove(String),
+    CaptureLogs(String),
+    AttachLogs(String),
 }
 
 struct Entry {
     labels: HashMap<String, String>,
     state: watch::Sender<State>,
+    /// What it was created from (`None` for a planted one).
+    spec: Option<WorkloadSpec>,
 }
 
 #[derive(Default)]
@@ -75,9 +79,14 @@ impl FakeWorkload {
     /// Plants a workload as if an earlier run had created it.
     pub fn plant(&self, name: &str, labels: HashMap<String, String>, state: State) {
         let (tx, _) = watch::channel(state);
-        self.lock()
-            .workloads
-            .insert(name.to_string(), Entry { labels, state: tx });
+        self.lock().workloads.insert(
+            name.to_string(),
+            Entry {
+                labels,
+                state: tx,
+                spec: None,
+            },
+        );
     }
 
     /// Ends a running workload the way its process would.
@@ -85,6 +94,11 @@ impl FakeWorkload {
         if let Some(e) = self.lock().workloads.get(name) {
             e.state.send_replace(State::Exited(exit));
         }
+    }
+
+    /// The spec a workload was created from.
+    pub fn spec_of(&self, name: &str) -> Option<WorkloadSpec> {
+        self.lock().workloads.get(name).and_then(|e| e.spec.clone())
     }
 
     pub fn state_of(&self, name: &str) -> Option<State> {
@@ -104,6 +118,24 @@ impl FakeWorkload {
             Some(e) => f(e),
             None => Err(WorkloadError::NotFound(name.to_string())),
         }
+    }
+
+    /// A workload's output: none, written once it stops.
+    fn empty_logs(
+        &self,
+        name: &str,
+        stdout: PathBuf,
+        stderr: PathBuf,
+    ) -> BoxFuture<'static, std::io::Result<()>> {
+        let rx = self.watch_of(name);
+        Box::pin(async move {
+            tokio::fs::write(&stdout, b"").await?;
+            tokio::fs::write(&stderr, b"").await?;
+            if let Ok(mut rx) = rx {
+                let _ = rx.wait_for(|s| matches!(s, State::Exited(_))).await;
+            }
+            Ok(())
+        })
     }
 
     fn watch_of(&self, name: &str) -> Result<watch::Receiver<State>, WorkloadError> {
@@ -140,6 +172,7 @@ impl Workload for FakeWorkload {
                 Entry {
                     labels: spec.labels.clone(),
                     state: tx,
+                    spec: Some(spec.clone()),
                 },
             );
             Ok(())
@@ -158,6 +191,11 @@ impl Workload for FakeWorkload {
 
     fn inspect<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, State> {
         let r = self.with(name, |e| Ok(*e.state.borrow()));
+        Box::pin(async move { r })
+    }
+
+    fn labels<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, HashMap<String, String>> {
+        let r = self.with(name, |e| Ok(e.labels.clone()));
         Box::pin(async move { r })
     }
 
@@ -181,16 +219,22 @@ impl Workload for FakeWorkload {
         name: &'a str,
         stdout: PathBuf,
         stderr: PathBuf,
+        _max_bytes: u64,
     ) -> BoxFuture<'a, std::io::Result<()>> {
-        let rx = self.watch_of(name);
-        Box::pin(async move {
-            tokio::fs::write(&stdout, b"").await?;
-            tokio::fs::write(&stderr, b"").await?;
-            if let Ok(mut rx) = rx {
-                let _ = rx.wait_for(|s| matches!(s, State::Exited(_))).await;
-            }
-            Ok(())
-        })
+        self.record(Call::CaptureLogs(name.to_string()));
+        self.empty_logs(name, stdout, stderr)
+    }
+
+    fn attach_logs<'a>(
+        &'a self,
+        name: &'a str,
+        stdout: PathBuf,
+        stderr: PathBuf,
+        _max_bytes: u64,
+    ) -> WorkloadResult<'a, BoxFuture<'static, std::io::Result<()>>> {
+        self.record(Call::AttachLogs(name.to_string()));
+        let copy = self.empty_logs(name, stdout, stderr);
+        Box::pin(async move { Ok(copy) })
     }
 
     fn kill<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, ()> {

@@ -7,6 +7,7 @@
 pub mod docker;
 #[cfg(test)]
 pub mod fake;
+pub mod logcap;
 
 use futures_util::future::BoxFuture;
 use std::collections::HashMap;
@@ -46,6 +47,15 @@ pub struct WorkloadSpec {
     pub cpuset_mems: Option<String>,
     /// NVIDIA GPU indices to expose.
     pub gpus: Vec<u32>,
+    /// Most processes (and threads) at once; `None`: the engine's default (none).
+    pub pids_limit: Option<i64>,
+    /// Engine security options (`no-new-privileges`).
+    pub security_opt: Vec<String>,
+    /// Capabilities added to and dropped from the engine's default set.
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    /// Cap on the engine's own copy of the output (one file, no rotated copies kept).
+    pub max_log_bytes: Option<u64>,
 }
 
 /// How a workload ended.
@@ -79,16 +89,30 @@ pub trait Workload: Send + Sync + 'static {
     fn create<'a>(&'a self, spec: &'a WorkloadSpec) -> WorkloadResult<'a, ()>;
     fn start<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, ()>;
     fn inspect<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, State>;
+    /// Its labels: whose it is.
+    fn labels<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, HashMap<String, String>>;
     /// Waits until it is no longer running; how it ended.
     fn wait<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, Exit>;
     /// Copies its whole output from its start into two files (replacing them) and follows it
-    /// until it stops.
+    /// until it stops; each file keeps at most `max_bytes` of output, then a line saying it
+    /// was cut (see [`logcap`]).
     fn capture_logs<'a>(
         &'a self,
         name: &'a str,
         stdout: PathBuf,
         stderr: PathBuf,
+        max_bytes: u64,
     ) -> BoxFuture<'a, std::io::Result<()>>;
+    /// Attaches to a created, not yet started workload's output and returns the copy (made as
+    /// [`Workload::capture_logs`] makes it) that runs until the workload stops. Read live, so
+    /// nothing is lost to the engine's own log cap.
+    fn attach_logs<'a>(
+        &'a self,
+        name: &'a str,
+        stdout: PathBuf,
+        stderr: PathBuf,
+        max_bytes: u64,
+    ) -> WorkloadResult<'a, BoxFuture<'static, std::io::Result<()>>>;
     /// Kills it at once; killing one that no longer runs succeeds.
     fn kill<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, ()>;
     fn pause<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, ()>;
