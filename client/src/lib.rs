@@ -370,7 +370,10 @@ impl Client {
 
     /// `POST /api/auth/tokens/create`: the reply holds the token, shown this once.
     pub async fn create_token(&self, name: &str) -> Result<CreatedToken> {
-        let body = TokenRequest { name: name.into() };
+        let body = TokenRequest {
+            name: name.into(),
+            expires_days: None,
+        };
         self.post("/api/auth/tokens/create")
             .body(&body)
             .json()

@@ -59,6 +59,31 @@ pub fn load_file<T: for<'de> Deserialize<'de> + Default>(
 }
 
 /// The first line of a secret file, trimmed; an empty file is an error.
+/// Shortest cluster secret accepted: 32 bytes (the generated ones are 64 hex characters).
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// Refuses a configured secret shorter than [`MIN_SECRET_LEN`].
+pub fn check_secret(secret: &str) -> Result<(), ConfigError> {
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(ConfigError::Value {
+            key: "cluster_secret",
+            message: format!(
+                "{} bytes is too short: use at least {MIN_SECRET_LEN}, e.g. `od -An -tx1 -N32 /dev/urandom | tr -d ' \\n'`",
+                secret.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Whether the secret was given as `--cluster-secret` (visible to every local user in `ps`).
+fn secret_on_command_line() -> bool {
+    std::env::args_os().any(|a| {
+        let a = a.to_string_lossy();
+        a == "--cluster-secret" || a.starts_with("--cluster-secret=")
+    })
+}
+
 pub fn read_secret(path: &Path) -> Result<String, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Value {
         key: "cluster_secret_file",
@@ -90,8 +115,11 @@ pub fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
+    // Colour codes only for a terminal: journald and log files would show them as garbage.
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
@@ -145,6 +173,12 @@ where
         return ExitCode::SUCCESS;
     }
     init_logging(config.log_format());
+    if secret_on_command_line() {
+        tracing::warn!(
+            "--cluster-secret on the command line is visible to every local user (ps, /proc); \
+             use cluster_secret_file or FERRY_CLUSTER_SECRET instead"
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

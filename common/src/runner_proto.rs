@@ -90,6 +90,9 @@ pub struct ExecuteRequest {
     pub definition: TaskDefinition,
     #[serde(default)]
     pub reserved_ip: Option<String>,
+    /// Ferry: the user name of the task's owner (the runner mounts their `/shared` directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// `POST <runner>/api/kill|pause|resume`.

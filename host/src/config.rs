@@ -193,6 +193,9 @@ impl HostArgs {
             (None, Some(path)) => read_secret(path)?,
             (None, None) => String::new(),
         };
+        if !secret.is_empty() {
+            ferry_common::daemon::check_secret(&secret)?;
+        }
         let listen = m
             .pick(|a| a.listen)
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8000)));
@@ -390,7 +393,7 @@ mod tests {
         let file = dir.path().join("host.toml");
         std::fs::write(
             &file,
-            "listen = \"127.0.0.1:9000\"\nnode_timeout = \"7s\"\ncluster_secret = \"s\"\n",
+            "listen = \"127.0.0.1:9000\"\nnode_timeout = \"7s\"\ncluster_secret = \"0123456789abcdef0123456789abcdef\"\n",
         )
         .unwrap();
         let args = HostArgs::parse_from([
@@ -404,7 +407,7 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(c.node_timeout, Duration::from_secs(3));
         assert_eq!(c.runner_timeout, Duration::from_secs(10));
-        assert_eq!(c.cluster_secret, "s");
+        assert_eq!(c.cluster_secret, "0123456789abcdef0123456789abcdef");
     }
 
     #[test]

@@ -151,24 +151,9 @@ async fn ready(State(state): State<RunnerState>) -> Result<Json<Value>, ApiError
     Ok(Json(json!({"status": "ready"})))
 }
 
-/// The execute body: the request, plus `owner`, the user name of the task's owner (optional:
-/// hosts that do not send it get the anonymous shared directory). Read here rather than from
-/// `ExecuteRequest` so the common type, which the host builds, is unchanged until the host
-/// fills it.
-#[derive(serde::Deserialize)]
-struct ExecuteBody {
-    #[serde(flatten)]
-    request: ExecuteRequest,
-    #[serde(default)]
-    owner: Option<String>,
-}
-
 async fn execute(
     State(state): State<RunnerState>,
-    Body(ExecuteBody {
-        request: req,
-        owner,
-    }): Body<ExecuteBody>,
+    Body(req): Body<ExecuteRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let Some(cmd) = req.definition.spec.as_command() else {
         return Err(ApiError(
@@ -183,6 +168,7 @@ async fn execute(
         ));
     }
     let id = req.task_id;
+    let owner = req.owner.clone();
     state.supervisor.execute(req, owner).await?;
     Ok(Json(
         json!({"message": "Task accepted for launch", "task_id": id}),
@@ -280,7 +266,7 @@ mod tests {
 
     #[test]
     fn the_execute_body_carries_an_optional_owner_beside_the_flat_request() {
-        let parse = |v: Value| -> ExecuteBody {
+        let parse = |v: Value| -> ExecuteRequest {
             let bytes = serde_json::to_vec(&v).unwrap();
             serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&bytes))
                 .unwrap()
@@ -288,13 +274,13 @@ mod tests {
         let b = parse(json!({"task_id": 5, "command": "echo", "arguments": ["a"],
                              "required_cores": 2, "owner": "alice"}));
         assert_eq!(b.owner.as_deref(), Some("alice"));
-        assert_eq!(b.request.task_id, TaskId(5));
-        assert_eq!(b.request.definition.resources.required_cores, 2);
-        let cmd = b.request.definition.spec.as_command().unwrap();
+        assert_eq!(b.task_id, TaskId(5));
+        assert_eq!(b.definition.resources.required_cores, 2);
+        let cmd = b.definition.spec.as_command().unwrap();
         assert_eq!((cmd.command.as_str(), cmd.arguments.len()), ("echo", 1));
         // What hosts without the field send.
         let b = parse(json!({"task_id": 6, "command": "true"}));
         assert_eq!(b.owner, None);
-        assert_eq!(b.request.task_id, TaskId(6));
+        assert_eq!(b.task_id, TaskId(6));
     }
 }

@@ -85,6 +85,10 @@ pub struct RunnerArgs {
     /// What tasks see at /shared: per_user (<shared_dir>/shared_data/<user>) or whole [default: per_user]
     #[arg(long, env = "FERRY_SHARED_MOUNT")]
     pub shared_mount: Option<SharedMount>,
+    /// Time a client has to send a request's headers (also the keep-alive idle timeout) [default: 15s]
+    #[arg(long, env = "FERRY_HEADER_TIMEOUT", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub header_timeout: Option<Duration>,
 }
 
 /// What `/shared` is in a task when `shared_dir` is set.
@@ -132,6 +136,8 @@ pub struct RunnerConfig {
     #[serde(serialize_with = "ser_size")]
     pub default_memory: Option<u64>,
     pub pids_limit: i64,
+    #[serde(serialize_with = "ser_duration")]
+    pub header_timeout: Duration,
     /// Capability names (upper case, without `CAP_`) added to every task's container.
     pub cap_add: Vec<String>,
     #[serde(serialize_with = "ser_size_value")]
@@ -213,6 +219,7 @@ impl RunnerArgs {
                 })
             }
         };
+        ferry_common::daemon::check_secret(&secret)?;
         let host_url =
             pick(&|a| a.host_url.clone()).unwrap_or_else(|| "http://127.0.0.1:8000".into());
         let host_url = host_url.trim_end_matches('/').to_string();
@@ -284,6 +291,16 @@ impl RunnerArgs {
                 .or(file.cap_add.clone())
                 .unwrap_or_default(),
         )?;
+        let header_timeout = self
+            .header_timeout
+            .or(file.header_timeout)
+            .unwrap_or(Duration::from_secs(15));
+        if header_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::Value {
+                key: "header_timeout",
+                message: "must be at least 100ms".into(),
+            });
+        }
         let cores = self.cores.or(file.cores);
         if cores == Some(0) {
             return Err(ConfigError::Value {
@@ -292,6 +309,7 @@ impl RunnerArgs {
             });
         }
         Ok(RunnerConfig {
+            header_timeout,
             listen: self
                 .listen
                 .or(file.listen)
@@ -366,7 +384,7 @@ mod tests {
         assert!(err.to_string().starts_with("cluster_secret"), "{err}");
         std::fs::write(
             &f,
-            "cluster_secret = \"s\"\nheartbeat_interval = \"2s\"\nmemory = \"1G\"\nbogus = 1\n",
+            "cluster_secret = \"0123456789abcdef0123456789abcdef\"\nheartbeat_interval = \"2s\"\nmemory = \"1G\"\nbogus = 1\n",
         )
         .unwrap();
         let err = RunnerArgs::parse_from(["ferry-runner", "--config", f.to_str().unwrap()])
@@ -375,7 +393,7 @@ mod tests {
         assert!(err.to_string().contains("bogus"), "{err}");
         std::fs::write(
             &f,
-            "cluster_secret = \"s\"\nheartbeat_interval = \"2s\"\nmemory = \"1G\"\n",
+            "cluster_secret = \"0123456789abcdef0123456789abcdef\"\nheartbeat_interval = \"2s\"\nmemory = \"1G\"\n",
         )
         .unwrap();
         let c = RunnerArgs::parse_from([
@@ -408,7 +426,7 @@ mod tests {
         let f = dir.path().join("r.toml");
         std::fs::write(
             &f,
-            "cluster_secret = \"s\"\ndefault_memory = \"2G\"\npids_limit = 100\n\
+            "cluster_secret = \"0123456789abcdef0123456789abcdef\"\ndefault_memory = \"2G\"\npids_limit = 100\n\
              cap_add = [\"net_raw\", \"CAP_MKNOD\"]\nmax_log_size = \"1M\"\nshared_mount = \"whole\"\n",
         )
         .unwrap();

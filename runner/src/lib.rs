@@ -87,7 +87,7 @@ pub async fn run(
     tracing::info!(addr = %bound, %url, name = %config.name, host = %config.host_url, "ferry-runner listening");
     // Header timeout and connection cap: a silent client cannot hold the port.
     let limits = ferry_common::serve::ServeLimits {
-        header_timeout: std::time::Duration::from_secs(15),
+        header_timeout: config.header_timeout,
         ..Default::default()
     };
     ferry_common::serve::serve(listener, api::router(state), limits, shutdown).await?;

@@ -105,7 +105,7 @@ mod tests {
             let mut args = vec![
                 "ferry-runner",
                 "--cluster-secret",
-                "s",
+                "0123456789abcdef0123456789abcdef",
                 "--pids-limit",
                 "77",
             ];

@@ -176,7 +176,7 @@ pub struct Opts {
 impl Default for Opts {
     fn default() -> Self {
         Opts {
-            secret: format!("test-secret-{}", std::process::id()),
+            secret: format!("test-secret-{:0>32}", std::process::id()),
             admin_password: "admin-test-password".into(),
             node_timeout: "5s",
             heartbeat: "500ms",
@@ -577,6 +577,25 @@ impl Drop for TestCluster {
             }
         }
     }
+}
+
+/// Lines of `<file>` in every user's `/shared` of runners started with `--shared-dir <shared>`
+/// (`<shared>/shared_data/<user>/<file>`): a file that outlives the tasks that append to it.
+pub fn shared_lines(shared: &Path, file: &str) -> Vec<String> {
+    let mut users: Vec<PathBuf> = std::fs::read_dir(shared.join("shared_data"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    users.sort();
+    users
+        .iter()
+        .flat_map(|u| {
+            std::fs::read_to_string(u.join(file))
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Output of `docker <args>` (the tests observe the engine directly).

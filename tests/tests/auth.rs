@@ -610,7 +610,7 @@ async fn first_start_writes_a_private_admin_password() {
             "--data-dir",
             data.to_str().unwrap(),
         ])
-        .env("FERRY_CLUSTER_SECRET", "s")
+        .env("FERRY_CLUSTER_SECRET", "0123456789abcdef0123456789abcdef")
         .env_remove("FERRY_ADMIN_PASSWORD")
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -647,7 +647,7 @@ async fn auth_can_only_be_disabled_on_loopback_unless_told() {
             "--auth-enabled",
             "false",
         ])
-        .env("FERRY_CLUSTER_SECRET", "s")
+        .env("FERRY_CLUSTER_SECRET", "0123456789abcdef0123456789abcdef")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "a configuration error");
@@ -723,9 +723,9 @@ async fn an_admin_resets_a_forgotten_password_and_a_given_one_is_not_written_dow
     let t2 = c.login_token("forgetful", "brand-new-pass").await;
     let (status, _) = as_user(&c, &t2, Method::GET, "/api/auth/me", None).await;
     assert_eq!(status, 200);
-    // API tokens are credentials of their own and survive a reset; revoke them separately.
+    // Whoever knew the old password may have made tokens: a reset revokes them.
     let (status, _) = as_user(&c, &token, Method::GET, "/api/auth/me", None).await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 401);
 }
 
 #[tokio::test]
@@ -809,5 +809,58 @@ async fn cookie_requests_from_other_sites_are_refused_and_viewers_do_not_see_env
         c.task(&id).await["env_vars"]["API_KEY"],
         "s3cr3t",
         "the owner sees it"
+    );
+}
+
+#[tokio::test]
+async fn a_password_change_revokes_the_other_tokens_and_tokens_may_expire() {
+    let c = TestCluster::with_runner(&[]).await;
+    let (_, first) = account(&c, "rotating", "user").await;
+    let second = c.login_token("rotating", "password-123").await;
+    let (status, _) = as_user(
+        &c,
+        &first,
+        Method::POST,
+        "/api/auth/password",
+        Some(json!({"current_password": "password-123", "new_password": "password-456"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = as_user(&c, &first, Method::GET, "/api/auth/me", None).await;
+    assert_eq!(status, 200, "the token that made the change stays");
+    let (status, _) = as_user(&c, &second, Method::GET, "/api/auth/me", None).await;
+    assert_eq!(status, 401, "every other token is revoked");
+
+    let (status, v) = as_user(
+        &c,
+        &first,
+        Method::POST,
+        "/api/auth/tokens/create",
+        Some(json!({"name": "ci", "expires_days": 7})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["expires_at"].is_string(), "{v}");
+    let (_, list) = as_user(&c, &first, Method::GET, "/api/auth/tokens", None).await;
+    let ci = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "ci")
+        .cloned()
+        .unwrap();
+    assert_eq!(ci["expires_at"], v["expires_at"]);
+    let (status, v) = as_user(
+        &c,
+        &first,
+        Method::POST,
+        "/api/auth/tokens/create",
+        Some(json!({"name": "forever-and-more", "expires_days": 0})),
+    )
+    .await;
+    assert_eq!(status, 422, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().starts_with("expires_days"),
+        "{v}"
     );
 }

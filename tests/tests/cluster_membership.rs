@@ -86,7 +86,7 @@ async fn host_runner_calls_without_the_secret_are_refused() {
     assert!(containers_of("42").is_empty());
 
     // A runner with the wrong secret never joins.
-    c.start_runner_with_secret("wrong-secret", &[], "not-the-secret");
+    c.start_runner_with_secret("wrong-secret", &[], "not-the-secret-but-just-as-long-0000");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !c.runners[1].log_text().contains("401") {
         assert!(std::time::Instant::now() < deadline, "runner never refused");

@@ -479,14 +479,14 @@ async fn shared_is_each_owners_own_directory() {
         assert!(detail.starts_with("owner: "), "{detail}");
     }
     assert!(containers_of(&(base + 4).to_string()).is_empty());
-    // Through the host, which does not send the owner yet: the anonymous directory.
+    // Through the host, which sends the owner: the admin's own directory.
     let id = c
         .submit(json!({"command": "echo via-host > /shared/file"}))
         .await
         .remove(0);
     assert_eq!(c.wait_final(&id).await["status"], "completed");
     assert_eq!(
-        std::fs::read_to_string(data.join("_anonymous/file")).expect("anonymous file"),
+        std::fs::read_to_string(data.join("admin/file")).expect("the owner's file"),
         "via-host\n"
     );
 }

@@ -68,10 +68,13 @@ async fn task_that_ends_while_the_runner_is_down_gets_its_real_exit_code() {
 
 #[tokio::test]
 async fn host_killed_with_running_and_queued_tasks_runs_each_exactly_once() {
-    let mut c = TestCluster::with_runner(&["--cores", "1"]).await;
+    // /local_temp is per task and deleted with it: the tasks log their starts in /shared.
+    let shared = tempfile::tempdir().unwrap();
+    let shared_arg = shared.path().display().to_string();
+    let mut c = TestCluster::with_runner(&["--cores", "1", "--shared-dir", &shared_arg]).await;
     let mut ids = Vec::new();
     for code in [0, 1, 2, 3] {
-        let cmd = format!("echo $FERRY_TASK_ID >> /local_temp/starts; sleep 1; exit {code}");
+        let cmd = format!("echo $FERRY_TASK_ID >> /shared/starts; sleep 1; exit {code}");
         ids.extend(c.submit(json!({"command": cmd})).await);
     }
     c.wait_status(&ids[0], &["running"], Duration::from_secs(30))
@@ -87,7 +90,7 @@ async fn host_killed_with_running_and_queued_tasks_runs_each_exactly_once() {
             "{t}"
         );
     }
-    let starts = c.local_temp_lines("node-1", "starts");
+    let starts = shared_lines(shared.path(), "starts");
     for id in &ids {
         assert_eq!(
             starts.iter().filter(|l| *l == id).count(),
@@ -241,10 +244,13 @@ async fn graceful_stop_leaves_tasks_running_and_exits_zero() {
 #[tokio::test]
 async fn soak_with_random_crashes_loses_nothing() {
     const TASKS: usize = 120;
-    let mut c = TestCluster::with_runner(&["--cores", "2"]).await;
+    // /local_temp is per task and deleted with it: the tasks log their starts in /shared.
+    let shared = tempfile::tempdir().unwrap();
+    let shared_arg = shared.path().display().to_string();
+    let mut c = TestCluster::with_runner(&["--cores", "2", "--shared-dir", &shared_arg]).await;
     let mut ids = Vec::new();
     for _ in 0..TASKS {
-        let cmd = "echo $FERRY_TASK_ID >> /local_temp/starts; sleep 0.$((RANDOM % 3)); exit $((FERRY_TASK_ID % 3))";
+        let cmd = "echo $FERRY_TASK_ID >> /shared/starts; sleep 0.$((RANDOM % 3)); exit $((FERRY_TASK_ID % 3))";
         ids.extend(c.submit(json!({"command": cmd})).await);
     }
     // Crash something every 1-2 s, a bounded number of times.
@@ -274,7 +280,7 @@ async fn soak_with_random_crashes_loses_nothing() {
         assert_eq!(t["status"], want, "{t}\n{}", c.logs());
         assert_eq!(t["exit_code"], expected as i64, "{t}");
     }
-    let starts = c.local_temp_lines("node-1", "starts");
+    let starts = shared_lines(shared.path(), "starts");
     for id in &ids {
         assert_eq!(
             starts.iter().filter(|l| *l == id).count(),

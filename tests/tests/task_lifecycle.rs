@@ -154,11 +154,14 @@ async fn pause_then_resume() {
 
 #[tokio::test]
 async fn a_task_killed_right_after_submit_never_does_its_work() {
-    let c = TestCluster::with_runner(&[]).await;
+    // /local_temp is per task and deleted with it: the tasks would log their work in /shared.
+    let shared = tempfile::tempdir().unwrap();
+    let shared_arg = shared.path().display().to_string();
+    let c = TestCluster::with_runner(&["--shared-dir", &shared_arg]).await;
     let mut ids = Vec::new();
     for _ in 0..8 {
         let id = c
-            .submit(json!({"command": "sleep 1; echo $FERRY_TASK_ID >> /local_temp/ran"}))
+            .submit(json!({"command": "sleep 1; echo $FERRY_TASK_ID >> /shared/ran"}))
             .await
             .remove(0);
         let (status, v) = c.post_json(&format!("/api/kill/{id}"), &json!({})).await;
@@ -184,7 +187,7 @@ async fn a_task_killed_right_after_submit_never_does_its_work() {
         );
     }
     assert!(
-        c.local_temp_lines("node-1", "ran").is_empty(),
+        shared_lines(shared.path(), "ran").is_empty(),
         "a killed task did its work"
     );
 }

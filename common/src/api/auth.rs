@@ -73,6 +73,9 @@ pub struct TokenInfo {
     pub name: String,
     pub last_used: Option<String>,
     pub created_at: String,
+    /// Ferry: when the token stops working (`null`: never).
+    #[serde(default)]
+    pub expires_at: Option<String>,
 }
 
 /// Body of `POST /api/auth/tokens/create`.
@@ -80,6 +83,9 @@ pub struct TokenInfo {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenRequest {
     pub name: String,
+    /// Ferry: days until the token stops working (1 to 3650); absent: it never expires.
+    #[serde(default)]
+    pub expires_days: Option<u32>,
 }
 
 /// Reply of `POST /api/auth/tokens/create`: the secret is shown this once.
@@ -90,6 +96,8 @@ pub struct CreatedToken {
     pub name: String,
     pub token: String,
     pub created_at: String,
+    #[serde(default)]
+    pub expires_at: Option<String>,
 }
 
 /// Body of `PATCH /api/auth/users/{user_id}` (admin); absent fields stay as they are.

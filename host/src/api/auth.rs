@@ -170,7 +170,9 @@ pub async fn create_token(
     ApiJson(b): ApiJson<TokenRequest>,
 ) -> Result<Json<CreatedToken>, ApiError> {
     disabled(&state)?;
-    Ok(Json(service::create_token(&state, &caller, &b.name).await?))
+    Ok(Json(
+        service::create_token(&state, &caller, &b.name, b.expires_days).await?,
+    ))
 }
 
 fn id_param(raw: &str, name: &str) -> Result<i64, ApiError> {

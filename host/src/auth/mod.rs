@@ -176,7 +176,10 @@ pub async fn authenticate(
         };
         let hash = secrets::digest(token);
         let h = hash.clone();
-        let found = state.db.read(move |c| store::token_user(c, &h)).await?;
+        let found = state
+            .db
+            .read(move |c| store::token_user(c, &h, now))
+            .await?;
         let Some((user, token_id, stored, last_used)) =
             found.filter(|(_, _, stored, _)| secrets::equal(stored, &hash))
         else {

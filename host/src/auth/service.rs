@@ -44,6 +44,7 @@ pub fn token_info(t: &store::TokenRow) -> TokenInfo {
         name: t.name.clone(),
         last_used: t.last_used.map(format_ms),
         created_at: format_ms(t.created_at),
+        expires_at: t.expires_at.map(format_ms),
     }
 }
 
@@ -389,15 +390,19 @@ pub async fn change_password(
         return Err(ApiError::bad_request("current_password: wrong password"));
     }
     let hash = password::hash(new.to_string()).await?;
-    let keep = match &caller.credential {
-        Credential::Session(h) => Some(h.clone()),
-        _ => None,
+    // Whoever knew the old password may hold other sessions and tokens: end all but the
+    // credential making this change.
+    let (keep_session, keep_token) = match &caller.credential {
+        Credential::Session(h) => (Some(h.clone()), None),
+        Credential::Token(t) => (None, Some(*t)),
+        _ => (None, None),
     };
     state
         .db
         .write(move |c| {
             store::set_password(c, id, &hash)?;
-            store::delete_sessions_of(c, id, keep.as_deref())
+            store::delete_sessions_of(c, id, keep_session.as_deref())?;
+            store::delete_tokens_of(c, id, keep_token).map(drop)
         })
         .await?;
     audit(
@@ -415,6 +420,7 @@ pub async fn create_token(
     state: &AppState,
     caller: &Caller,
     name: &str,
+    expires_days: Option<u32>,
 ) -> Result<CreatedToken, ApiError> {
     let user_id = caller
         .user_id
@@ -422,12 +428,18 @@ pub async fn create_token(
     if name.trim().is_empty() || name.chars().count() > 100 {
         return Err(ApiError::unprocessable("name: 1 to 100 characters"));
     }
+    if expires_days.is_some_and(|d| !(1..=3650).contains(&d)) {
+        return Err(ApiError::unprocessable(
+            "expires_days: 1 to 3650, or leave it out for a token that does not expire",
+        ));
+    }
     let token = secrets::generate();
     let hash = secrets::digest(&token);
     let (n, now) = (name.to_string(), now_ms());
+    let expires_at = expires_days.map(|d| now + i64::from(d) * 86_400_000);
     let id = state
         .db
-        .write(move |c| store::insert_token(c, user_id, &n, &hash, now))
+        .write(move |c| store::insert_token(c, user_id, &n, &hash, now, expires_at))
         .await?;
     audit(
         state,
@@ -442,6 +454,7 @@ pub async fn create_token(
         name: name.to_string(),
         token,
         created_at: format_ms(now),
+        expires_at: expires_at.map(format_ms),
     })
 }
 
@@ -606,6 +619,9 @@ pub async fn patch_user(
             }
             if is_active == Some(false) || new_hash.is_some() {
                 store::delete_sessions_of(c, id, None)?;
+            }
+            if new_hash.is_some() {
+                store::delete_tokens_of(c, id, None)?;
             }
             store::user_by_id(c, id)
         })

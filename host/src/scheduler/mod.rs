@@ -190,6 +190,7 @@ pub fn execute_request(t: &Task) -> ExecuteRequest {
         task_id: t.id,
         definition: t.definition.clone(),
         reserved_ip: None,
+        owner: t.owner_username.clone(),
     }
 }
 

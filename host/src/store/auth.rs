@@ -178,6 +178,7 @@ pub struct TokenRow {
     pub name: String,
     pub created_at: i64,
     pub last_used: Option<i64>,
+    pub expires_at: Option<i64>,
 }
 
 pub fn insert_token(
@@ -186,10 +187,11 @@ pub fn insert_token(
     name: &str,
     token_hash: &str,
     now: i64,
+    expires_at: Option<i64>,
 ) -> Result<i64, StoreError> {
     conn.execute(
-        "INSERT INTO api_tokens (user_id, name, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-        params![user_id, name, token_hash, now],
+        "INSERT INTO api_tokens (user_id, name, token_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![user_id, name, token_hash, now, expires_at],
     )?;
     Ok(conn.last_insert_rowid())
 }
@@ -198,15 +200,20 @@ pub fn insert_token(
 pub type TokenOwner = (UserRow, i64, String, Option<i64>);
 
 /// The active user owning a token, and the token's id and stored hash.
-pub fn token_user(conn: &Connection, token_hash: &str) -> Result<Option<TokenOwner>, StoreError> {
+pub fn token_user(
+    conn: &Connection,
+    token_hash: &str,
+    now: i64,
+) -> Result<Option<TokenOwner>, StoreError> {
     Ok(conn
         .query_row(
             &format!(
                 "SELECT {}, t.id, t.token_hash, t.last_used FROM api_tokens t JOIN users u ON u.id = t.user_id
-                 WHERE t.token_hash = ?1 AND u.is_active = 1",
+                 WHERE t.token_hash = ?1 AND u.is_active = 1
+                   AND (t.expires_at IS NULL OR t.expires_at > ?2)",
                 USER_COLUMNS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ")
             ),
-            [token_hash],
+            params![token_hash, now],
             |r| Ok((user(r)?, r.get(7)?, r.get(8)?, r.get(9)?)),
         )
         .optional()?)
@@ -222,7 +229,7 @@ pub fn touch_token(conn: &Connection, id: i64, now: i64) -> Result<(), StoreErro
 
 pub fn list_tokens(conn: &Connection, user_id: i64) -> Result<Vec<TokenRow>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, user_id, name, created_at, last_used FROM api_tokens WHERE user_id = ?1 ORDER BY id DESC",
+        "SELECT id, user_id, name, created_at, last_used, expires_at FROM api_tokens WHERE user_id = ?1 ORDER BY id DESC",
     )?;
     let rows = stmt.query_map([user_id], |r| {
         Ok(TokenRow {
@@ -231,9 +238,22 @@ pub fn list_tokens(conn: &Connection, user_id: i64) -> Result<Vec<TokenRow>, Sto
             name: r.get(2)?,
             created_at: r.get(3)?,
             last_used: r.get(4)?,
+            expires_at: r.get(5)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Revokes every API token of a user (password change or reset), except `keep`.
+pub fn delete_tokens_of(
+    conn: &Connection,
+    user_id: i64,
+    keep: Option<i64>,
+) -> Result<usize, StoreError> {
+    Ok(conn.execute(
+        "DELETE FROM api_tokens WHERE user_id = ?1 AND id IS NOT ?2",
+        params![user_id, keep],
+    )?)
 }
 
 /// Deletes a token of `user_id`; returns its name, `None` when it is not theirs or absent.
@@ -402,4 +422,24 @@ pub fn list_audit(
         })
     })?;
     Ok((rows.collect::<Result<_, _>>()?, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_stops_working_at_its_expiry() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::store::schema::migrate(&mut conn).unwrap();
+        let user = insert_user(&conn, "ann", None, "hash", "user", 0)
+            .unwrap()
+            .unwrap();
+        insert_token(&conn, user, "short", "digest-a", 0, Some(10_000)).unwrap();
+        insert_token(&conn, user, "long", "digest-b", 0, None).unwrap();
+        assert!(token_user(&conn, "digest-a", 9_999).unwrap().is_some());
+        assert!(token_user(&conn, "digest-a", 10_000).unwrap().is_none());
+        assert!(token_user(&conn, "digest-b", i64::MAX).unwrap().is_some());
+        assert_eq!(delete_tokens_of(&conn, user, None).unwrap(), 2);
+    }
 }

@@ -153,9 +153,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE tasks DROP COLUMN vm_disk_size;
     CREATE INDEX tasks_booked ON tasks(assigned_node) WHERE booked = 1;
     "#,
-    // 4: audit entries expire (`audit_retention`): find old ones without a scan.
+    // 4: audit entries expire (`audit_retention`): find old ones without a scan. API tokens
+    // may carry an expiry (NULL: none).
     r#"
     CREATE INDEX audit_by_time ON audit(at);
+    ALTER TABLE api_tokens ADD COLUMN expires_at INTEGER;
     "#,
 ];
 

@@ -340,6 +340,11 @@ pub async fn submit(
     let now = ferry_common::time::now_ms();
     let mut rows = build(req, &policy, now, || state.ids.next())?;
     let auth = state.config.auth_enabled;
+    if caller.user_id.is_some() {
+        for row in &mut rows {
+            row.owner_username = Some(caller.username.clone());
+        }
+    }
     let needs_approval = stamp_submitter(
         &mut rows,
         caller.user_id,

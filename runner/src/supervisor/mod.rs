@@ -889,6 +889,7 @@ fn adopted_request(id: TaskId) -> ExecuteRequest {
         task_id: id,
         definition,
         reserved_ip: None,
+        owner: None,
     }
 }
 

@@ -31,6 +31,7 @@ fn config(dir: &std::path::Path) -> RunnerConfig {
         nvidia_smi: "nvidia-smi".into(),
         default_memory: None,
         pids_limit: 4096,
+        header_timeout: std::time::Duration::from_secs(15),
         cap_add: Vec::new(),
         max_log_size: 64 << 20,
         shared_mount: crate::config::SharedMount::PerUser,
@@ -124,6 +125,7 @@ fn request(id: u64) -> ExecuteRequest {
         task_id: TaskId(id),
         definition: TaskDefinition::command("echo hi"),
         reserved_ip: None,
+        owner: None,
     }
 }
 
