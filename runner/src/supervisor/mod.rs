@@ -214,7 +214,15 @@ impl Supervisor {
             f(&mut e.record);
             e.record.clone()
         };
-        self.save_record(id, &record).await
+        let saved = self.save_record(id, &record).await;
+        // Forgotten while this write was in flight (its final report was acknowledged): the
+        // record just written is stale and must not outlive the task.
+        if !self.table().contains_key(&id) {
+            if let Err(e) = durable::remove(&self.record_path(id)) {
+                tracing::warn!(task_id = %id, error = %e, "cannot delete task record");
+            }
+        }
+        saved
     }
 
     /// Makes a report durable and queues it for the host: the outbox file first, then the
