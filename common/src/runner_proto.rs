@@ -31,9 +31,16 @@ pub struct RegisterRequest {
 pub struct RegisterResponse {
     pub message: String,
     pub created: bool,
+    /// Ferry: the runner's own credential, issued at its first registration only. The runner
+    /// keeps it and sends it as [`RUNNER_CREDENTIAL_HEADER`] on every later call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
     #[serde(default)]
     pub overlay: Option<serde_json::Value>,
 }
+
+/// The header carrying a runner's credential (beside the cluster secret) on its calls.
+pub const RUNNER_CREDENTIAL_HEADER: &str = "x-ferry-runner-credential";
 
 /// `PUT <host>/api/heartbeat/{hostname}`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

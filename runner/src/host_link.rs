@@ -6,11 +6,17 @@ use crate::config::RunnerConfig;
 use crate::outbox::Outbox;
 use crate::resources::Resources;
 use crate::supervisor::Supervisor;
-use ferry_common::runner_proto::{Heartbeat, HeartbeatResponse, RegisterRequest, TaskUpdate};
+use ferry_common::runner_proto::{
+    Heartbeat, HeartbeatResponse, RegisterRequest, RegisterResponse, TaskUpdate,
+    RUNNER_CREDENTIAL_HEADER,
+};
 use ferry_common::ErrorBody;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+/// The file holding this runner's credential, issued by the host at its first registration.
+pub const CREDENTIAL_FILE: &str = "runner-credential";
 
 #[derive(Clone)]
 pub struct HostLink {
@@ -19,6 +25,8 @@ pub struct HostLink {
     advertise_url: String,
     resources: Resources,
     registered: Arc<AtomicBool>,
+    /// This runner's own credential (None until the host has issued one).
+    credential: Arc<RwLock<Option<String>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,13 +44,45 @@ impl HostLink {
             .timeout(Duration::from_secs(15))
             .build()
             .unwrap_or_default();
+        let credential = Self::load_credential(&config);
         HostLink {
             http,
             config,
             advertise_url,
             resources,
             registered: Arc::new(AtomicBool::new(false)),
+            credential: Arc::new(RwLock::new(credential)),
         }
+    }
+
+    fn credential_path(config: &RunnerConfig) -> std::path::PathBuf {
+        config.data_dir.join(CREDENTIAL_FILE)
+    }
+
+    fn load_credential(config: &RunnerConfig) -> Option<String> {
+        std::fs::read_to_string(Self::credential_path(config))
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    }
+
+    fn credential(&self) -> Option<String> {
+        self.credential
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Keeps a newly issued credential: on disk (0600) first, so a crash right after cannot
+    /// lose the only copy, then in memory.
+    async fn store_credential(&self, credential: String) -> std::io::Result<()> {
+        let path = Self::credential_path(&self.config);
+        let bytes = format!("{credential}\n").into_bytes();
+        tokio::task::spawn_blocking(move || crate::durable::write_atomic(&path, &bytes))
+            .await
+            .map_err(std::io::Error::other)??;
+        *self.credential.write().unwrap_or_else(|p| p.into_inner()) = Some(credential);
+        Ok(())
     }
 
     pub fn is_registered(&self) -> bool {
@@ -55,11 +95,15 @@ impl HostLink {
         path: &str,
         body: &B,
     ) -> Result<reqwest::Response, CallError> {
-        let resp = self
+        let mut rb = self
             .http
             .request(method, format!("{}{path}", self.config.host_url))
             .bearer_auth(&self.config.cluster_secret)
-            .json(body)
+            .json(body);
+        if let Some(c) = self.credential() {
+            rb = rb.header(RUNNER_CREDENTIAL_HEADER, c);
+        }
+        let resp = rb
             .send()
             .await
             .map_err(|e| CallError::Unreachable(e.to_string()))?;
@@ -85,8 +129,19 @@ impl HostLink {
             runner_version: Some(ferry_common::VERSION.to_string()),
             heartbeat_interval_ms: Some(self.config.heartbeat_interval.as_millis() as u64),
         };
-        self.call(reqwest::Method::POST, "/api/register", &req)
+        let resp = self
+            .call(reqwest::Method::POST, "/api/register", &req)
             .await?;
+        let reply: RegisterResponse = resp
+            .json()
+            .await
+            .map_err(|e| CallError::Unreachable(format!("unreadable register reply: {e}")))?;
+        if let Some(credential) = reply.credential {
+            self.store_credential(credential).await.map_err(|e| {
+                CallError::Unreachable(format!("cannot keep the runner credential: {e}"))
+            })?;
+            tracing::info!("the host issued this runner's credential; kept in {CREDENTIAL_FILE}");
+        }
         self.registered.store(true, Ordering::Relaxed);
         tracing::info!(host = %self.config.host_url, url = %self.advertise_url, "registered with the host");
         Ok(())
@@ -98,6 +153,14 @@ impl HostLink {
         loop {
             match self.register_once().await {
                 Ok(()) => return,
+                Err(CallError::Status {
+                    status: 403,
+                    detail,
+                }) => {
+                    tracing::error!(%detail, retry_in = ?backoff, "the host refuses this runner the name {}: another runner holds it, or this data dir lost its credential", self.config.name);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "registration failed");
                     tokio::time::sleep(backoff).await;
@@ -143,7 +206,9 @@ impl HostLink {
                         });
                     }
                 }
-                Err(CallError::Status { status: 404, .. }) => {
+                Err(CallError::Status {
+                    status: 404 | 401, ..
+                }) => {
                     tracing::warn!("host does not know this node: registering again");
                     self.registered.store(false, Ordering::Relaxed);
                     self.register().await;

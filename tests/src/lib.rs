@@ -263,18 +263,46 @@ impl TestCluster {
             .collect()
     }
 
-    /// A runner-facing call to the host, with the cluster secret.
+    /// A runner-facing call to the host, with the cluster secret and the credential of the
+    /// first runner (`node-1` in most tests), when it has one.
     pub async fn runner_post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let r = self
+        let credential = self
+            .runners
+            .first()
+            .and_then(|r| self.runner_credential(&r.name));
+        self.runner_post_as(path, body, credential.as_deref()).await
+    }
+
+    /// A runner-facing call with the cluster secret and, if given, a runner credential.
+    pub async fn runner_post_as(
+        &self,
+        path: &str,
+        body: &Value,
+        credential: Option<&str>,
+    ) -> (u16, Value) {
+        let mut rb = self
             .http
             .post(format!("{}{path}", self.url()))
             .bearer_auth(&self.opts.secret)
-            .json(body)
-            .send()
-            .await
-            .expect("POST");
+            .json(body);
+        if let Some(c) = credential {
+            rb = rb.header("x-ferry-runner-credential", c);
+        }
+        let r = rb.send().await.expect("POST");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The credential the host issued to runner `name` (from its data dir).
+    pub fn runner_credential(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(
+            self.dir
+                .path()
+                .join(format!("runner-{name}"))
+                .join("runner-credential"),
+        )
+        .ok()
+        .map(|s| s.trim().to_string())
     }
 
     pub async fn start_host(&mut self) {

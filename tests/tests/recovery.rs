@@ -297,8 +297,22 @@ async fn a_report_from_a_node_the_task_is_not_on_is_ignored() {
     let id = c.submit(json!({"command": "sleep 5"})).await.remove(0);
     c.wait_status(&id, &["running"], Duration::from_secs(30))
         .await;
+    // Another runner, with its own credential, reports on node-1's task.
+    let (status, reg) = c
+        .runner_post_as(
+            "/api/register",
+            &json!({"hostname": "elsewhere", "url": "http://127.0.0.1:9", "total_cores": 1}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{reg}");
+    let other = reg["credential"].as_str().unwrap().to_string();
     let (status, v) = c
-        .runner_post("/api/update", &json!({"task_id": id, "status": "completed", "exit_code": 0, "seq": 50, "hostname": "elsewhere"}))
+        .runner_post_as(
+            "/api/update",
+            &json!({"task_id": id, "status": "completed", "exit_code": 0, "seq": 50, "hostname": "node-1"}),
+            Some(&other),
+        )
         .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(

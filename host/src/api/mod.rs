@@ -280,6 +280,13 @@ pub const ROUTES: &[RouteSpec] = &[
     })
     .list_of::<NodeInfo>(),
     RouteSpec::at(
+        "DELETE",
+        "/api/nodes/{hostname}",
+        OPERATOR,
+        "Forget a node and its runner credential",
+        || delete(nodes::remove),
+    ),
+    RouteSpec::at(
         "GET",
         "/api/health",
         VIEWER,

@@ -6,6 +6,7 @@
 pub mod health;
 pub mod view;
 
+use crate::auth::secrets;
 use crate::scheduler::placement::NodeCapacity;
 use crate::scheduler::{Event, NodeEvent, SchedulerHandle};
 use crate::store::nodes::{self, NodeRow};
@@ -24,12 +25,20 @@ use std::time::{Duration, Instant};
 pub struct NodeEntry {
     pub row: NodeRow,
     last_seen: Instant,
+    /// Digest of the runner's credential (None: not issued yet).
+    credential: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error("node '{0}' is not registered")]
     UnknownNode(String),
+    #[error(
+        "runner calls for node '{0}' need its runner credential (header x-ferry-runner-credential)"
+    )]
+    NoCredential(String),
+    #[error("node '{0}' belongs to another runner: only the runner holding its credential may speak for it (an operator can release the name with DELETE /api/nodes/{0})")]
+    NotYours(String),
     #[error("{field}: {message}")]
     Invalid {
         field: &'static str,
@@ -52,6 +61,14 @@ pub struct Cluster {
 
 /// Heartbeats a task may be missing from its runner's known tasks before it is given up.
 pub const ABSENT_BEATS: u32 = 3;
+
+/// The outcome of a registration.
+#[derive(Debug)]
+pub struct Registered {
+    pub created: bool,
+    /// The runner's new credential (first registration only).
+    pub credential: Option<String>,
+}
 
 fn capacity(row: &NodeRow) -> NodeCapacity {
     // {"0": {"cores": [0, 1], ...}} -> {0: 2}
@@ -88,16 +105,21 @@ impl Cluster {
         scheduler: SchedulerHandle,
         node_timeout: Duration,
     ) -> Result<Arc<Cluster>, StoreError> {
-        let rows = db.read(nodes::all).await?;
+        let (rows, creds) = db
+            .read(|c| Ok((nodes::all(c)?, nodes::credentials(c)?)))
+            .await?;
+        let creds: HashMap<String, String> = creds.into_iter().collect();
         let now = Instant::now();
         let map = rows
             .into_iter()
             .map(|row| {
+                let credential = creds.get(&row.hostname).cloned();
                 (
                     row.hostname.clone(),
                     NodeEntry {
                         row,
                         last_seen: now,
+                        credential,
                     },
                 )
             })
@@ -159,11 +181,30 @@ impl Cluster {
         self.node_timeout
     }
 
-    /// Registers or re-registers a runner; returns whether the node is new.
-    pub async fn register(&self, req: RegisterRequest) -> Result<bool, ClusterError> {
+    /// Registers or re-registers a runner. A name with a credential may be registered again
+    /// only with that credential; a new name (or one registered before credentials existed)
+    /// gets one, returned here once and kept as a digest.
+    pub async fn register(
+        &self,
+        req: RegisterRequest,
+        presented: Option<&str>,
+    ) -> Result<Registered, ClusterError> {
         validate_registration(&req)?;
         let now = now_ms();
-        let previous = self.read_nodes().get(&req.hostname).map(|n| n.row.clone());
+        let (previous, held) = match self.read_nodes().get(&req.hostname) {
+            Some(n) => (Some(n.row.clone()), n.credential.clone()),
+            None => (None, None),
+        };
+        let issued = match &held {
+            Some(digest) => {
+                if !presented.is_some_and(|p| secrets::equal(digest, &secrets::digest(p))) {
+                    return Err(ClusterError::NotYours(req.hostname.clone()));
+                }
+                None
+            }
+            None => Some(secrets::generate()),
+        };
+        let digest = issued.as_deref().map(secrets::digest).or(held.clone());
         let numa = req
             .numa_topology
             .clone()
@@ -184,9 +225,16 @@ impl Cluster {
             heartbeat_interval_ms: req.heartbeat_interval_ms,
         };
         let stored = row.clone();
+        let new_digest = issued.as_deref().map(secrets::digest);
         let created = self
             .db
-            .write(move |c| nodes::upsert(c, &stored, now))
+            .write(move |c| {
+                let created = nodes::upsert(c, &stored, now)?;
+                if let Some(d) = &new_digest {
+                    nodes::set_credential(c, &stored.hostname, d)?;
+                }
+                Ok(created)
+            })
             .await?;
         let event = {
             let mut map = self.write_nodes();
@@ -195,13 +243,68 @@ impl Cluster {
                 NodeEntry {
                     row: row.clone(),
                     last_seen: Instant::now(),
+                    credential: digest,
                 },
             );
             self.up_event(&row)
         };
         self.scheduler.send(Event::Node(event)).await;
-        tracing::info!(node = %row.hostname, url = %row.url, cores = row.total_cores, created, "runner registered");
-        Ok(created)
+        tracing::info!(node = %row.hostname, url = %row.url, cores = row.total_cores, created, issued = issued.is_some(), "runner registered");
+        Ok(Registered {
+            created,
+            credential: issued,
+        })
+    }
+
+    /// Checks that `presented` is the credential of `hostname`'s runner.
+    pub fn check_credential(
+        &self,
+        hostname: &str,
+        presented: Option<&str>,
+    ) -> Result<(), ClusterError> {
+        let map = self.read_nodes();
+        let entry = map
+            .get(hostname)
+            .ok_or_else(|| ClusterError::UnknownNode(hostname.to_string()))?;
+        let Some(digest) = &entry.credential else {
+            return Err(ClusterError::NoCredential(hostname.to_string()));
+        };
+        match presented {
+            None => Err(ClusterError::NoCredential(hostname.to_string())),
+            Some(p) if secrets::equal(digest, &secrets::digest(p)) => Ok(()),
+            Some(_) => Err(ClusterError::NotYours(hostname.to_string())),
+        }
+    }
+
+    /// The node whose runner holds `presented`, if any.
+    pub fn node_of_credential(&self, presented: &str) -> Option<String> {
+        let digest = secrets::digest(presented);
+        self.read_nodes()
+            .values()
+            .find(|n| {
+                n.credential
+                    .as_ref()
+                    .is_some_and(|d| secrets::equal(d, &digest))
+            })
+            .map(|n| n.row.hostname.clone())
+    }
+
+    /// Forgets a node and its credential (an operator's decision: the runner was replaced or
+    /// lost its data dir). Its tasks are handled as on a node gone offline.
+    pub async fn remove(&self, hostname: &str) -> Result<(), ClusterError> {
+        let host = hostname.to_string();
+        if !self.db.write(move |c| nodes::delete(c, &host)).await? {
+            return Err(ClusterError::UnknownNode(hostname.to_string()));
+        }
+        self.write_nodes().remove(hostname);
+        let event = NodeEvent::Offline {
+            hostname: hostname.to_string(),
+            epoch: self.next_epoch(),
+            reason: format!("Node {hostname} was removed by an operator."),
+        };
+        self.scheduler.send(Event::Node(event)).await;
+        tracing::warn!(node = %hostname, "node removed by an operator");
+        Ok(())
     }
 
     /// Records a heartbeat and reconciles the tasks the runner says it runs.
@@ -448,16 +551,19 @@ mod tests {
             events,
         };
         h.cluster
-            .register(RegisterRequest {
-                hostname: "n1".into(),
-                url: "http://127.0.0.1:9".into(),
-                total_cores: 4,
-                total_ram_bytes: Some(1 << 33),
-                numa_topology: None,
-                gpu_info: vec![],
-                runner_version: None,
-                heartbeat_interval_ms: None,
-            })
+            .register(
+                RegisterRequest {
+                    hostname: "n1".into(),
+                    url: "http://127.0.0.1:9".into(),
+                    total_cores: 4,
+                    total_ram_bytes: Some(1 << 33),
+                    numa_topology: None,
+                    gpu_info: vec![],
+                    runner_version: None,
+                    heartbeat_interval_ms: None,
+                },
+                None,
+            )
             .await
             .unwrap();
         assert!(matches!(

@@ -50,6 +50,28 @@ pub fn upsert(conn: &Connection, n: &NodeRow, now_ms: i64) -> Result<bool, Store
     Ok(!existed)
 }
 
+/// Every node's runner-credential digest (nodes without one are left out).
+pub fn credentials(conn: &Connection) -> Result<Vec<(String, String)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT hostname, credential_hash FROM nodes WHERE credential_hash IS NOT NULL",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn set_credential(conn: &Connection, hostname: &str, digest: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE nodes SET credential_hash = ?2 WHERE hostname = ?1",
+        params![hostname, digest],
+    )?;
+    Ok(())
+}
+
+/// Forgets a node (an operator's `DELETE /api/nodes/{hostname}`); returns whether it existed.
+pub fn delete(conn: &Connection, hostname: &str) -> Result<bool, StoreError> {
+    Ok(conn.execute("DELETE FROM nodes WHERE hostname = ?1", [hostname])? > 0)
+}
+
 pub fn set_status(conn: &Connection, hostname: &str, online: bool) -> Result<(), StoreError> {
     conn.execute(
         "UPDATE nodes SET status = ?2 WHERE hostname = ?1",

@@ -154,10 +154,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX tasks_booked ON tasks(assigned_node) WHERE booked = 1;
     "#,
     // 4: audit entries expire (`audit_retention`): find old ones without a scan. API tokens
-    // may carry an expiry (NULL: none).
+    // may carry an expiry (NULL: none). Each runner holds a credential of its own, bound to
+    // its hostname (the SHA-256 digest is kept; NULL: not issued yet).
     r#"
     CREATE INDEX audit_by_time ON audit(at);
     ALTER TABLE api_tokens ADD COLUMN expires_at INTEGER;
+    ALTER TABLE nodes ADD COLUMN credential_hash TEXT;
     "#,
 ];
 
