@@ -63,6 +63,8 @@ pub struct Heartbeat {
     pub current_avg_temp: Option<f64>,
     pub current_max_temp: Option<f64>,
     pub gpu_info: Vec<serde_json::Value>,
+    /// Ferry: why GPU discovery is failing (the GPUs listed are then the last good ones).
+    pub gpu_error: Option<String>,
     pub vm_capable: bool,
     pub vfio_gpus: Option<Vec<serde_json::Value>>,
     pub runner_version: Option<String>,

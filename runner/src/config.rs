@@ -89,6 +89,11 @@ pub struct RunnerArgs {
     #[arg(long, env = "FERRY_HEADER_TIMEOUT", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
     pub header_timeout: Option<Duration>,
+    /// How long a failing nvidia-smi may fail before the node's GPUs are withdrawn (the last
+    /// good list is reported meanwhile) [default: 5m]
+    #[arg(long, env = "FERRY_GPU_FAILURE_GRACE", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub gpu_failure_grace: Option<Duration>,
 }
 
 /// What `/shared` is in a task when `shared_dir` is set.
@@ -138,6 +143,8 @@ pub struct RunnerConfig {
     pub pids_limit: i64,
     #[serde(serialize_with = "ser_duration")]
     pub header_timeout: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub gpu_failure_grace: Duration,
     /// Capability names (upper case, without `CAP_`) added to every task's container.
     pub cap_add: Vec<String>,
     #[serde(serialize_with = "ser_size_value")]
@@ -310,6 +317,10 @@ impl RunnerArgs {
         }
         Ok(RunnerConfig {
             header_timeout,
+            gpu_failure_grace: self
+                .gpu_failure_grace
+                .or(file.gpu_failure_grace)
+                .unwrap_or(Duration::from_secs(300)),
             listen: self
                 .listen
                 .or(file.listen)

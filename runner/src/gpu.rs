@@ -1,5 +1,6 @@
 //! NVIDIA GPUs, read from `nvidia-smi`'s CSV query output (no NVML binding to build or load).
-//! A node without the tool, or where it fails, simply has no GPUs. Each GPU is reported in the
+//! A node without the tool has no GPUs; where the tool fails, the last good list is kept for a
+//! grace period ([`Inventory`]). Each GPU is reported in the
 //! original's shape (`gpu_id`, `name`, `memory_total_mib`, ...), with -1 for a value the driver
 //! does not give ("[N/A]").
 
@@ -61,8 +62,17 @@ pub fn parse(csv: &str) -> Vec<Value> {
     gpus
 }
 
-/// Asks `tool` for the GPUs; an empty list when it is absent, fails or hangs.
-pub async fn query(tool: &Path) -> Vec<Value> {
+/// What one call of the tool gave.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Probe {
+    Found(Vec<Value>),
+    /// No tool on this node: no GPUs, and nothing wrong.
+    Absent,
+    Failed(String),
+}
+
+/// Asks `tool` for the GPUs.
+pub async fn probe(tool: &Path) -> Probe {
     let query: Vec<&str> = FIELDS.iter().map(|(f, _)| *f).collect();
     let run = tokio::process::Command::new(tool)
         .arg(format!("--query-gpu={}", query.join(",")))
@@ -70,26 +80,117 @@ pub async fn query(tool: &Path) -> Vec<Value> {
         .kill_on_drop(true)
         .output();
     match tokio::time::timeout(Duration::from_secs(10), run).await {
-        Ok(Ok(out)) if out.status.success() => parse(&String::from_utf8_lossy(&out.stdout)),
-        Ok(Ok(out)) => {
-            tracing::warn!(tool = %tool.display(), status = %out.status, "nvidia-smi failed: no GPUs reported");
-            Vec::new()
+        Ok(Ok(out)) if out.status.success() => {
+            Probe::Found(parse(&String::from_utf8_lossy(&out.stdout)))
         }
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Ok(Err(e)) => {
-            tracing::warn!(tool = %tool.display(), error = %e, "cannot run nvidia-smi: no GPUs reported");
-            Vec::new()
+        Ok(Ok(out)) => Probe::Failed(format!("nvidia-smi exited with {}", out.status)),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Probe::Absent,
+        Ok(Err(e)) => Probe::Failed(format!("cannot run nvidia-smi: {e}")),
+        Err(_) => Probe::Failed("nvidia-smi did not answer within 10 s".into()),
+    }
+}
+
+/// The GPUs this node reports. One failed call of the tool does not make them vanish (which
+/// would fail every queued GPU task for the node): the last good list is kept until the tool
+/// has failed for `grace`, and the failure is reported meanwhile.
+pub struct Inventory {
+    grace: Duration,
+    state: std::sync::Mutex<InventoryState>,
+}
+
+#[derive(Default)]
+struct InventoryState {
+    last_good: Vec<Value>,
+    failing_since: Option<std::time::Instant>,
+}
+
+/// What to report: the GPUs, and why the tool failed (if it did).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reported {
+    pub gpus: Vec<Value>,
+    pub error: Option<String>,
+}
+
+impl Inventory {
+    pub fn new(grace: Duration) -> Inventory {
+        Inventory {
+            grace,
+            state: Default::default(),
         }
-        Err(_) => {
-            tracing::warn!(tool = %tool.display(), "nvidia-smi hung: no GPUs reported");
-            Vec::new()
+    }
+
+    /// Folds one probe into the inventory, at `now`.
+    pub fn update(&self, probe: Probe, now: std::time::Instant) -> Reported {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match probe {
+            Probe::Found(gpus) => {
+                st.last_good = gpus.clone();
+                st.failing_since = None;
+                Reported { gpus, error: None }
+            }
+            Probe::Absent => {
+                st.last_good.clear();
+                st.failing_since = None;
+                Reported {
+                    gpus: Vec::new(),
+                    error: None,
+                }
+            }
+            Probe::Failed(why) => {
+                let since = *st.failing_since.get_or_insert(now);
+                let failing = now.duration_since(since);
+                if failing < self.grace {
+                    tracing::warn!(error = %why, failing_for = ?failing, "GPU discovery failed: reporting the last good inventory");
+                    Reported {
+                        gpus: st.last_good.clone(),
+                        error: Some(format!(
+                            "{why} (failing for {} s; last good inventory kept)",
+                            failing.as_secs()
+                        )),
+                    }
+                } else {
+                    tracing::warn!(error = %why, failing_for = ?failing, "GPU discovery failing past its grace: no GPUs reported");
+                    Reported {
+                        gpus: Vec::new(),
+                        error: Some(format!(
+                            "{why} (failing for {} s; GPUs withdrawn)",
+                            failing.as_secs()
+                        )),
+                    }
+                }
+            }
         }
+    }
+
+    /// Probes the tool and folds the result in.
+    pub async fn refresh(&self, tool: &Path) -> Reported {
+        let p = probe(tool).await;
+        self.update(p, std::time::Instant::now())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failing_tool_keeps_the_last_good_inventory_for_the_grace() {
+        let inv = Inventory::new(Duration::from_secs(60));
+        let t0 = std::time::Instant::now();
+        let gpus = parse(SAMPLE);
+        assert_eq!(inv.update(Probe::Found(gpus.clone()), t0).gpus, gpus);
+        let r = inv.update(Probe::Failed("boom".into()), t0 + Duration::from_secs(1));
+        assert_eq!(r.gpus, gpus, "kept");
+        assert!(r.error.unwrap().starts_with("boom"));
+        let r = inv.update(Probe::Failed("boom".into()), t0 + Duration::from_secs(62));
+        assert!(
+            r.gpus.is_empty(),
+            "withdrawn past the grace (counted from the first failure)"
+        );
+        let r = inv.update(Probe::Found(gpus.clone()), t0 + Duration::from_secs(63));
+        assert_eq!((r.gpus, r.error), (gpus, None));
+        assert!(inv.update(Probe::Absent, t0).gpus.is_empty());
+    }
 
     const SAMPLE: &str = "\\
 1, NVIDIA A100-SXM4-40GB, 535.104.05, 00000000:07:00.0, 3, 210, 1, 1215, 40960, 5, 40354, 33, [N/A], 55.12, 400.00
@@ -113,6 +214,9 @@ garbage line
 
     #[tokio::test]
     async fn a_missing_tool_means_no_gpus() {
-        assert!(query(Path::new("/nonexistent/nvidia-smi")).await.is_empty());
+        assert_eq!(
+            probe(Path::new("/nonexistent/nvidia-smi")).await,
+            Probe::Absent
+        );
     }
 }

@@ -27,6 +27,7 @@ pub struct HostLink {
     registered: Arc<AtomicBool>,
     /// This runner's own credential (None until the host has issued one).
     credential: Arc<RwLock<Option<String>>>,
+    gpus: Arc<crate::gpu::Inventory>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,7 @@ impl HostLink {
             .build()
             .unwrap_or_default();
         let credential = Self::load_credential(&config);
+        let config_grace = config.gpu_failure_grace;
         HostLink {
             http,
             config,
@@ -52,6 +54,7 @@ impl HostLink {
             resources,
             registered: Arc::new(AtomicBool::new(false)),
             credential: Arc::new(RwLock::new(credential)),
+            gpus: Arc::new(crate::gpu::Inventory::new(config_grace)),
         }
     }
 
@@ -125,7 +128,7 @@ impl HostLink {
             total_cores: self.resources.cores,
             total_ram_bytes: Some(self.resources.memory_total),
             numa_topology: self.resources.numa.as_ref().map(crate::numa::to_json),
-            gpu_info: crate::gpu::query(&self.config.nvidia_smi).await,
+            gpu_info: self.gpus.refresh(&self.config.nvidia_smi).await.gpus,
             runner_version: Some(ferry_common::VERSION.to_string()),
             heartbeat_interval_ms: Some(self.config.heartbeat_interval.as_millis() as u64),
         };
@@ -179,6 +182,7 @@ impl HostLink {
             interval.tick().await;
             let usage = self.resources.sample().await;
             let (running, paused) = supervisor.live_tasks();
+            let gpus = self.gpus.refresh(&self.config.nvidia_smi).await;
             let hb = Heartbeat {
                 running_tasks: running,
                 paused_tasks: Some(paused),
@@ -187,7 +191,8 @@ impl HostLink {
                 memory_percent: Some(usage.memory_percent),
                 memory_used_bytes: Some(usage.memory_used_bytes),
                 memory_total_bytes: Some(usage.memory_total_bytes),
-                gpu_info: crate::gpu::query(&self.config.nvidia_smi).await,
+                gpu_info: gpus.gpus,
+                gpu_error: gpus.error,
                 runner_version: Some(ferry_common::VERSION.to_string()),
                 ..Default::default()
             };

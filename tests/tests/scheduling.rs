@@ -227,3 +227,91 @@ async fn a_queued_task_that_no_longer_fits_after_a_node_shrinks_fails_with_the_r
     );
     assert_eq!(c.wait_final(&running).await["status"], "completed");
 }
+
+/// nvidia-smi that fails while `<dir>/broken` exists.
+fn flaky_nvidia_smi(dir: &std::path::Path) -> std::path::PathBuf {
+    let fake = dir.join("nvidia-smi");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\n\
+             [ -e {broken} ] && {{ echo 'NVML: Driver/library version mismatch' >&2; exit 18; }}\n\
+             echo '0, NVIDIA A100-SXM4-40GB, 535.104.05, 00000000:06:00.0, 0, 210, 0, 1215, 40960, 0, 40960, 30, [N/A], 50.00, 400.00'\n",
+            broken = dir.join("broken").display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    fake
+}
+
+/// The first node, once `check` holds for it (10 s at most).
+async fn node_when(
+    c: &TestCluster,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = c.nodes().await.remove(0);
+        if check(&n) {
+            return n;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: never; last {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn gpu_discovery_that_flaps_does_not_fail_queued_gpu_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = flaky_nvidia_smi(dir.path());
+    let c = TestCluster::with_runner(&[
+        "--nvidia-smi",
+        fake.to_str().unwrap(),
+        "--cores",
+        "1",
+        "--gpu-failure-grace",
+        "1h",
+    ])
+    .await;
+    // The one core is busy, so a GPU task waits in the queue.
+    let busy = c
+        .submit(json!({"command": "sleep 60", "required_cores": 1}))
+        .await
+        .remove(0);
+    c.wait_status(&busy, &["running"], Duration::from_secs(30))
+        .await;
+    let gpu_task = c
+        .submit(json!({"command": "true", "targets": ["node-1"], "required_gpus": [[0]]}))
+        .await
+        .remove(0);
+    assert_eq!(c.task(&gpu_task).await["status"], "pending");
+
+    std::fs::write(dir.path().join("broken"), "").unwrap();
+    let node = node_when(&c, "the node reports the failure", |n| {
+        n["gpu_error"].is_string()
+    })
+    .await;
+    assert!(
+        node["gpu_error"].as_str().unwrap().contains("exited with"),
+        "{node}"
+    );
+    assert_eq!(
+        node["gpu_info"].as_array().unwrap().len(),
+        1,
+        "last good list kept: {node}"
+    );
+    // Several heartbeats later the queued task still waits.
+    let beats = node["last_heartbeat"].clone();
+    node_when(&c, "more heartbeats", |n| n["last_heartbeat"] != beats).await;
+    assert_eq!(c.task(&gpu_task).await["status"], "pending");
+
+    std::fs::remove_file(dir.path().join("broken")).unwrap();
+    node_when(&c, "the error clears", |n| n["gpu_error"].is_null()).await;
+    assert_eq!(c.task(&gpu_task).await["status"], "pending");
+}

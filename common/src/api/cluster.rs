@@ -24,6 +24,10 @@ pub struct NodeInfo {
     pub memory_total_bytes: Option<u64>,
     pub vm_capable: bool,
     pub vfio_gpus: Vec<serde_json::Value>,
+    /// Ferry: why the node's GPU discovery is failing, if it is (`gpu_info` then holds the
+    /// last good inventory, for the runner's `gpu_failure_grace`).
+    #[serde(default)]
+    pub gpu_error: Option<String>,
     pub runner_version: Option<String>,
     /// Ferry extensions: memory booked by tasks on the node, and tasks holding resources there.
     pub memory_reserved_bytes: u64,

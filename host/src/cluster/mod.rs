@@ -323,6 +323,7 @@ impl Cluster {
             "current_max_temp": hb.current_max_temp,
             "vm_capable": hb.vm_capable,
             "vfio_gpus": hb.vfio_gpus,
+            "gpu_error": hb.gpu_error,
         });
         let news = {
             let mut map = self.write_nodes();

@@ -40,6 +40,7 @@ pub fn node(n: &NodeRow, view: &View) -> NodeInfo {
         memory_total_bytes: m("memory_total_bytes").as_u64().or(n.memory_total_bytes),
         vm_capable: m("vm_capable").as_bool().unwrap_or(false),
         vfio_gpus: m("vfio_gpus").as_array().cloned().unwrap_or_default(),
+        gpu_error: m("gpu_error").as_str().map(str::to_string),
         runner_version: n.runner_version.clone(),
         memory_reserved_bytes: usage.memory,
         tasks_holding: usage.tasks,

@@ -32,6 +32,7 @@ fn config(dir: &std::path::Path) -> RunnerConfig {
         default_memory: None,
         pids_limit: 4096,
         header_timeout: std::time::Duration::from_secs(15),
+        gpu_failure_grace: std::time::Duration::from_secs(300),
         cap_add: Vec::new(),
         max_log_size: 64 << 20,
         shared_mount: crate::config::SharedMount::PerUser,
