@@ -20,6 +20,11 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<ReadyResponse>,
         .ping()
         .await
         .map_err(|e| ApiError::unavailable(format!("database not ready: {e}")))?;
+    if let Some(why) = state.db.write_failure() {
+        return Err(ApiError::unavailable(format!(
+            "database writes are failing: {why}"
+        )));
+    }
     if !state.scheduler.is_running() {
         return Err(ApiError::unavailable("scheduler is not running"));
     }

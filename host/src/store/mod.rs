@@ -35,6 +35,8 @@ pub enum StoreError {
 trait Job: Send {
     /// Runs the work; `true` when it succeeded and its savepoint should be kept.
     fn run(&mut self, conn: &Connection) -> bool;
+    /// The storage failure the work hit (disk full, I/O error, read-only), if any.
+    fn storage_error(&self) -> Option<String>;
     /// Reports the outcome to the caller; `error` is set when the work never ran or its
     /// transaction did not commit.
     fn finish(self: Box<Self>, error: Option<String>);
@@ -55,10 +57,28 @@ where
         let Some(work) = self.work.take() else {
             return false;
         };
-        let result = work(conn);
+        // A panicking job fails alone: its savepoint is rolled back and the writer thread
+        // (which every write of the host goes through) carries on.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn)))
+            .unwrap_or_else(|panic| {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                tracing::error!(%why, "a database write job panicked; rolled back");
+                Err(StoreError::Corrupt(format!("write job panicked: {why}")))
+            });
         let ok = result.is_ok();
         self.result = Some(result);
         ok
+    }
+
+    fn storage_error(&self) -> Option<String> {
+        match &self.result {
+            Some(Err(StoreError::Sqlite(e))) if is_storage_failure(e) => Some(e.to_string()),
+            _ => None,
+        }
     }
 
     fn finish(self: Box<Self>, error: Option<String>) {
@@ -163,6 +183,15 @@ impl Db {
     }
 
     /// A cheap query proving the database answers (for `/ready`).
+    /// Why the last write transaction could not be stored, while that is so.
+    pub fn write_failure(&self) -> Option<String> {
+        self.counts
+            .failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.read(|c| {
             Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
@@ -172,12 +201,23 @@ impl Db {
     }
 }
 
-/// What the writer has done: jobs handed to it, jobs it has taken, transactions committed.
+/// What the writer has done: jobs handed to it, jobs it has taken, transactions committed,
+/// and whether the last transaction could not be stored (for `/ready`).
 #[derive(Debug, Default)]
 pub struct WriteCounts {
     queued: AtomicU64,
     taken: AtomicU64,
     transactions: AtomicU64,
+    failing: Mutex<Option<String>>,
+}
+
+/// Errors that say the database cannot be written at all, whatever the job.
+fn is_storage_failure(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::*;
+    matches!(
+        e.sqlite_error_code(),
+        Some(DiskFull | SystemIoFailure | ReadOnly | CannotOpen | DatabaseBusy | DatabaseLocked)
+    )
 }
 
 impl Db {
@@ -205,15 +245,19 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Box<dyn Job>>, counts: &
         counts.taken.fetch_add(jobs.len() as u64, Ordering::Relaxed);
         // Counted as it begins: its jobs' callers are answered from inside it, and must see it.
         counts.transactions.fetch_add(1, Ordering::Relaxed);
-        run_group(&mut conn, jobs);
+        run_group(&mut conn, jobs, &counts.failing);
     }
 }
 
-fn run_group(conn: &mut Connection, mut jobs: Vec<Box<dyn Job>>) {
+/// Runs one transaction of jobs and records in `failing` the storage failure it met (or
+/// none), before any caller is answered, so a caller that saw its write fail sees it there.
+fn run_group(conn: &mut Connection, mut jobs: Vec<Box<dyn Job>>, failing: &Mutex<Option<String>>) {
+    let set = |f: Option<String>| *failing.lock().unwrap_or_else(|p| p.into_inner()) = f;
     let mut txn = match conn.transaction() {
         Ok(t) => t,
         Err(e) => {
             let msg = e.to_string();
+            set(Some(msg.clone()));
             for job in jobs {
                 job.finish(Some(msg.clone()));
             }
@@ -232,7 +276,10 @@ fn run_group(conn: &mut Connection, mut jobs: Vec<Box<dyn Job>>) {
         };
         own_errors.push(outcome);
     }
+    let storage = jobs.iter().find_map(|j| j.storage_error());
     let commit = txn.commit().err().map(|e| e.to_string());
+    // The storage failure names the cause (after one, SQLite may have rolled back already).
+    set(storage.or(commit.clone()));
     for (job, own) in jobs.into_iter().zip(own_errors) {
         job.finish(commit.clone().or(own));
     }
@@ -241,6 +288,59 @@ fn run_group(conn: &mut Connection, mut jobs: Vec<Box<dyn Job>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_alone_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db")).unwrap();
+        let err = db
+            .write(|_| -> Result<(), StoreError> { panic!("bug in a job") })
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("bug in a job"), "{err}");
+        db.write(|c| Ok(c.execute("CREATE TABLE t (x INTEGER)", []).map(drop)?))
+            .await
+            .expect("the writer still works");
+    }
+
+    #[tokio::test]
+    async fn a_full_database_is_reported_until_a_write_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db")).unwrap();
+        db.write(|c| Ok(c.execute("CREATE TABLE t (x BLOB)", []).map(drop)?))
+            .await
+            .unwrap();
+        assert_eq!(db.write_failure(), None);
+        let pages: i64 = db
+            .read(|c| Ok(c.query_row("PRAGMA page_count", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        // The file may not grow: the next big insert finds the disk "full".
+        db.write(move |c| {
+            c.pragma_update(None, "max_page_count", pages)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let err = db
+            .write(|c| {
+                Ok(c.execute("INSERT INTO t VALUES (zeroblob(1000000))", [])
+                    .map(drop)?)
+            })
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("full"), "{err}");
+        let failure = db.write_failure().unwrap();
+        assert!(failure.contains("full"), "{failure}");
+        db.write(|c| {
+            c.pragma_update(None, "max_page_count", 1_000_000)?;
+            Ok(c.execute("INSERT INTO t VALUES (zeroblob(10))", [])
+                .map(drop)?)
+        })
+        .await
+        .unwrap();
+        assert_eq!(db.write_failure(), None, "cleared by a stored write");
+    }
 
     /// Jobs that wait while the writer is busy commit together, in one transaction, and a
     /// failing one among them is rolled back alone.
