@@ -627,6 +627,17 @@ pub fn shared_lines(shared: &Path, file: &str) -> Vec<String> {
 }
 
 /// Output of `docker <args>` (the tests observe the engine directly).
+/// The `name=value` of the session cookie a sign-in answer sets, ready for a `Cookie` header.
+pub fn session_cookie(r: &reqwest::Response) -> String {
+    r.headers()["set-cookie"]
+        .to_str()
+        .expect("a text cookie")
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
 pub fn docker(args: &[&str]) -> String {
     let out = Command::new("docker")
         .args(args)

@@ -776,13 +776,7 @@ async fn cookie_requests_from_other_sites_are_refused_and_viewers_do_not_see_env
         .send()
         .await
         .unwrap();
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = session_cookie(&r);
     let submit = |origin: Option<String>| {
         let mut rb = c
             .http

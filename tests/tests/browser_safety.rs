@@ -142,13 +142,7 @@ async fn a_dashboard_behind_a_proxy_signs_in_and_submits_but_a_foreign_page_does
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = session_cookie(&r);
     let (status, detail) = answer(
         from_page(c.http.post(&submit), "http://localhost:5173")
             .header(COOKIE, &cookie)

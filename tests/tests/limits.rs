@@ -57,13 +57,7 @@ async fn users_cannot_jump_the_queue_but_operators_can() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = session_cookie(&r);
     let r = c
         .http
         .post(format!("{}/api/submit", c.url()))
