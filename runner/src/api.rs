@@ -136,6 +136,9 @@ async fn metrics(State(state): State<RunnerState>) -> impl IntoResponse {
 }
 
 async fn ready(State(state): State<RunnerState>) -> Result<Json<Value>, ApiError> {
+    if let Some(why) = state.outbox.unwritable() {
+        return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, why));
+    }
     state
         .supervisor
         .engine()

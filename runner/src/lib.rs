@@ -78,6 +78,10 @@ pub async fn run(
         link.clone()
             .deliver_outbox(outbox.clone(), supervisor.clone()),
     );
+    tokio::spawn({
+        let outbox = outbox.clone();
+        async move { outbox.retry_writes(std::time::Duration::from_secs(1)).await }
+    });
     let state = RunnerState {
         config: config.clone(),
         supervisor,

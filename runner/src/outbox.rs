@@ -1,7 +1,10 @@
 //! Status reports waiting to reach the host. Each report is written to its own file under
 //! `<data_dir>/outbox/` (fsynced) before it is queued, sent oldest first, resent with backoff
 //! until the host acknowledges it, and only then deleted: a crash, a restart or a host outage
-//! loses none, and a task's reports arrive in the order they were made.
+//! loses none, and a task's reports arrive in the order they were made. When a report cannot
+//! be written (disk full), it is kept in memory, still delivered, and its write retried; the
+//! runner is not ready (`/ready` 503, see [`Outbox::unwritable`]) while any report is only in
+//! memory.
 
 use crate::durable;
 use ferry_common::runner_proto::TaskUpdate;
@@ -15,6 +18,8 @@ pub struct Outbox {
     dir: PathBuf,
     /// (file, report), oldest first; `next` numbers new files after the newest on disk.
     queue: Mutex<(VecDeque<(PathBuf, TaskUpdate)>, u64)>,
+    /// Reports held only in memory (their file could not be written), with the last error.
+    unwritten: Mutex<(std::collections::HashSet<PathBuf>, Option<String>)>,
     wake: Notify,
 }
 
@@ -37,6 +42,7 @@ impl Outbox {
         Ok(Outbox {
             dir,
             queue: Mutex::new((pending.into_iter().collect(), next)),
+            unwritten: Mutex::new(Default::default()),
             wake: Notify::new(),
         })
     }
@@ -45,7 +51,33 @@ impl Outbox {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes `update` durable, then queues it.
+    fn unwritten(
+        &self,
+    ) -> std::sync::MutexGuard<'_, (std::collections::HashSet<PathBuf>, Option<String>)> {
+        self.unwritten.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why reports are held only in memory, while some are.
+    pub fn unwritable(&self) -> Option<String> {
+        let u = self.unwritten();
+        if u.0.is_empty() {
+            None
+        } else {
+            u.1.clone()
+        }
+    }
+
+    async fn write(path: &std::path::Path, update: &TaskUpdate) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec(update).map_err(std::io::Error::other)?;
+        let p = path.to_path_buf();
+        tokio::task::spawn_blocking(move || durable::write_atomic(&p, &bytes))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    /// Makes `update` durable, then queues it. A report that cannot be written is queued all
+    /// the same (it is delivered from memory) and its write retried by
+    /// [`Outbox::retry_writes`]; the error is returned for the caller to log.
     pub async fn push(&self, update: TaskUpdate) -> std::io::Result<()> {
         let path = {
             let mut q = self.lock();
@@ -53,11 +85,15 @@ impl Outbox {
             q.1 += 1;
             self.dir.join(format!("{n:020}.json"))
         };
-        let bytes = serde_json::to_vec(&update).map_err(std::io::Error::other)?;
-        let p = path.clone();
-        tokio::task::spawn_blocking(move || durable::write_atomic(&p, &bytes))
-            .await
-            .map_err(std::io::Error::other)??;
+        let written = Self::write(&path, &update).await;
+        if let Err(e) = &written {
+            let mut u = self.unwritten();
+            u.0.insert(path.clone());
+            u.1 = Some(format!(
+                "cannot write status reports to {}: {e}",
+                self.dir.display()
+            ));
+        }
         {
             let mut q = self.lock();
             q.0.push_back((path, update));
@@ -65,7 +101,44 @@ impl Outbox {
             q.0.make_contiguous().sort_by(|a, b| a.0.cmp(&b.0));
         }
         self.wake.notify_one();
-        Ok(())
+        written
+    }
+
+    /// Retries writing the reports held only in memory, every `period`, for ever.
+    pub async fn retry_writes(&self, period: Duration) {
+        loop {
+            tokio::time::sleep(period).await;
+            let todo: Vec<PathBuf> = self.unwritten().0.iter().cloned().collect();
+            for path in todo {
+                let update = self
+                    .lock()
+                    .0
+                    .iter()
+                    .find(|(p, _)| *p == path)
+                    .map(|(_, u)| u.clone());
+                let Some(update) = update else {
+                    // Delivered meanwhile: nothing left to keep.
+                    self.unwritten().0.remove(&path);
+                    continue;
+                };
+                match Self::write(&path, &update).await {
+                    Ok(()) => {
+                        self.unwritten().0.remove(&path);
+                        // Delivered while being written: the file must not outlive it.
+                        if !self.lock().0.iter().any(|(p, _)| *p == path) {
+                            let _ = durable::remove(&path);
+                        }
+                        tracing::info!(task_id = %update.task_id, "status report written after all");
+                    }
+                    Err(e) => {
+                        self.unwritten().1 = Some(format!(
+                            "cannot write status reports to {}: {e}",
+                            self.dir.display()
+                        ));
+                    }
+                }
+            }
+        }
     }
 
     /// Tasks with a report still waiting for the host.
@@ -104,11 +177,14 @@ impl Outbox {
             };
             match send(update.clone()).await {
                 Ok(()) => {
+                    let in_memory_only = self.unwritten().0.remove(&path);
                     let p = path.clone();
-                    if let Ok(Err(e)) =
-                        tokio::task::spawn_blocking(move || durable::remove(&p)).await
-                    {
-                        tracing::warn!(path = %path.display(), error = %e, "could not delete a delivered report");
+                    if !in_memory_only {
+                        if let Ok(Err(e)) =
+                            tokio::task::spawn_blocking(move || durable::remove(&p)).await
+                        {
+                            tracing::warn!(path = %path.display(), error = %e, "could not delete a delivered report");
+                        }
                     }
                     self.lock().0.retain(|(p, _)| *p != path);
                     acked(&update);
@@ -142,6 +218,46 @@ mod tests {
             seq: Some(seq),
             hostname: None,
         }
+    }
+
+    #[tokio::test]
+    async fn an_unwritable_report_is_kept_in_memory_and_written_when_it_can_be() {
+        let dir = tempfile::tempdir().unwrap();
+        let boxdir = dir.path().join("outbox");
+        let ob = Arc::new(Outbox::open(boxdir.clone()).unwrap());
+        // The directory turns into a file: every write fails (root ignores modes).
+        std::fs::remove_dir(&boxdir).unwrap();
+        std::fs::write(&boxdir, b"").unwrap();
+        assert!(ob.push(update(1, TaskStatus::Completed, 2)).await.is_err());
+        assert_eq!(ob.len(), 1, "kept for delivery");
+        assert!(ob
+            .unwritable()
+            .unwrap()
+            .contains("cannot write status reports"));
+        let retry = tokio::spawn({
+            let ob = ob.clone();
+            async move { ob.retry_writes(Duration::from_millis(20)).await }
+        });
+        std::fs::remove_file(&boxdir).unwrap();
+        std::fs::create_dir(&boxdir).unwrap();
+        for _ in 0..200 {
+            if ob.unwritable().is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        retry.abort();
+        assert_eq!(ob.unwritable(), None);
+        assert_eq!(
+            std::fs::read_dir(&boxdir).unwrap().count(),
+            1,
+            "now on disk"
+        );
+        let reopened = Outbox::open(boxdir).unwrap();
+        assert_eq!(
+            reopened.reports(),
+            vec![update(1, TaskStatus::Completed, 2)]
+        );
     }
 
     #[tokio::test]

@@ -322,3 +322,59 @@ async fn a_report_from_a_node_the_task_is_not_on_is_ignored() {
     assert_eq!(c.task(&id).await["status"], "running");
     assert_eq!(c.wait_final(&id).await["status"], "completed");
 }
+
+/// The runner's disk is full when a task ends: its final report is kept in memory, the runner
+/// says it is not ready and why, and the report still reaches the host.
+#[tokio::test]
+async fn a_final_report_that_cannot_be_written_is_not_lost() {
+    let mut c = TestCluster::with_runner(&[]).await;
+    let id = c
+        .submit(json!({"command": "sleep 2; echo survived"}))
+        .await
+        .remove(0);
+    c.wait_status(&id, &["running"], Duration::from_secs(30))
+        .await;
+    // The host goes away, so the report has to wait; and the outbox cannot be written.
+    c.host_mut().kill();
+    let outbox = c.dir.path().join("runner-node-1/outbox");
+    std::fs::remove_dir(&outbox).expect("the outbox is empty once `running` was taken");
+    std::fs::write(&outbox, b"").unwrap();
+    let ready = format!("{}/ready", c.runners[0].url());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let why = loop {
+        let r = c.http.get(&ready).send().await.unwrap();
+        if r.status().as_u16() == 503 {
+            let v: serde_json::Value = r.json().await.unwrap();
+            let detail = v["detail"].as_str().unwrap_or_default().to_string();
+            if detail.contains("cannot write status reports") {
+                break detail;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the runner never said it cannot persist"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(why.contains("outbox"), "{why}");
+    // Space comes back: the report is written, and the runner is ready again.
+    std::fs::remove_file(&outbox).unwrap();
+    std::fs::create_dir(&outbox).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.http.get(&ready).send().await.unwrap().status().as_u16() != 200 {
+        assert!(Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        std::fs::read_dir(&outbox).unwrap().count(),
+        1,
+        "the report is on disk"
+    );
+    // The host comes back and learns the outcome.
+    c.host_mut().restart();
+    c.wait_ready(&c.url()).await;
+    let t = c.wait_final(&id).await;
+    assert_eq!(t["status"], "completed", "{t}");
+    let (_, out) = c.get_text(&format!("/api/tasks/{id}/stdout")).await;
+    assert_eq!(out, "survived\n");
+}
