@@ -126,7 +126,8 @@ impl Outbox {
                         self.unwritten().0.remove(&path);
                         // Delivered while being written: the file must not outlive it.
                         if !self.lock().0.iter().any(|(p, _)| *p == path) {
-                            let _ = durable::remove(&path);
+                            let p = path.clone();
+                            let _ = tokio::task::spawn_blocking(move || durable::remove(&p)).await;
                         }
                         tracing::info!(task_id = %update.task_id, "status report written after all");
                     }

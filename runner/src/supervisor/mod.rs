@@ -218,8 +218,13 @@ impl Supervisor {
         // Forgotten while this write was in flight (its final report was acknowledged): the
         // record just written is stale and must not outlive the task.
         if !self.table().contains_key(&id) {
-            if let Err(e) = durable::remove(&self.record_path(id)) {
-                tracing::warn!(task_id = %id, error = %e, "cannot delete task record");
+            let path = self.record_path(id);
+            match tokio::task::spawn_blocking(move || durable::remove(&path)).await {
+                Ok(Err(e)) => {
+                    tracing::warn!(task_id = %id, error = %e, "cannot delete task record")
+                }
+                Err(e) => tracing::warn!(task_id = %id, error = %e, "cannot delete task record"),
+                Ok(Ok(())) => {}
             }
         }
         saved
