@@ -56,6 +56,9 @@ pub struct Heartbeat {
     /// its final report not yet acknowledged). A task the host placed on this node that stays
     /// absent from this list is gone from the node. `None` from runners that do not send it.
     pub known_tasks: Option<Vec<TaskId>>,
+    /// Ferry: the placement attempt the runner holds for each of its known tasks (see
+    /// [`ExecuteRequest::attempt`]). `None` from runners that do not send it.
+    pub attempts: Option<Vec<TaskAttempt>>,
     pub cpu_percent: Option<f64>,
     pub memory_percent: Option<f64>,
     pub memory_used_bytes: Option<u64>,
@@ -85,6 +88,17 @@ pub struct HeartbeatResponse {
     /// Tasks the runner still runs that the host already considers ended (killed while the
     /// runner was unreachable, say): the runner kills them.
     pub kill_tasks: Vec<TaskId>,
+    /// Ferry: for a task of `kill_tasks` listed here, kill it only if the attempt the runner
+    /// holds is at most this one (a newer attempt may have reached the runner meanwhile).
+    pub kill_attempts: Vec<TaskAttempt>,
+}
+
+/// One placement attempt of a task: the fencing number of [`ExecuteRequest::attempt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskAttempt {
+    pub task_id: TaskId,
+    pub attempt: u32,
 }
 
 /// `POST <runner>/api/execute`. Idempotent on the runner: a task id it already has is accepted
@@ -102,6 +116,12 @@ pub struct ExecuteRequest {
     /// Ferry: the user name of the task's owner (the runner mounts their `/shared` directory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Ferry: which placement of the task this is (1 for the first, one more each time the
+    /// host places it again). A runner refuses an attempt older than one it holds, and its
+    /// reports and heartbeats carry the attempt, so a late dispatch of a task since placed
+    /// elsewhere is recognised and killed instead of running twice. `None`: not fenced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
 }
 
 /// `POST <runner>/api/kill|pause|resume`.
@@ -136,6 +156,10 @@ pub struct TaskUpdate {
     /// it was placed again elsewhere) is recognised and ignored.
     #[serde(default)]
     pub hostname: Option<String>,
+    /// Ferry: the placement attempt reported on; a report of another attempt than the host's
+    /// current one is ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
 }
 
 /// `GET <runner>/api/tasks/{id}/stdout|stderr?lines=N` and the host route of the same shape.

@@ -33,7 +33,11 @@ impl From<SupervisorError> for ApiError {
     fn from(e: SupervisorError) -> Self {
         let status = match e {
             SupervisorError::Unknown(_) => StatusCode::NOT_FOUND,
-            SupervisorError::WrongState(..) => StatusCode::CONFLICT,
+            SupervisorError::WrongState(..) | SupervisorError::OlderAttempt { .. } => {
+                StatusCode::CONFLICT
+            }
+            // Retryable: the host's dispatch loop sends it again.
+            SupervisorError::PreviousAttemptEnding { .. } => StatusCode::SERVICE_UNAVAILABLE,
             SupervisorError::BadOwner(_) => StatusCode::UNPROCESSABLE_ENTITY,
             SupervisorError::Workload(_) | SupervisorError::Io(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR

@@ -187,6 +187,7 @@ impl HostLink {
                 running_tasks: running,
                 paused_tasks: Some(paused),
                 known_tasks: Some(supervisor.known_tasks()),
+                attempts: Some(supervisor.attempts()),
                 cpu_percent: Some(usage.cpu_percent),
                 memory_percent: Some(usage.memory_percent),
                 memory_used_bytes: Some(usage.memory_used_bytes),
@@ -202,10 +203,15 @@ impl HostLink {
                     self.registered.store(true, Ordering::Relaxed);
                     let reply: HeartbeatResponse = resp.json().await.unwrap_or_default();
                     for id in reply.kill_tasks {
-                        tracing::warn!(task_id = %id, "host says this task has ended: killing it");
+                        let attempt = reply
+                            .kill_attempts
+                            .iter()
+                            .find(|a| a.task_id == id)
+                            .map(|a| a.attempt);
+                        tracing::warn!(task_id = %id, ?attempt, "host does not run this task here (ended, or placed again): killing it");
                         let sup = supervisor.clone();
                         tokio::spawn(async move {
-                            if let Err(e) = sup.kill(id).await {
+                            if let Err(e) = sup.kill_stale(id, attempt).await {
                                 tracing::warn!(task_id = %id, error = %e, "kill requested by host failed");
                             }
                         });

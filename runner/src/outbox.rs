@@ -218,6 +218,7 @@ mod tests {
             ssh_port: None,
             seq: Some(seq),
             hostname: None,
+            attempt: None,
         }
     }
 

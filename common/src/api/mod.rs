@@ -110,6 +110,10 @@ pub struct TaskResponse {
     pub working_dir: Option<String>,
     /// 1-based place in the queue while the task is `pending`, else null.
     pub queue_position: Option<u64>,
+    /// How many times the task was placed on a node (0: never; more than 1: placed again
+    /// after its runner never received it).
+    #[serde(default)]
+    pub attempt: u32,
 }
 
 /// `{"message": ...}` replies of control routes.

@@ -102,6 +102,7 @@ pub async fn update(
         completed_at: u.completed_at.as_deref().and_then(parse_ms),
         seq: u.seq,
         reporter: Some(reporter),
+        attempt: u.attempt,
     });
     let applied = state.scheduler.change(u.task_id, change).await?;
     let message = match applied {

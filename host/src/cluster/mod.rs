@@ -13,7 +13,7 @@ use crate::store::nodes::{self, NodeRow};
 use crate::store::tasks;
 use crate::store::{Db, StoreError};
 use crate::tasks::model::Change;
-use ferry_common::runner_proto::{Heartbeat, HeartbeatResponse, RegisterRequest};
+use ferry_common::runner_proto::{Heartbeat, HeartbeatResponse, RegisterRequest, TaskAttempt};
 use ferry_common::time::now_ms;
 use ferry_common::{TaskId, TaskStatus};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -360,38 +360,58 @@ impl Cluster {
         if let Some(event) = news {
             self.scheduler.send(Event::Node(event)).await;
         }
-        let kill_tasks = self.reconcile(hostname, &hb).await?;
+        let (kill_tasks, kill_attempts) = self.reconcile(hostname, &hb).await?;
         Ok(HeartbeatResponse {
             message: "Heartbeat received".into(),
             kill_tasks,
+            kill_attempts,
         })
     }
 
     /// Squares the host's view of a node's tasks with what its runner reports:
-    /// - a task the runner runs is alive: `assigning`/`lost` become `running` (or `paused`);
-    /// - a task the runner runs that the host has already ended is returned, to be killed;
+    /// - a task the runner runs in its current attempt is alive: `assigning`/`lost` become
+    ///   `running` (or `paused`);
+    /// - a task the runner runs that the host has ended, queued again or placed elsewhere, or
+    ///   whose attempt is not the host's, is returned, to be killed (see [`stale_copy`]);
     /// - a task the host ended whose booking is held and that the runner no longer runs is
     ///   released (the runner confirms it is gone);
     /// - a task placed on the node that the runner does not know for [`ABSENT_BEATS`]
     ///   heartbeats is gone: queued again if it never started, failed if it had.
-    async fn reconcile(&self, hostname: &str, hb: &Heartbeat) -> Result<Vec<TaskId>, ClusterError> {
+    async fn reconcile(
+        &self,
+        hostname: &str,
+        hb: &Heartbeat,
+    ) -> Result<(Vec<TaskId>, Vec<TaskAttempt>), ClusterError> {
         let listed: HashSet<TaskId> = hb.running_tasks.iter().copied().collect();
         let paused: HashSet<TaskId> = hb.paused_tasks.iter().flatten().copied().collect();
         let known: Option<HashSet<TaskId>> =
             hb.known_tasks.as_ref().map(|k| k.iter().copied().collect());
+        let held: HashMap<TaskId, u32> = hb
+            .attempts
+            .iter()
+            .flatten()
+            .map(|a| (a.task_id, a.attempt))
+            .collect();
         let ids = hb.running_tasks.clone();
         let host = hostname.to_string();
-        let (statuses, booked) = self
+        let (placed, booked) = self
             .db
-            .read(move |c| Ok((tasks::statuses(c, &ids)?, tasks::booked_on(c, &host)?)))
+            .read(move |c| Ok((tasks::placements(c, &ids)?, tasks::booked_on(c, &host)?)))
             .await?;
-        let kill: Vec<TaskId> = statuses
-            .iter()
-            .filter(|(_, s)| s.is_final())
-            .map(|(id, _)| *id)
-            .collect();
-        if !kill.is_empty() {
-            tracing::warn!(node = %hostname, tasks = ?kill, "runner still runs tasks that have ended; asking it to kill them");
+        let mut kill = Vec::new();
+        let mut kill_attempts = Vec::new();
+        for p in &placed {
+            let attempt = held.get(&p.id).copied();
+            if let Some(why) = stale_copy(hostname, p, attempt) {
+                tracing::warn!(node = %hostname, task_id = %p.id, ?attempt, current = p.attempt, why, "runner runs a copy of a task the host does not run there: asking it to kill it");
+                kill.push(p.id);
+                if let Some(attempt) = attempt {
+                    kill_attempts.push(TaskAttempt {
+                        task_id: p.id,
+                        attempt,
+                    });
+                }
+            }
         }
         let mut changes = Vec::new();
         {
@@ -399,15 +419,16 @@ impl Cluster {
             for b in booked {
                 if listed.contains(&b.id) {
                     absent.remove(&b.id);
-                    if matches!(b.status, TaskStatus::Assigning | TaskStatus::Lost) {
+                    let current = held.get(&b.id).is_none_or(|a| *a == b.attempt);
+                    if current && matches!(b.status, TaskStatus::Assigning | TaskStatus::Lost) {
                         let paused = paused.contains(&b.id);
-                        changes.push((b.id, Change::Running { paused }));
+                        changes.push((b.id, b.attempt, Change::Running { paused }));
                     }
                     continue;
                 }
                 if b.status.is_final() {
                     absent.remove(&b.id);
-                    changes.push((b.id, Change::Released));
+                    changes.push((b.id, b.attempt, Change::Released));
                     continue;
                 }
                 match &known {
@@ -417,7 +438,7 @@ impl Cluster {
                         if *n >= ABSENT_BEATS {
                             absent.remove(&b.id);
                             tracing::warn!(node = %hostname, task_id = %b.id, status = %b.status, started = b.started, "task unknown to its runner");
-                            changes.push((b.id, gone_from_runner(hostname, b.started)));
+                            changes.push((b.id, b.attempt, gone_from_runner(hostname, b.started)));
                         }
                     }
                     _ => {
@@ -426,7 +447,12 @@ impl Cluster {
                 }
             }
         }
-        for (id, change) in changes {
+        for (id, attempt, change) in changes {
+            // Only for the attempt seen here: the task may be placed again before this lands.
+            let change = Change::ForAttempt {
+                attempt,
+                change: Box::new(change),
+            };
             self.scheduler
                 .send(Event::Change {
                     id,
@@ -435,7 +461,7 @@ impl Cluster {
                 })
                 .await;
         }
-        Ok(kill)
+        Ok((kill, kill_attempts))
     }
 
     /// Marks nodes silent for longer than the timeout offline. Runs for the host's lifetime.
@@ -478,6 +504,31 @@ impl Cluster {
                     .await;
             }
         }
+    }
+}
+
+/// Why the copy of task `p` that runner `hostname` runs (in `attempt`, if it says) must be
+/// killed, or `None` if it is the one the host runs there. A copy of an older attempt is
+/// tolerated only while the task waits in `assigning` on this node: the dispatch of the current
+/// attempt is on its way, and the runner takes its copy over as that attempt.
+fn stale_copy(hostname: &str, p: &tasks::Placed, attempt: Option<u32>) -> Option<&'static str> {
+    if p.status.is_final() {
+        return Some("the task has ended");
+    }
+    let here = p.node.as_deref() == Some(hostname)
+        && matches!(
+            p.status,
+            TaskStatus::Assigning | TaskStatus::Running | TaskStatus::Paused | TaskStatus::Lost
+        );
+    if !here {
+        return Some("the task is queued again or placed on another node");
+    }
+    match attempt {
+        Some(a) if a > p.attempt => Some("the host never made this attempt"),
+        Some(a) if a < p.attempt && p.status != TaskStatus::Assigning => {
+            Some("an older attempt of the task")
+        }
+        _ => None,
     }
 }
 
@@ -577,9 +628,22 @@ mod tests {
     impl Harness {
         /// Stores a task in `status` on n1 (booked when that status holds resources).
         async fn task(&self, id: u64, status: TaskStatus, started: bool) {
+            self.placed(id, status, started, "n1", 0).await;
+        }
+
+        /// Stores a task in `status`, placed on `node` in `attempt`.
+        async fn placed(
+            &self,
+            id: u64,
+            status: TaskStatus,
+            started: bool,
+            node: &str,
+            attempt: u32,
+        ) {
             let mut t = sample(id);
             t.status = status;
-            t.assigned_node = Some("n1".into());
+            t.attempt = attempt;
+            t.assigned_node = Some(node.into());
             t.booked = status.holds_resources() || status.is_final();
             t.started_at = started.then_some(5);
             self.db.write(move |c| tasks::insert(c, &t)).await.unwrap();
@@ -597,6 +661,11 @@ mod tests {
             self.drain()
                 .into_iter()
                 .filter_map(|e| match e {
+                    Event::Change {
+                        id,
+                        change: Change::ForAttempt { change, .. },
+                        ..
+                    } => Some((id, *change)),
                     Event::Change { id, change, .. } => Some((id, change)),
                     _ => None,
                 })
@@ -633,6 +702,86 @@ mod tests {
                 (TaskId(2), Change::Running { paused: true }),
             ]
         );
+    }
+
+    fn with_attempts(mut hb: Heartbeat, attempts: &[(u64, u32)]) -> Heartbeat {
+        hb.attempts = Some(
+            attempts
+                .iter()
+                .map(|(id, attempt)| TaskAttempt {
+                    task_id: TaskId(*id),
+                    attempt: *attempt,
+                })
+                .collect(),
+        );
+        hb
+    }
+
+    #[tokio::test]
+    async fn a_copy_of_a_task_queued_again_or_placed_elsewhere_is_killed() {
+        let mut h = harness().await;
+        // Placed on n1 first, then again on n2: n1's late copy must go.
+        h.placed(1, TaskStatus::Running, true, "n2", 2).await;
+        // Queued again after n1 never showed it (it still names n1).
+        h.placed(2, TaskStatus::Pending, false, "n1", 1).await;
+        let hb = with_attempts(running(&[1, 2], &[1, 2]), &[(1, 1), (2, 1)]);
+        let reply = h.beat(hb).await;
+        assert_eq!(reply.kill_tasks, vec![TaskId(1), TaskId(2)]);
+        assert_eq!(
+            reply.kill_attempts,
+            vec![
+                TaskAttempt {
+                    task_id: TaskId(1),
+                    attempt: 1
+                },
+                TaskAttempt {
+                    task_id: TaskId(2),
+                    attempt: 1
+                }
+            ]
+        );
+        assert!(h.changes().is_empty(), "the host's own copy is untouched");
+    }
+
+    #[tokio::test]
+    async fn attempts_decide_which_copy_on_the_same_node_is_the_task() {
+        let mut h = harness().await;
+        // Placed again on n1 (attempt 2 on its way): the runner's attempt-1 copy will be
+        // taken over as attempt 2, so it is neither killed nor taken for attempt 2 running.
+        h.placed(1, TaskStatus::Assigning, false, "n1", 2).await;
+        // Running as attempt 2: an attempt-1 copy is not it.
+        h.placed(2, TaskStatus::Running, true, "n1", 2).await;
+        // An attempt the host never made.
+        h.placed(3, TaskStatus::Running, true, "n1", 2).await;
+        // The current attempt.
+        h.placed(4, TaskStatus::Assigning, false, "n1", 2).await;
+        let hb = with_attempts(
+            running(&[1, 2, 3, 4], &[1, 2, 3, 4]),
+            &[(1, 1), (2, 1), (3, 3), (4, 2)],
+        );
+        let reply = h.beat(hb).await;
+        assert_eq!(reply.kill_tasks, vec![TaskId(2), TaskId(3)]);
+        assert_eq!(
+            h.changes(),
+            vec![(TaskId(4), Change::Running { paused: false })]
+        );
+    }
+
+    #[tokio::test]
+    async fn heartbeat_changes_are_fenced_by_the_attempt_seen() {
+        let mut h = harness().await;
+        h.placed(1, TaskStatus::Assigning, false, "n1", 4).await;
+        h.beat(running(&[1], &[1])).await;
+        match h.drain().as_slice() {
+            [Event::Change {
+                change: Change::ForAttempt { attempt: 4, .. },
+                ..
+            }] => {}
+            other => panic!(
+                "expected one change fenced by attempt 4, got {}",
+                other.len()
+            ),
+        }
     }
 
     #[tokio::test]

@@ -46,7 +46,7 @@ impl LoopContext {
 /// Sends a placed task to its runner. An unreachable runner is retried for as long as the
 /// loop lives (the scheduler aborts it when the task leaves `assigning`: the node going
 /// offline makes it `lost`, and the node's heartbeats then settle it); a runner that refuses
-/// fails the task.
+/// fails the task, if it is still in the attempt this loop delivers.
 pub(super) async fn deliver_task(cx: LoopContext, req: ExecuteRequest, node: String) {
     let id = req.task_id;
     let mut delay = FIRST_RETRY;
@@ -70,14 +70,18 @@ pub(super) async fn deliver_task(cx: LoopContext, req: ExecuteRequest, node: Str
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(LAST_RETRY);
     };
-    cx.tell(
-        id,
-        Change::Fail {
-            reason: failure,
-            exit_code: Some(-1),
+    let fail = Change::Fail {
+        reason: failure,
+        exit_code: Some(-1),
+    };
+    let change = match req.attempt {
+        Some(attempt) => Change::ForAttempt {
+            attempt,
+            change: Box::new(fail),
         },
-    )
-    .await;
+        None => fail,
+    };
+    cx.tell(id, change).await;
 }
 
 /// Tells the task's runner to kill it; a kill the runner acknowledges releases the booking.

@@ -191,6 +191,7 @@ pub fn execute_request(t: &Task) -> ExecuteRequest {
         definition: t.definition.clone(),
         reserved_ip: None,
         owner: t.owner_username.clone(),
+        attempt: Some(t.attempt),
     }
 }
 

@@ -161,6 +161,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE api_tokens ADD COLUMN expires_at INTEGER;
     ALTER TABLE nodes ADD COLUMN credential_hash TEXT;
     "#,
+    // 5: each placement of a task is numbered (the fencing number runners echo back). Tasks
+    // placed before this version stay at 0, which runners that never saw an attempt match.
+    r#"
+    ALTER TABLE tasks ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// Migrations up to `version` only (tests of an upgrade from an older schema).

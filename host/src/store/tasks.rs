@@ -69,6 +69,7 @@ fn from_row(r: &Row) -> rusqlite::Result<Task> {
         started_at: r.get("started_at")?,
         completed_at: r.get("completed_at")?,
         last_seq: r.get::<_, i64>("last_seq")? as u64,
+        attempt: r.get("attempt")?,
         ssh_port: r.get("ssh_port")?,
         vm_ip: r.get("vm_ip")?,
         owner_username: r.get("owner_username")?,
@@ -85,11 +86,11 @@ pub fn insert(conn: &Connection, t: &Task) -> Result<(), StoreError> {
         "INSERT INTO tasks (task_id, task_type, batch_id, name, owner_id, approval_status,
             approved_by_id, approved_at, rejection_reason, definition, target_node, priority,
             status, assigned_node, booked, exit_code, error_message, submitted_at, started_at,
-            completed_at, last_seq, ssh_port, vm_ip)
+            completed_at, last_seq, attempt, ssh_port, vm_ip)
          VALUES (:task_id, :task_type, :batch_id, :name, :owner_id, :approval_status,
             :approved_by_id, :approved_at, :rejection_reason, :definition, :target_node, :priority,
             :status, :assigned_node, :booked, :exit_code, :error_message, :submitted_at,
-            :started_at, :completed_at, :last_seq, :ssh_port, :vm_ip)",
+            :started_at, :completed_at, :last_seq, :attempt, :ssh_port, :vm_ip)",
     )?;
     stmt.execute(named_params! {
         ":task_id": t.id.0 as i64,
@@ -113,6 +114,7 @@ pub fn insert(conn: &Connection, t: &Task) -> Result<(), StoreError> {
         ":started_at": t.started_at,
         ":completed_at": t.completed_at,
         ":last_seq": t.last_seq as i64,
+        ":attempt": t.attempt,
         ":ssh_port": t.ssh_port,
         ":vm_ip": t.vm_ip,
     })
@@ -134,7 +136,8 @@ fn save(conn: &Connection, t: &Task) -> Result<(), StoreError> {
             approved_at = :approved_at, rejection_reason = :rejection_reason, status = :status,
             assigned_node = :assigned_node, booked = :booked, exit_code = :exit_code,
             error_message = :error_message, started_at = :started_at,
-            completed_at = :completed_at, last_seq = :last_seq, ssh_port = :ssh_port,
+            completed_at = :completed_at, last_seq = :last_seq, attempt = :attempt,
+            ssh_port = :ssh_port,
             vm_ip = :vm_ip
          WHERE task_id = :task_id",
     )?;
@@ -152,6 +155,7 @@ fn save(conn: &Connection, t: &Task) -> Result<(), StoreError> {
         ":started_at": t.started_at,
         ":completed_at": t.completed_at,
         ":last_seq": t.last_seq as i64,
+        ":attempt": t.attempt,
         ":ssh_port": t.ssh_port,
         ":vm_ip": t.vm_ip,
     })?;
@@ -228,12 +232,13 @@ pub struct Booking {
     pub id: TaskId,
     pub status: TaskStatus,
     pub started: bool,
+    pub attempt: u32,
 }
 
 /// Tasks booked on `node`.
 pub fn booked_on(conn: &Connection, node: &str) -> Result<Vec<Booking>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT task_id, status, started_at IS NOT NULL AS started FROM tasks
+        "SELECT task_id, status, started_at IS NOT NULL AS started, attempt FROM tasks
          WHERE assigned_node = ?1 AND booked = 1",
     )?;
     let rows = stmt.query_map([node], |r| {
@@ -241,6 +246,7 @@ pub fn booked_on(conn: &Connection, node: &str) -> Result<Vec<Booking>, StoreErr
             id: TaskId(r.get::<_, i64>("task_id")? as u64),
             status: parsed(r, "status")?,
             started: r.get("started")?,
+            attempt: r.get("attempt")?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -256,21 +262,30 @@ pub fn count_by_status(conn: &Connection) -> Result<Vec<(TaskStatus, u64)>, Stor
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Statuses of the given tasks (those that exist), in one query.
-pub fn statuses(
-    conn: &Connection,
-    ids: &[TaskId],
-) -> Result<Vec<(TaskId, TaskStatus)>, StoreError> {
+/// Where the host has a task a runner says it runs: what fences that runner's copy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placed {
+    pub id: TaskId,
+    pub status: TaskStatus,
+    pub node: Option<String>,
+    pub attempt: u32,
+}
+
+/// Status, node and attempt of the given tasks (those that exist), in one query.
+pub fn placements(conn: &Connection, ids: &[TaskId]) -> Result<Vec<Placed>, StoreError> {
     let list = serde_json::to_string(&ids.iter().map(|i| i.0 as i64).collect::<Vec<_>>())
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let mut stmt = conn.prepare_cached(
-        "SELECT task_id, status FROM tasks WHERE task_id IN (SELECT value FROM json_each(?1))",
+        "SELECT task_id, status, assigned_node, attempt FROM tasks
+         WHERE task_id IN (SELECT value FROM json_each(?1))",
     )?;
     let rows = stmt.query_map([list], |r| {
-        Ok((
-            TaskId(r.get::<_, i64>("task_id")? as u64),
-            parsed(r, "status")?,
-        ))
+        Ok(Placed {
+            id: TaskId(r.get::<_, i64>("task_id")? as u64),
+            status: parsed(r, "status")?,
+            node: r.get("assigned_node")?,
+            attempt: r.get("attempt")?,
+        })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

@@ -44,6 +44,9 @@ pub struct Task {
     pub completed_at: Option<i64>,
     /// Sequence number of the last runner report applied.
     pub last_seq: u64,
+    /// How many times it was placed: the fencing number of its current placement (0: never
+    /// placed). Reports and heartbeats about another attempt are not believed.
+    pub attempt: u32,
     pub ssh_port: Option<u16>,
     pub vm_ip: Option<String>,
     /// Read-only, joined from `users` (never written).
@@ -72,6 +75,7 @@ impl Task {
             started_at: None,
             completed_at: None,
             last_seq: 0,
+            attempt: 0,
             ssh_port: None,
             vm_ip: None,
             owner_username: None,
@@ -92,6 +96,8 @@ pub struct Report {
     pub seq: Option<u64>,
     /// The reporting node; a report from another node than the task's is ignored.
     pub reporter: Option<String>,
+    /// The placement attempt reported on; a report about another attempt is ignored.
+    pub attempt: Option<u32>,
 }
 
 /// What is asked of a task.
@@ -134,6 +140,12 @@ pub enum Change {
     /// Its runner confirmed its workload is gone, or its node was declared lost: the booking
     /// of an ended task is released.
     Released,
+    /// `change`, only if the task is still in placement `attempt`: what a dispatch loop or a
+    /// heartbeat learnt about one placement must not land on the next.
+    ForAttempt {
+        attempt: u32,
+        change: Box<Change>,
+    },
 }
 
 impl Change {
@@ -149,6 +161,7 @@ impl Change {
             Change::Lost { .. } => "lost",
             Change::Fail { .. } => "fail",
             Change::Released => "released",
+            Change::ForAttempt { change, .. } => change.name(),
         }
     }
 }
@@ -165,6 +178,8 @@ pub enum TransitionError {
     NoStatus,
     #[error("nothing is booked for this task")]
     NothingBooked,
+    #[error("about placement attempt {got}, but the task is in attempt {current}")]
+    OtherAttempt { got: u32, current: u32 },
 }
 
 /// What `task` becomes under `change` at time `now_ms`, or why the change is refused.
@@ -176,6 +191,16 @@ pub fn apply(task: &Task, change: &Change, now_ms: i64) -> Result<Task, Transiti
             t.enter(TaskStatus::Assigning, now_ms)?;
             t.assigned_node = Some(node.clone());
             t.booked = true;
+            t.attempt += 1;
+        }
+        Change::ForAttempt { attempt, change } => {
+            if *attempt != t.attempt {
+                return Err(TransitionError::OtherAttempt {
+                    got: *attempt,
+                    current: t.attempt,
+                });
+            }
+            return apply(task, change, now_ms);
         }
         Change::Report(r) => t.report(r, now_ms)?,
         Change::Running { paused } => {
@@ -296,6 +321,12 @@ impl Task {
                 });
             }
         }
+        if let Some(got) = r.attempt.filter(|a| *a != self.attempt) {
+            return Err(TransitionError::OtherAttempt {
+                got,
+                current: self.attempt,
+            });
+        }
         if let (Some(from), Some(on)) = (&r.reporter, &self.assigned_node) {
             if from != on {
                 return Err(TransitionError::WrongNode {
@@ -305,6 +336,16 @@ impl Task {
             }
         }
         let to = r.status.ok_or(TransitionError::NoStatus)?;
+        if matches!(
+            self.status,
+            TaskStatus::Pending | TaskStatus::PendingApproval
+        ) {
+            // Not on any node: a report can only be a late copy's (queued again since).
+            return Err(TransitionError::NotAllowed {
+                from: self.status,
+                to,
+            });
+        }
         let seq = r.seq.unwrap_or(0).max(self.last_seq);
         let fills_exit_code = self.exit_code.is_none() && r.exit_code.is_some();
         if self.status.is_final() && to.is_final() && (self.booked || fills_exit_code) {
@@ -373,7 +414,9 @@ pub(crate) mod tests {
         for from in TaskStatus::ALL {
             for to in TaskStatus::ALL {
                 let got = apply(&at(from), &report(to), 50);
-                if from.can_become(to) {
+                // A task on no node takes no report: any runner's copy of it is a stale one.
+                let placed = !matches!(from, Pending | PendingApproval);
+                if placed && from.can_become(to) {
                     let t = got.unwrap_or_else(|e| panic!("{from} -> {to}: {e}"));
                     assert_eq!(t.status, to);
                     assert_eq!(t.completed_at.is_some(), to.is_final(), "{from} -> {to}");
@@ -563,6 +606,63 @@ pub(crate) mod tests {
             apply(&at(Assigning), &r, 5),
             Err(TransitionError::WrongNode { .. })
         ));
+    }
+
+    #[test]
+    fn each_placement_is_a_new_attempt_and_old_attempts_are_not_believed() {
+        let first = apply(&sample(5), &Change::Place { node: "n1".into() }, 10).unwrap();
+        assert_eq!(first.attempt, 1);
+        let requeued = apply(
+            &first,
+            &Change::Requeue {
+                reason: "never received".into(),
+            },
+            20,
+        )
+        .unwrap();
+        let second = apply(&requeued, &Change::Place { node: "n1".into() }, 30).unwrap();
+        assert_eq!(second.attempt, 2);
+        // The first attempt's late report, even from the same node, is refused.
+        let late = Change::Report(Report {
+            status: Some(Running),
+            seq: Some(9),
+            attempt: Some(1),
+            reporter: Some("n1".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            apply(&second, &late, 40),
+            Err(TransitionError::OtherAttempt { got: 1, current: 2 })
+        );
+        // A dispatch failure of the first attempt does not fail the second.
+        let stale_failure = Change::ForAttempt {
+            attempt: 1,
+            change: Box::new(Change::Fail {
+                reason: "refused".into(),
+                exit_code: Some(-1),
+            }),
+        };
+        assert_eq!(
+            apply(&second, &stale_failure, 40),
+            Err(TransitionError::OtherAttempt { got: 1, current: 2 })
+        );
+        let current_failure = Change::ForAttempt {
+            attempt: 2,
+            change: Box::new(Change::Fail {
+                reason: "refused".into(),
+                exit_code: Some(-1),
+            }),
+        };
+        assert_eq!(apply(&second, &current_failure, 40).unwrap().status, Failed);
+        // A report of the current attempt applies.
+        let now = Change::Report(Report {
+            status: Some(Running),
+            seq: Some(10),
+            attempt: Some(2),
+            reporter: Some("n1".into()),
+            ..Default::default()
+        });
+        assert_eq!(apply(&second, &now, 40).unwrap().status, Running);
     }
 
     #[test]

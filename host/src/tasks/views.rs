@@ -86,6 +86,7 @@ pub fn task(t: &Task, view: &View, shared_dir: Option<&Path>) -> TaskResponse {
         priority: t.priority,
         working_dir,
         queue_position: view.queue.get(&t.id).copied(),
+        attempt: t.attempt,
     }
 }
 

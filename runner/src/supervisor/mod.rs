@@ -13,7 +13,7 @@ use crate::durable;
 use crate::outbox::Outbox;
 use crate::scratch;
 use crate::workload::{Exit, State, Workload, WorkloadError, WorkloadSpec};
-use ferry_common::runner_proto::{ExecuteRequest, TaskUpdate};
+use ferry_common::runner_proto::{ExecuteRequest, TaskAttempt, TaskUpdate};
 use ferry_common::task::{CommandSpec, TaskDefinition};
 use ferry_common::time::{format_ms, now_ms};
 use ferry_common::{
@@ -21,7 +21,7 @@ use ferry_common::{
     LABEL_RUNNER_ID, LABEL_TASK_ID,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -72,6 +72,10 @@ pub enum SupervisorError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     BadOwner(#[from] scratch::BadOwner),
+    #[error("task {id}: attempt {got} is older than attempt {held}, which this runner holds")]
+    OlderAttempt { id: TaskId, got: u32, held: u32 },
+    #[error("task {id}: attempt {held} is still ending on this runner; send attempt {got} again shortly")]
+    PreviousAttemptEnding { id: TaskId, got: u32, held: u32 },
 }
 
 pub struct Supervisor {
@@ -86,8 +90,9 @@ pub struct Supervisor {
     numa: Option<crate::numa::Topology>,
     tasks: Mutex<HashMap<TaskId, Entry>>,
     save_lock: tokio::sync::Mutex<()>,
-    /// Tasks killed before their container existed: a late or repeated execute must not start them.
-    killed: Mutex<HashSet<TaskId>>,
+    /// Tasks killed, with the newest attempt the kill was for (`None`: every attempt): a late
+    /// or repeated execute of a killed attempt must not start it.
+    killed: Mutex<HashMap<TaskId, Option<u32>>>,
 }
 
 const KILLED_MESSAGE: &str = "Kill requested by user.";
@@ -153,7 +158,7 @@ impl Supervisor {
             numa,
             tasks: Mutex::new(HashMap::new()),
             save_lock: tokio::sync::Mutex::new(()),
-            killed: Mutex::new(HashSet::new()),
+            killed: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -184,6 +189,19 @@ impl Supervisor {
     /// Every task this runner holds any state for.
     pub fn known_tasks(&self) -> Vec<TaskId> {
         self.table().keys().copied().collect()
+    }
+
+    /// The placement attempt held for each task that has one: what heartbeats report.
+    pub fn attempts(&self) -> Vec<TaskAttempt> {
+        self.table()
+            .iter()
+            .filter_map(|(id, e)| {
+                e.record.request.attempt.map(|attempt| TaskAttempt {
+                    task_id: *id,
+                    attempt,
+                })
+            })
+            .collect()
     }
 
     fn record_path(&self, id: TaskId) -> PathBuf {
@@ -240,7 +258,7 @@ impl Supervisor {
         exit_code: Option<i64>,
         message: Option<String>,
     ) {
-        let seq = {
+        let (seq, attempt) = {
             let mut table = self.table();
             match table.get_mut(&id) {
                 Some(e) => {
@@ -256,9 +274,9 @@ impl Supervisor {
                         // Before the report can be acknowledged (which forgets a finished task).
                         e.phase = Phase::Finished;
                     }
-                    e.record.seq
+                    (e.record.seq, e.record.request.attempt)
                 }
-                None => 1,
+                None => (1, None),
             }
         };
         let now = format_ms(now_ms());
@@ -272,6 +290,7 @@ impl Supervisor {
             ssh_port: None,
             seq: Some(seq),
             hostname: Some(self.config.name.clone()),
+            attempt,
         };
         if let Err(e) = self.outbox.push(update).await {
             tracing::error!(task_id = %id, error = %e, "cannot write status report to the outbox");
@@ -310,7 +329,14 @@ impl Supervisor {
         let removed = {
             let mut table = self.table();
             match table.get(&update.task_id) {
-                Some(e) if e.phase == Phase::Finished => table.remove(&update.task_id).is_some(),
+                // The report of the attempt held, not of one taken over since.
+                Some(e)
+                    if e.phase == Phase::Finished
+                        && (update.attempt.is_none()
+                            || update.attempt == e.record.request.attempt) =>
+                {
+                    table.remove(&update.task_id).is_some()
+                }
                 _ => false,
             }
         };
@@ -346,6 +372,8 @@ impl Supervisor {
     /// Accepts a task. Idempotent: a task id this runner already holds (running, or finished
     /// with its result not yet acknowledged) is not started again. The record is on disk before
     /// this returns, so an acknowledged dispatch survives a crash.
+    /// Attempts fence late dispatches (see [`Self::newer_attempt`]): an attempt older than the
+    /// one held is refused, and one killed is not started.
     /// `owner` is the user name of the task's owner, when the host says it: it names the
     /// task's directory under the shared filesystem, so one that is not a plain path component
     /// is refused.
@@ -356,14 +384,19 @@ impl Supervisor {
     ) -> Result<(), SupervisorError> {
         let id = req.task_id;
         scratch::owner_dir(owner.as_deref())?;
-        if self
+        let killed = self
             .killed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(&id)
-        {
-            tracing::info!(task_id = %id, "execute for a task already killed: ignored");
-            return Ok(());
+            .get(&id)
+            .copied();
+        match (killed, req.attempt) {
+            (Some(Some(k)), Some(n)) if n > k => {}
+            (Some(_), _) => {
+                tracing::info!(task_id = %id, attempt = ?req.attempt, "execute for a task already killed: ignored");
+                return Ok(());
+            }
+            (None, _) => {}
         }
         let record = TaskRecord {
             request: req.clone(),
@@ -373,26 +406,70 @@ impl Supervisor {
             started: false,
             finished: false,
         };
-        {
+        let held = {
             let mut table = self.table();
-            if table.contains_key(&id) {
-                return Ok(());
+            match table.get(&id) {
+                Some(held) => Some((
+                    held.record.request.attempt,
+                    held.phase,
+                    held.record.kill_requested,
+                )),
+                None => {
+                    let (done, _) = watch::channel(None);
+                    table.insert(
+                        id,
+                        Entry {
+                            phase: Phase::Preparing,
+                            record: record.clone(),
+                            done,
+                        },
+                    );
+                    None
+                }
             }
-            let (done, _) = watch::channel(None);
-            table.insert(
-                id,
-                Entry {
-                    phase: Phase::Preparing,
-                    record: record.clone(),
-                    done,
-                },
-            );
+        };
+        if let Some((held, phase, killing)) = held {
+            return self
+                .newer_attempt(id, req.attempt, held, phase, killing)
+                .await;
         }
         if let Err(e) = self.save_record(id, &record).await {
             self.table().remove(&id);
             return Err(e.into());
         }
         self.spawn_run(req, owner);
+        Ok(())
+    }
+
+    /// An execute for a task this runner already holds. The same attempt (or an unfenced one)
+    /// is a repeat; an older one is refused; a newer one (the host gave up waiting for this
+    /// runner and placed the task again, here) takes over the copy held, which then reports
+    /// as the new attempt, unless that copy is ending: then the host is asked to retry (503)
+    /// until its final report is acknowledged and the new attempt can start afresh.
+    async fn newer_attempt(
+        &self,
+        id: TaskId,
+        got: Option<u32>,
+        held: Option<u32>,
+        phase: Phase,
+        killing: bool,
+    ) -> Result<(), SupervisorError> {
+        let (Some(got), Some(held)) = (got, held) else {
+            return Ok(());
+        };
+        if got == held {
+            return Ok(());
+        }
+        if got < held {
+            tracing::warn!(task_id = %id, got, held, "execute of an older attempt refused");
+            return Err(SupervisorError::OlderAttempt { id, got, held });
+        }
+        if phase == Phase::Finished || killing {
+            return Err(SupervisorError::PreviousAttemptEnding { id, got, held });
+        }
+        tracing::info!(task_id = %id, from = held, to = got, "task placed here again: the copy held continues as the new attempt");
+        self.update_record(id, |r| r.request.attempt = Some(got))
+            .await?;
         Ok(())
     }
 
@@ -817,12 +894,47 @@ impl Supervisor {
         });
     }
 
+    /// Kills a copy of a task the host no longer runs here, if the attempt held is at most
+    /// `attempt` (a newer one may have been taken over since the host looked).
+    pub async fn kill_stale(
+        &self,
+        id: TaskId,
+        attempt: Option<u32>,
+    ) -> Result<Option<i64>, SupervisorError> {
+        let held = self
+            .table()
+            .get(&id)
+            .map(|e| e.record.request.attempt)
+            .ok_or(SupervisorError::Unknown(id))?;
+        if let (Some(max), Some(held)) = (attempt, held) {
+            if held > max {
+                tracing::info!(task_id = %id, held, max, "kill of an older attempt: the newer one held stays");
+                return Ok(None);
+            }
+        }
+        self.kill_attempt(id, attempt).await
+    }
+
     /// Kills a task and waits (briefly) until its container is gone; returns its exit code.
     pub async fn kill(&self, id: TaskId) -> Result<Option<i64>, SupervisorError> {
-        self.killed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id);
+        self.kill_attempt(id, None).await
+    }
+
+    /// [`Self::kill`], remembering which attempts the kill was for (`None`: all).
+    async fn kill_attempt(
+        &self,
+        id: TaskId,
+        attempt: Option<u32>,
+    ) -> Result<Option<i64>, SupervisorError> {
+        {
+            let mut killed = self.killed.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = killed.entry(id).or_insert(attempt);
+            // A kill of every attempt is never narrowed by a later one of some attempts.
+            *entry = match (*entry, attempt) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
+        }
         let done = self.table().get(&id).map(|e| (e.done.subscribe(), e.phase));
         let Some((mut done, phase)) = done else {
             return Err(SupervisorError::Unknown(id));
@@ -903,6 +1015,7 @@ fn adopted_request(id: TaskId) -> ExecuteRequest {
         definition,
         reserved_ip: None,
         owner: None,
+        attempt: None,
     }
 }
 

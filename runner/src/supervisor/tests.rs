@@ -127,6 +127,14 @@ fn request(id: u64) -> ExecuteRequest {
         definition: TaskDefinition::command("echo hi"),
         reserved_ip: None,
         owner: None,
+        attempt: None,
+    }
+}
+
+fn attempt(id: u64, n: u32) -> ExecuteRequest {
+    ExecuteRequest {
+        attempt: Some(n),
+        ..request(id)
     }
 }
 
@@ -491,4 +499,89 @@ async fn shared_is_the_owners_directory_and_bad_owners_are_refused() {
             h.dir.path().join("shared/shared_data").display()
         )
     );
+}
+
+impl Harness {
+    /// Attempts of a task's reports, in order.
+    fn report_attempts(&self, id: u64) -> Vec<Option<u32>> {
+        self.outbox
+            .reports()
+            .into_iter()
+            .filter(|u| u.task_id == TaskId(id))
+            .map(|u| u.attempt)
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn an_older_attempt_is_refused_and_a_newer_one_takes_the_copy_over() {
+    let h = Harness::new();
+    h.sup.execute(attempt(1, 2), None).await.unwrap();
+    until("running", || h.reported(1).len() == 1).await;
+    assert_eq!(h.report_attempts(1), vec![Some(2)]);
+    assert!(matches!(
+        h.sup.execute(attempt(1, 1), None).await,
+        Err(SupervisorError::OlderAttempt {
+            got: 1,
+            held: 2,
+            ..
+        })
+    ));
+    // Placed here again: the running copy continues as attempt 3, nothing new starts.
+    h.sup.execute(attempt(1, 3), None).await.unwrap();
+    assert_eq!(
+        h.sup.attempts(),
+        vec![TaskAttempt {
+            task_id: TaskId(1),
+            attempt: 3
+        }]
+    );
+    assert_eq!(h.fake.count(&Call::Create(name(1))), 1);
+    h.fake.finish(
+        &name(1),
+        Exit {
+            code: 0,
+            oom_killed: false,
+        },
+    );
+    until("completed", || h.reported(1).len() == 2).await;
+    assert_eq!(h.report_attempts(1), vec![Some(2), Some(3)]);
+    // The record on disk says attempt 3 too (a restart reports as the attempt taken over).
+    let text = std::fs::read_to_string(h.sup.record_path(TaskId(1))).unwrap();
+    let record: TaskRecord = serde_json::from_str(&text).unwrap();
+    assert_eq!(record.request.attempt, Some(3));
+}
+
+#[tokio::test]
+async fn a_stale_kill_spares_a_newer_attempt_and_a_killed_attempt_can_be_placed_again() {
+    let h = Harness::new();
+    h.sup.execute(attempt(1, 2), None).await.unwrap();
+    until("running", || h.reported(1).len() == 1).await;
+    // The host saw attempt 1 here; attempt 2 has been taken over since.
+    assert_eq!(h.sup.kill_stale(TaskId(1), Some(1)).await.unwrap(), None);
+    assert_eq!(h.fake.count(&Call::Kill(name(1))), 0);
+    // A kill of attempt 2 itself goes through.
+    h.sup.kill_stale(TaskId(1), Some(2)).await.unwrap();
+    until("killed", || h.reported(1).len() == 2).await;
+    assert_eq!(h.reported(1)[1].0, TaskStatus::Killed);
+    // While its final report waits, attempt 3 is asked to come back (503), and a late
+    // execute of attempt 2 is not started.
+    assert!(matches!(
+        h.sup.execute(attempt(1, 3), None).await,
+        Err(SupervisorError::PreviousAttemptEnding { .. })
+    ));
+    let last = h.outbox.reports().pop().unwrap();
+    h.sup.acknowledged(&last);
+    h.sup.execute(attempt(1, 2), None).await.unwrap();
+    assert_eq!(
+        h.fake.count(&Call::Create(name(1))),
+        1,
+        "attempt 2 stays killed"
+    );
+    // Once it is acknowledged, attempt 3 starts afresh.
+    until("container removed", || h.fake.state_of(&name(1)).is_none()).await;
+    h.sup.execute(attempt(1, 3), None).await.unwrap();
+    until("attempt 3 running", || h.reported(1).len() == 3).await;
+    assert_eq!(h.fake.count(&Call::Create(name(1))), 2);
+    assert_eq!(h.report_attempts(1)[2], Some(3));
 }
