@@ -378,3 +378,88 @@ async fn a_final_report_that_cannot_be_written_is_not_lost() {
     let (_, out) = c.get_text(&format!("/api/tasks/{id}/stdout")).await;
     assert_eq!(out, "survived\n");
 }
+
+/// A tmpfs of `size` mounted at `dir` for the test's life (the test runs as root, as CI does).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("mount")
+            .success();
+        assert!(ok, "mounting a tmpfs needs root");
+        SmallDisk(dir.to_path_buf())
+    }
+
+    /// Fills the disk with a file `filler` until writing fails.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.0.join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// The host's disk fills up: what cannot be stored is refused with a clear error instead of
+/// being accepted and lost, `/ready` says why, and both recover once space is back.
+#[tokio::test]
+async fn a_host_whose_disk_is_full_refuses_writes_and_says_so_until_space_is_back() {
+    let mut c = TestCluster::new(Opts::default());
+    let disk = SmallDisk::mount(&c.dir.path().join("host"), "8m");
+    c.start_host().await;
+    c.start_runner("node-1", &[]);
+    c.wait_node_online("node-1").await;
+    let before = c.submit(echo_task("before")).await;
+    assert_eq!(c.wait_final(&before[0]).await["status"], "completed");
+    disk.fill();
+    // Every task row takes space: within a few submits one can no longer be stored.
+    let big = "x".repeat(32 * 1024);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        let (status, v) = c
+            .post_json(
+                "/api/submit",
+                &json!({"command": "echo", "arguments": [big]}),
+            )
+            .await;
+        if status != 202 {
+            break (status, v);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "submits never failed on a full disk"
+        );
+    };
+    assert_eq!(refused.0, 503, "{refused:?}");
+    let detail = refused.1["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("full"), "{detail}");
+    let (status, v) = c.get_json("/ready").await;
+    assert_eq!(status, 503, "{v}");
+    let why = v["detail"].as_str().unwrap_or_default();
+    assert!(why.contains("database writes are failing"), "{why}");
+    // Reads still work, and what was stored before is all there.
+    assert_eq!(c.task(&before[0]).await["status"], "completed");
+    disk.free();
+    let after = c.submit(echo_task("after")).await;
+    assert_eq!(c.wait_final(&after[0]).await["status"], "completed");
+    let (status, v) = c.get_json("/ready").await;
+    assert_eq!(status, 200, "ready again once a write is stored: {v}");
+}

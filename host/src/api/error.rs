@@ -84,6 +84,12 @@ impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         match e {
             crate::store::StoreError::Conflict(m) => ApiError::conflict(m),
+            // Disk full or failing: not the caller's fault, and worth retrying later.
+            other if other.is_storage_failure() => {
+                let mut err = ApiError::unavailable(other.shared_copy().to_string());
+                err.retry_after = Some(30);
+                err
+            }
             other => ApiError::internal(other.to_string()),
         }
     }

@@ -509,14 +509,13 @@ impl Scheduler {
         let (inserted, applied) = match result {
             Ok(r) => r,
             Err(e) => {
-                let msg = e.to_string();
-                tracing::error!(error = %msg, "scheduler batch write failed");
+                tracing::error!(error = %e, "scheduler batch write failed");
                 for (_, reply) in submits.drain(..) {
-                    let _ = reply.send(Err(PlaceError::Store(StoreError::Corrupt(msg.clone()))));
+                    let _ = reply.send(Err(PlaceError::Store(e.shared_copy())));
                 }
                 for (_, _, reply) in changes {
                     if let Some(r) = reply {
-                        let _ = r.send(Err(StoreError::Corrupt(msg.clone())));
+                        let _ = r.send(Err(e.shared_copy()));
                     }
                 }
                 return;

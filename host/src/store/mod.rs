@@ -27,6 +27,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("the database writer has stopped")]
     WriterGone,
+    /// The disk is full, failing or read-only: nothing can be stored until that is fixed.
+    #[error("the host cannot store this now: {0}")]
+    Unavailable(String),
     #[error("database schema version {found} is newer than this ferry-host understands ({known})")]
     TooNew { found: i64, known: i64 },
 }
@@ -38,8 +41,8 @@ trait Job: Send {
     /// The storage failure the work hit (disk full, I/O error, read-only), if any.
     fn storage_error(&self) -> Option<String>;
     /// Reports the outcome to the caller; `error` is set when the work never ran or its
-    /// transaction did not commit.
-    fn finish(self: Box<Self>, error: Option<String>);
+    /// transaction did not commit, `storage` when that was for want of storage.
+    fn finish(self: Box<Self>, error: Option<String>, storage: Option<&str>);
 }
 
 struct WriteJob<T, F> {
@@ -76,14 +79,17 @@ where
 
     fn storage_error(&self) -> Option<String> {
         match &self.result {
-            Some(Err(StoreError::Sqlite(e))) if is_storage_failure(e) => Some(e.to_string()),
+            Some(Err(e)) if e.is_storage_failure() => Some(e.to_string()),
             _ => None,
         }
     }
 
-    fn finish(self: Box<Self>, error: Option<String>) {
+    fn finish(self: Box<Self>, error: Option<String>, storage: Option<&str>) {
         let outcome = match (error, self.result) {
             (None, Some(result)) => result,
+            (Some(_), _) if storage.is_some() => {
+                Err(StoreError::Unavailable(storage.unwrap_or_default().into()))
+            }
             (Some(e), Some(Err(own))) => Err(StoreError::Corrupt(format!("{own}; then {e}"))),
             (Some(e), _) => Err(StoreError::Corrupt(format!("transaction failed: {e}"))),
             (None, None) => Err(StoreError::WriterGone),
@@ -211,6 +217,30 @@ pub struct WriteCounts {
     failing: Mutex<Option<String>>,
 }
 
+impl StoreError {
+    /// Whether the database cannot be written at all, whatever the work (disk full, I/O
+    /// error, read-only): the caller may retry later; the request was not at fault.
+    pub fn is_storage_failure(&self) -> bool {
+        match self {
+            StoreError::Sqlite(e) => is_storage_failure(e),
+            StoreError::Unavailable(_) => true,
+            _ => false,
+        }
+    }
+
+    /// A copy to hand to each of several callers that shared one failed write.
+    pub fn shared_copy(&self) -> StoreError {
+        if self.is_storage_failure() {
+            StoreError::Unavailable(match self {
+                StoreError::Unavailable(m) => m.clone(),
+                other => other.to_string(),
+            })
+        } else {
+            StoreError::Corrupt(self.to_string())
+        }
+    }
+}
+
 /// Errors that say the database cannot be written at all, whatever the job.
 fn is_storage_failure(e: &rusqlite::Error) -> bool {
     use rusqlite::ErrorCode::*;
@@ -259,7 +289,7 @@ fn run_group(conn: &mut Connection, mut jobs: Vec<Box<dyn Job>>, failing: &Mutex
             let msg = e.to_string();
             set(Some(msg.clone()));
             for job in jobs {
-                job.finish(Some(msg.clone()));
+                job.finish(Some(msg.clone()), Some(&msg));
             }
             return;
         }
@@ -277,11 +307,18 @@ fn run_group(conn: &mut Connection, mut jobs: Vec<Box<dyn Job>>, failing: &Mutex
         own_errors.push(outcome);
     }
     let storage = jobs.iter().find_map(|j| j.storage_error());
-    let commit = txn.commit().err().map(|e| e.to_string());
+    let commit = txn.commit().err();
+    let commit_storage = commit
+        .as_ref()
+        .filter(|e| is_storage_failure(e))
+        .map(|e| e.to_string());
+    let commit = commit.map(|e| e.to_string());
     // The storage failure names the cause (after one, SQLite may have rolled back already).
-    set(storage.or(commit.clone()));
+    let failing = storage.or(commit_storage).or(commit.clone());
+    set(failing.clone());
+    let storage_cause = failing.as_deref().filter(|_| commit.is_some());
     for (job, own) in jobs.into_iter().zip(own_errors) {
-        job.finish(commit.clone().or(own));
+        job.finish(commit.clone().or(own), storage_cause);
     }
 }
 
