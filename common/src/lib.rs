@@ -19,6 +19,8 @@ pub mod runner_proto;
 pub mod secret;
 #[cfg(feature = "daemon")]
 pub mod serve;
+#[cfg(feature = "ssh")]
+pub mod ssh;
 pub mod status;
 pub mod target;
 pub mod task;
@@ -47,6 +49,24 @@ pub const LABEL_RUNNER_ID: &str = "ferry.runner_id";
 /// Container name of a command task (kept from the original so its tooling still finds them).
 pub fn task_container_name(id: TaskId) -> String {
     format!("kohakuriver-task-{id}")
+}
+
+/// Container name of a Docker VPS (the original's name).
+pub fn vps_container_name(id: TaskId) -> String {
+    format!("kohakuriver-vps-{id}")
+}
+
+/// Container name of a task of either kind.
+pub fn container_name(id: TaskId, kind: TaskKind) -> String {
+    match kind {
+        TaskKind::Command => task_container_name(id),
+        TaskKind::Vps => vps_container_name(id),
+    }
+}
+
+/// Image repository holding a VPS's snapshots (tags are Unix seconds).
+pub fn snapshot_repository(id: TaskId) -> String {
+    format!("kohakuriver-snapshot/vps-{id}")
 }
 
 /// Image tag an environment name resolves to.

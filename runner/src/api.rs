@@ -92,6 +92,20 @@ pub fn router(state: RunnerState) -> Router {
         .route("/api/pause", post(pause))
         .route("/api/resume", post(resume))
         .route("/api/tasks/{task_id}/{stream}", get(logs))
+        .route("/api/vps/stop/{task_id}", post(vps_stop))
+        .route("/api/vps/pause/{task_id}", post(vps_pause))
+        .route("/api/vps/resume/{task_id}", post(vps_resume))
+        .route(
+            "/api/vps/snapshots/{task_id}",
+            get(snapshots_list)
+                .post(snapshot_create)
+                .delete(snapshots_delete_all),
+        )
+        .route("/api/vps/snapshots/{task_id}/latest", get(snapshot_latest))
+        .route(
+            "/api/vps/snapshots/{task_id}/{timestamp}",
+            axum::routing::delete(snapshot_delete),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_secret,
@@ -162,23 +176,165 @@ async fn execute(
     State(state): State<RunnerState>,
     Body(req): Body<ExecuteRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let Some(cmd) = req.definition.spec.as_command() else {
-        return Err(ApiError(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "task_type: this runner runs only command tasks through execute".into(),
-        ));
-    };
-    if cmd.command.trim().is_empty() {
-        return Err(ApiError(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "command: must not be empty".into(),
-        ));
-    }
+    check_definition(&req).map_err(|why| ApiError(StatusCode::UNPROCESSABLE_ENTITY, why))?;
     let id = req.task_id;
     let owner = req.owner.clone();
     state.supervisor.execute(req, owner).await?;
     Ok(Json(
         json!({"message": "Task accepted for launch", "task_id": id}),
+    ))
+}
+
+/// What this runner can run: a command with a command line, or a Docker VPS whose SSH mode
+/// has the key it needs.
+fn check_definition(req: &ExecuteRequest) -> Result<(), String> {
+    use ferry_common::task::{SshKeyMode, TaskSpec, VpsBackend};
+    match &req.definition.spec {
+        TaskSpec::Command(cmd) if cmd.command.trim().is_empty() => {
+            Err("command: must not be empty".into())
+        }
+        TaskSpec::Command(_) => Ok(()),
+        TaskSpec::Vps(v) if v.vps_backend == VpsBackend::Qemu => {
+            Err("vps_backend: QEMU VPSes are not available on this runner yet".into())
+        }
+        TaskSpec::Vps(v) => match (v.ssh_key_mode, &v.ssh_public_key) {
+            (SshKeyMode::Upload | SshKeyMode::Generate, None) => {
+                Err("ssh_public_key: required for this ssh_key_mode".into())
+            }
+            (SshKeyMode::Upload | SshKeyMode::Generate, Some(key)) => {
+                ferry_common::ssh::check_public_key(key)
+                    .map(|_| ())
+                    .map_err(|e| format!("ssh_public_key: {e}"))
+            }
+            _ => Ok(()),
+        },
+    }
+}
+
+fn task_id_of(raw: &str) -> Result<TaskId, ApiError> {
+    raw.parse()
+        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("task_id: {e}")))
+}
+
+async fn vps_stop(
+    State(state): State<RunnerState>,
+    Path(task_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = task_id_of(&task_id)?;
+    state.supervisor.stop(id).await?;
+    Ok(Json(json!({"message": format!("VPS {id} stopped.")})))
+}
+
+async fn vps_pause(
+    State(state): State<RunnerState>,
+    Path(task_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = task_id_of(&task_id)?;
+    state.supervisor.pause(id, true).await?;
+    Ok(Json(json!({"message": format!("VPS {id} paused.")})))
+}
+
+async fn vps_resume(
+    State(state): State<RunnerState>,
+    Path(task_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = task_id_of(&task_id)?;
+    state.supervisor.pause(id, false).await?;
+    Ok(Json(json!({"message": format!("VPS {id} resumed.")})))
+}
+
+async fn snapshots_list(
+    State(state): State<RunnerState>,
+    Path(task_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = task_id_of(&task_id)?;
+    let list = state.supervisor.list_snapshots(id).await?;
+    Ok(Json(
+        json!({"task_id": id, "count": list.len(), "snapshots": list}),
+    ))
+}
+
+/// Longest snapshot message kept (it becomes the image's comment).
+const MAX_SNAPSHOT_MESSAGE: usize = 4096;
+
+#[derive(serde::Deserialize, Default)]
+struct SnapshotBody {
+    #[serde(default)]
+    message: Option<String>,
+}
+
+async fn snapshot_create(
+    State(state): State<RunnerState>,
+    Path(task_id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let id = task_id_of(&task_id)?;
+    let body: SnapshotBody = if body.iter().all(u8::is_ascii_whitespace) {
+        SnapshotBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("body: {e}")))?
+    };
+    if let Some(m) = &body.message {
+        if m.len() > MAX_SNAPSHOT_MESSAGE || m.contains('\0') {
+            return Err(ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("message: at most {MAX_SNAPSHOT_MESSAGE} bytes, no NUL characters"),
+            ));
+        }
+    }
+    let tag = state
+        .supervisor
+        .snapshot(id, body.message.as_deref())
+        .await?;
+    Ok(Json(
+        json!({"message": format!("Snapshot of VPS {id} created."), "tag": tag}),
+    ))
+}
+
+async fn snapshot_latest(
+    State(state): State<RunnerState>,
+    Path(task_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = task_id_of(&task_id)?;
+    let list = state.supervisor.list_snapshots(id).await?;
+    match list.into_iter().next() {
+        Some(s) => Ok(Json(json!({"task_id": id, "tag": s.tag}))),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("VPS {id} has no snapshots on this node."),
+        )),
+    }
+}
+
+async fn snapshot_delete(
+    State(state): State<RunnerState>,
+    Path((task_id, timestamp)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let id = task_id_of(&task_id)?;
+    let ts: i64 = timestamp
+        .parse()
+        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("timestamp: {e}")))?;
+    if state.supervisor.delete_snapshot(id, ts).await? {
+        Ok(Json(
+            json!({"message": format!("Snapshot {ts} of VPS {id} deleted.")}),
+        ))
+    } else {
+        Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("VPS {id} has no snapshot {ts} on this node."),
+        ))
+    }
+}
+
+async fn snapshots_delete_all(
+    State(state): State<RunnerState>,
+    Path(task_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = task_id_of(&task_id)?;
+    let n = state.supervisor.delete_all_snapshots(id).await?;
+    Ok(Json(
+        json!({"message": format!("{n} snapshot(s) of VPS {id} deleted."), "deleted_count": n}),
     ))
 }
 

@@ -94,6 +94,16 @@ pub struct RunnerArgs {
     #[arg(long, env = "FERRY_GPU_FAILURE_GRACE", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
     pub gpu_failure_grace: Option<Duration>,
+    /// Take a snapshot of a VPS when it is stopped, so a restart keeps its files [default: true]
+    #[arg(long, env = "FERRY_SNAPSHOT_ON_STOP")]
+    pub snapshot_on_stop: Option<bool>,
+    /// Snapshots kept per VPS, oldest dropped first; 0 keeps all [default: 3]
+    #[arg(long, env = "FERRY_MAX_SNAPSHOTS_PER_VPS")]
+    pub max_snapshots_per_vps: Option<u32>,
+    /// How long a stopping VPS has after SIGTERM before it is killed [default: 10s]
+    #[arg(long, env = "FERRY_VPS_STOP_GRACE", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub vps_stop_grace: Option<Duration>,
 }
 
 /// What `/shared` is in a task when `shared_dir` is set.
@@ -150,6 +160,11 @@ pub struct RunnerConfig {
     #[serde(serialize_with = "ser_size_value")]
     pub max_log_size: u64,
     pub shared_mount: SharedMount,
+    pub snapshot_on_stop: bool,
+    /// 0: keep every snapshot.
+    pub max_snapshots_per_vps: u32,
+    #[serde(serialize_with = "ser_duration")]
+    pub vps_stop_grace: Duration,
 }
 
 /// Docker refuses memory limits below 6 MiB.
@@ -352,6 +367,18 @@ impl RunnerArgs {
             cap_add,
             max_log_size,
             shared_mount: self.shared_mount.or(file.shared_mount).unwrap_or_default(),
+            snapshot_on_stop: self
+                .snapshot_on_stop
+                .or(file.snapshot_on_stop)
+                .unwrap_or(true),
+            max_snapshots_per_vps: self
+                .max_snapshots_per_vps
+                .or(file.max_snapshots_per_vps)
+                .unwrap_or(3),
+            vps_stop_grace: self
+                .vps_stop_grace
+                .or(file.vps_stop_grace)
+                .unwrap_or(Duration::from_secs(10)),
         })
     }
 }
@@ -429,6 +456,9 @@ mod tests {
         assert!(c.cap_add.is_empty());
         assert_eq!(c.max_log_size, 64 << 20);
         assert_eq!(c.shared_mount, SharedMount::PerUser);
+        assert!(c.snapshot_on_stop);
+        assert_eq!(c.max_snapshots_per_vps, 3);
+        assert_eq!(c.vps_stop_grace, Duration::from_secs(10));
     }
 
     #[test]

@@ -14,10 +14,10 @@ use crate::outbox::Outbox;
 use crate::scratch;
 use crate::workload::{Exit, State, Workload, WorkloadError, WorkloadSpec};
 use ferry_common::runner_proto::{ExecuteRequest, TaskAttempt, TaskUpdate};
-use ferry_common::task::{CommandSpec, TaskDefinition};
+use ferry_common::task::{CommandSpec, TaskDefinition, TaskSpec};
 use ferry_common::time::{format_ms, now_ms};
 use ferry_common::{
-    environment_image, task_container_name, TaskId, TaskStatus, LABEL_KIND, LABEL_RUNNER,
+    container_name, environment_image, TaskId, TaskStatus, LABEL_KIND, LABEL_RUNNER,
     LABEL_RUNNER_ID, LABEL_TASK_ID,
 };
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
+
+mod vps;
+pub use vps::SnapshotInfo;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -47,6 +50,9 @@ struct TaskRecord {
     /// Number of the last report made for this task.
     seq: u64,
     kill_requested: bool,
+    /// A VPS asked to stop (its end is `stopped`, not `killed`).
+    #[serde(default)]
+    stop_requested: bool,
     /// A container was started for it.
     started: bool,
     /// Its final report has been made.
@@ -93,6 +99,8 @@ pub struct Supervisor {
     /// Tasks killed, with the newest attempt the kill was for (`None`: every attempt): a late
     /// or repeated execute of a killed attempt must not start it.
     killed: Mutex<HashMap<TaskId, Option<u32>>>,
+    /// Snapshots are taken one at a time (distinct tags, bounded engine load).
+    snapshot_lock: tokio::sync::Mutex<()>,
 }
 
 const KILLED_MESSAGE: &str = "Kill requested by user.";
@@ -120,6 +128,32 @@ pub fn final_status(exit: Exit, kill_requested: bool) -> (TaskStatus, Option<Str
             TaskStatus::Failed,
             Some(format!("Exited with code {}.", exit.code)),
         )
+    }
+}
+
+/// How a VPS's container ending maps to a state: asked to stop is `stopped`, killed is
+/// `killed`, the OOM killer `killed_oom`; ending by itself is `stopped` (exit 0) or `failed`.
+pub fn vps_final_status(
+    exit: Exit,
+    kill_requested: bool,
+    stop_requested: bool,
+) -> (TaskStatus, Option<String>) {
+    if stop_requested && !exit.oom_killed {
+        return (TaskStatus::Stopped, Some("Stopped by user.".into()));
+    }
+    match final_status(exit, kill_requested) {
+        (TaskStatus::Completed, _) => (
+            TaskStatus::Stopped,
+            Some("The VPS's main process exited.".into()),
+        ),
+        (TaskStatus::Failed, _) => (
+            TaskStatus::Failed,
+            Some(format!(
+                "The VPS's main process exited with code {}.",
+                exit.code
+            )),
+        ),
+        other => other,
     }
 }
 
@@ -159,6 +193,7 @@ impl Supervisor {
             tasks: Mutex::new(HashMap::new()),
             save_lock: tokio::sync::Mutex::new(()),
             killed: Mutex::new(HashMap::new()),
+            snapshot_lock: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -258,6 +293,18 @@ impl Supervisor {
         exit_code: Option<i64>,
         message: Option<String>,
     ) {
+        self.report_port(id, status, exit_code, message, None).await
+    }
+
+    /// [`Self::report`], with the node port a VPS's sshd is reached on.
+    async fn report_port(
+        &self,
+        id: TaskId,
+        status: TaskStatus,
+        exit_code: Option<i64>,
+        message: Option<String>,
+        ssh_port: Option<u16>,
+    ) {
         let (seq, attempt) = {
             let mut table = self.table();
             match table.get_mut(&id) {
@@ -287,7 +334,7 @@ impl Supervisor {
             message,
             started_at: (status == TaskStatus::Running).then(|| now.clone()),
             completed_at: status.is_final().then_some(now),
-            ssh_port: None,
+            ssh_port,
             seq: Some(seq),
             hostname: Some(self.config.name.clone()),
             attempt,
@@ -403,6 +450,7 @@ impl Supervisor {
             owner: owner.clone(),
             seq: 0,
             kill_requested: false,
+            stop_requested: false,
             started: false,
             finished: false,
         };
@@ -499,6 +547,40 @@ impl Supervisor {
             .unwrap_or(true)
     }
 
+    /// For a VPS, whether it was asked to stop; `None` for a command task.
+    fn stop_requested(&self, id: TaskId) -> Option<bool> {
+        let table = self.table();
+        let e = table.get(&id)?;
+        e.record
+            .request
+            .definition
+            .spec
+            .as_vps()
+            .map(|_| e.record.stop_requested)
+    }
+
+    /// A VPS reached over SSH (its sshd's port is published).
+    fn is_ssh_vps(&self, id: TaskId) -> bool {
+        self.table().get(&id).is_some_and(|e| {
+            e.record
+                .request
+                .definition
+                .spec
+                .as_vps()
+                .is_some_and(|v| v.ssh_key_mode != ferry_common::task::SshKeyMode::Disabled)
+        })
+    }
+
+    /// The container name of a task held (command tasks' name for one not held).
+    fn container_of(&self, id: TaskId) -> String {
+        let kind = self
+            .table()
+            .get(&id)
+            .map(|e| e.record.request.definition.kind())
+            .unwrap_or(ferry_common::TaskKind::Command);
+        container_name(id, kind)
+    }
+
     fn set_phase(&self, id: TaskId, phase: Phase) {
         if let Some(e) = self.table().get_mut(&id) {
             e.phase = phase;
@@ -506,12 +588,19 @@ impl Supervisor {
     }
 
     /// What the task's container is made of. `shared` is what it mounts at `/shared`.
-    fn spec(&self, req: &ExecuteRequest, shared: Option<&std::path::Path>) -> WorkloadSpec {
+    /// `image`: what it starts from (a VPS's newest snapshot); `None`: the task's own image.
+    fn spec(
+        &self,
+        req: &ExecuteRequest,
+        shared: Option<&std::path::Path>,
+        image: Option<String>,
+    ) -> WorkloadSpec {
         let d = &req.definition;
-        let image = d
-            .image
-            .reference()
-            .unwrap_or_else(|| environment_image("kohakuriver-base"));
+        let image = image.unwrap_or_else(|| {
+            d.image
+                .reference()
+                .unwrap_or_else(|| environment_image("kohakuriver-base"))
+        });
         // The API refuses other kinds on `execute`; an empty command here would only fail.
         let default_cmd = CommandSpec::default();
         let cmd = d.spec.as_command().unwrap_or(&default_cmd);
@@ -533,12 +622,12 @@ impl Supervisor {
             .and_then(|n| self.numa.as_ref()?.get(&n));
         let labels = HashMap::from([
             (LABEL_TASK_ID.to_string(), req.task_id.to_string()),
-            (LABEL_KIND.to_string(), "command".to_string()),
+            (LABEL_KIND.to_string(), d.kind().to_string()),
             (LABEL_RUNNER.to_string(), self.config.name.clone()),
             (LABEL_RUNNER_ID.to_string(), self.instance_id.clone()),
         ]);
         let mut spec = WorkloadSpec {
-            name: task_container_name(req.task_id),
+            name: container_name(req.task_id, d.kind()),
             image,
             cmd: container_cmd(&cmd.command, &cmd.arguments),
             env,
@@ -560,6 +649,9 @@ impl Supervisor {
         // (The runner never starts privileged containers: `privileged` is refused by the host
         // and ignored here, so no task is exempt.)
         crate::limits::apply(&mut spec, r, self.node, &self.config);
+        if let TaskSpec::Vps(vps) = &d.spec {
+            vps::shape(&mut spec, vps);
+        }
         spec
     }
 
@@ -587,7 +679,16 @@ impl Supervisor {
                 return None;
             }
         };
-        let spec = self.spec(req, shared.as_deref());
+        let vps = req.definition.spec.as_vps();
+        // A VPS comes back from its newest snapshot (a restart keeps the user's files).
+        let restored = match vps {
+            Some(_) => self.restore_image(id).await,
+            None => None,
+        };
+        if let Some(image) = &restored {
+            tracing::info!(task_id = %id, %image, "VPS starts from its newest snapshot");
+        }
+        let spec = self.spec(req, shared.as_deref(), restored);
         let name = spec.name.clone();
         if let Err(e) = self.engine.prepare(&spec).await {
             self.report_failed(id, e.to_string()).await;
@@ -603,7 +704,15 @@ impl Supervisor {
             return None;
         }
         match self.engine.create(&spec).await {
-            Ok(()) => {}
+            Ok(()) => {
+                if let Some(vps) = vps {
+                    if let Err(why) = self.prepare_vps(&name, &spec.image, vps).await {
+                        let _ = self.engine.remove(&name).await;
+                        self.report_failed(id, why).await;
+                        return None;
+                    }
+                }
+            }
             // A container of that name exists. Ours for this task (a dispatch repeated after a
             // restart): adopt it instead of running the task twice. Anyone else's: never
             // adopt, start, kill or remove it, since that would hand this task's result (and
@@ -692,7 +801,12 @@ impl Supervisor {
             // The kill arrived between create and start.
             let _ = self.engine.kill(name).await;
         }
-        self.report(id, TaskStatus::Running, None, None).await;
+        let ssh_port = match self.is_ssh_vps(id) {
+            true => self.ssh_port(name).await,
+            false => None,
+        };
+        self.report_port(id, TaskStatus::Running, None, None, ssh_port)
+            .await;
         tracing::info!(task_id = %id, "task running");
         Ok(logs)
     }
@@ -765,7 +879,10 @@ impl Supervisor {
             Ok(Err(e)) => tracing::warn!(task_id = %id, error = %e, "could not write all logs"),
             Err(e) => tracing::warn!(task_id = %id, error = %e, "log task failed"),
         }
-        let (status, message) = final_status(exit, self.kill_requested(id));
+        let (status, message) = match self.stop_requested(id) {
+            Some(stopped) => vps_final_status(exit, self.kill_requested(id), stopped),
+            None => final_status(exit, self.kill_requested(id)),
+        };
         self.report(id, status, Some(exit.code), message).await;
         tracing::info!(task_id = %id, %status, exit_code = exit.code, "task ended");
         if let Err(e) = self.engine.remove(&name).await {
@@ -805,6 +922,7 @@ impl Supervisor {
                 owner: None,
                 seq: 0,
                 kill_requested: false,
+                stop_requested: false,
                 started: true,
                 finished: false,
             });
@@ -943,7 +1061,7 @@ impl Supervisor {
             return Ok(*done.borrow());
         }
         self.update_record(id, |r| r.kill_requested = true).await?;
-        let name = task_container_name(id);
+        let name = self.container_of(id);
         match self.engine.kill(&name).await {
             Ok(()) | Err(WorkloadError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
@@ -964,7 +1082,7 @@ impl Supervisor {
             .get(&id)
             .map(|e| e.phase)
             .ok_or(SupervisorError::Unknown(id))?;
-        let name = task_container_name(id);
+        let name = self.container_of(id);
         match (pause, phase) {
             (true, Phase::Running) => {
                 self.engine.pause(&name).await?;

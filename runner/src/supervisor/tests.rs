@@ -36,6 +36,9 @@ fn config(dir: &std::path::Path) -> RunnerConfig {
         cap_add: Vec::new(),
         max_log_size: 64 << 20,
         shared_mount: crate::config::SharedMount::PerUser,
+        snapshot_on_stop: true,
+        max_snapshots_per_vps: 3,
+        vps_stop_grace: Duration::from_secs(10),
     }
 }
 
@@ -113,6 +116,7 @@ impl Harness {
             owner: None,
             seq: 1,
             kill_requested: false,
+            stop_requested: false,
             started,
             finished: false,
         };
@@ -139,7 +143,7 @@ fn attempt(id: u64, n: u32) -> ExecuteRequest {
 }
 
 fn name(id: u64) -> String {
-    task_container_name(TaskId(id))
+    ferry_common::task_container_name(TaskId(id))
 }
 
 async fn until(what: &str, mut check: impl FnMut() -> bool) {
@@ -584,4 +588,150 @@ async fn a_stale_kill_spares_a_newer_attempt_and_a_killed_attempt_can_be_placed_
     until("attempt 3 running", || h.reported(1).len() == 3).await;
     assert_eq!(h.fake.count(&Call::Create(name(1))), 2);
     assert_eq!(h.report_attempts(1)[2], Some(3));
+}
+
+fn vps_request(id: u64, mode: ferry_common::task::SshKeyMode, key: Option<&str>) -> ExecuteRequest {
+    let mut definition = TaskDefinition::command("");
+    definition.spec = TaskSpec::Vps(ferry_common::task::VpsSpec {
+        ssh_key_mode: mode,
+        ssh_public_key: key.map(str::to_string),
+        ..Default::default()
+    });
+    definition.image.registry_image = Some("sshd-image".into());
+    ExecuteRequest {
+        task_id: TaskId(id),
+        definition,
+        reserved_ip: None,
+        owner: None,
+        attempt: Some(1),
+    }
+}
+
+fn vps_name(id: u64) -> String {
+    ferry_common::vps_container_name(TaskId(id))
+}
+
+#[tokio::test]
+async fn a_vps_gets_its_key_as_a_file_and_reports_its_ssh_port() {
+    use ferry_common::task::SshKeyMode;
+    let h = Harness::new();
+    h.fake.plant_image_file("sshd-image", vps::SSHD_PATH);
+    let key = ferry_common::ssh::generate_ed25519("me")
+        .unwrap()
+        .public_openssh;
+    h.sup
+        .execute(vps_request(1, SshKeyMode::Upload, Some(&key)), None)
+        .await
+        .unwrap();
+    until("running", || h.reported(1).len() == 1).await;
+    assert_eq!(h.reported(1), vec![(TaskStatus::Running, None)]);
+    let port = h.outbox.reports()[0].ssh_port;
+    assert_eq!(port, Some(40022), "the published port is reported");
+    let written = h
+        .fake
+        .file_of(&vps_name(1), "/root/.ssh/authorized_keys")
+        .expect("authorized_keys written")
+        .unwrap();
+    assert_eq!(String::from_utf8(written).unwrap(), format!("{key}\n"));
+    assert!(h
+        .fake
+        .file_of(&vps_name(1), "/etc/ssh/ssh_host_ed25519_key")
+        .is_some());
+    let spec = h.fake.spec_of(&vps_name(1)).unwrap();
+    assert_eq!(spec.cmd[0], vps::SSHD_PATH);
+    assert_eq!(spec.labels[LABEL_KIND], "vps");
+    // Stop: a snapshot first, then the stop; the end is `stopped` and the container goes.
+    h.sup.stop(TaskId(1)).await.unwrap();
+    until("stopped", || h.reported(1).len() == 2).await;
+    assert_eq!(h.reported(1)[1].0, TaskStatus::Stopped);
+    let calls = h.fake.calls();
+    let snap = calls
+        .iter()
+        .position(|c| matches!(c, Call::Snapshot(n, _) if *n == vps_name(1)))
+        .expect("snapshot on stop");
+    let stop = calls
+        .iter()
+        .position(|c| *c == Call::Stop(vps_name(1)))
+        .expect("stopped");
+    assert!(snap < stop, "{calls:?}");
+    until("removed", || h.fake.state_of(&vps_name(1)).is_none()).await;
+    // The next create of the same VPS starts from that snapshot.
+    h.sup.acknowledged(&h.outbox.reports()[1]);
+    let mut again = vps_request(1, SshKeyMode::Upload, Some(&key));
+    again.attempt = Some(2);
+    h.sup.execute(again, None).await.unwrap();
+    until("running again", || h.reported(1).len() == 3).await;
+    let spec = h.fake.spec_of(&vps_name(1)).unwrap();
+    assert!(
+        spec.image.starts_with("kohakuriver-snapshot/vps-1:"),
+        "{}",
+        spec.image
+    );
+}
+
+#[tokio::test]
+async fn an_image_without_sshd_fails_the_vps_with_the_image_named() {
+    use ferry_common::task::SshKeyMode;
+    let h = Harness::new();
+    let key = ferry_common::ssh::generate_ed25519("me")
+        .unwrap()
+        .public_openssh;
+    h.sup
+        .execute(vps_request(2, SshKeyMode::Upload, Some(&key)), None)
+        .await
+        .unwrap();
+    until("failed", || h.reported(2).len() == 1).await;
+    let report = &h.outbox.reports()[0];
+    assert_eq!(report.status, TaskStatus::Failed);
+    let msg = report.message.clone().unwrap_or_default();
+    assert!(
+        msg.contains("sshd-image") && msg.contains("no OpenSSH server"),
+        "{msg}"
+    );
+    assert!(
+        h.fake.state_of(&vps_name(2)).is_none(),
+        "no container is left"
+    );
+    // `disabled` needs no sshd: a terminal-only session under init.
+    h.sup
+        .execute(vps_request(3, SshKeyMode::Disabled, None), None)
+        .await
+        .unwrap();
+    until("running", || h.reported(3).len() == 1).await;
+    assert_eq!(h.outbox.reports().last().unwrap().ssh_port, None);
+    let spec = h.fake.spec_of(&vps_name(3)).unwrap();
+    assert!(spec.init && spec.publish.is_empty());
+}
+
+#[tokio::test]
+async fn a_vps_ending_by_itself_or_killed_is_reported_as_such() {
+    let exit = |code| Exit {
+        code,
+        oom_killed: false,
+    };
+    assert_eq!(
+        vps_final_status(exit(0), false, true).0,
+        TaskStatus::Stopped
+    );
+    assert_eq!(
+        vps_final_status(exit(137), false, true).0,
+        TaskStatus::Stopped
+    );
+    assert_eq!(
+        vps_final_status(exit(137), true, false).0,
+        TaskStatus::Killed
+    );
+    assert_eq!(
+        vps_final_status(exit(0), false, false).0,
+        TaskStatus::Stopped
+    );
+    assert_eq!(
+        vps_final_status(exit(3), false, false).0,
+        TaskStatus::Failed
+    );
+    let oom = Exit {
+        code: 137,
+        oom_killed: true,
+    };
+    assert_eq!(vps_final_status(oom, false, true).0, TaskStatus::KilledOom);
 }

@@ -1,18 +1,24 @@
 //! Docker behind the [`Workload`] seam: the Engine API through bollard (never the docker
 //! CLI). Each method is one engine operation with errors that say what failed.
 
-use super::{logcap, Exit, Found, State, Workload, WorkloadError, WorkloadResult, WorkloadSpec};
+use super::{
+    logcap, Exit, FileEntry, Found, SnapshotImage, State, Workload, WorkloadError, WorkloadResult,
+    WorkloadSpec,
+};
 use futures_util::future::BoxFuture;
 
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig,
+    ContainerConfig, ContainerCreateBody, ContainerStateStatusEnum, HostConfig,
+    HostConfigLogConfig, PortBinding,
 };
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
-    KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CommitContainerOptionsBuilder,
+    ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    DownloadFromContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    ListImagesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -116,9 +122,25 @@ impl Engine {
                     ("max-file".to_string(), "1".to_string()),
                 ])),
             }),
+            port_bindings: (!spec.publish.is_empty()).then(|| {
+                spec.publish
+                    .iter()
+                    .map(|p| {
+                        // An empty host port: the engine picks a free one.
+                        let any = PortBinding {
+                            host_ip: None,
+                            host_port: Some(String::new()),
+                        };
+                        (format!("{p}/tcp"), Some(vec![any]))
+                    })
+                    .collect()
+            }),
+            init: spec.init.then_some(true),
             ..Default::default()
         };
         let body = ContainerCreateBody {
+            exposed_ports: (!spec.publish.is_empty())
+                .then(|| spec.publish.iter().map(|p| format!("{p}/tcp")).collect()),
             image: Some(spec.image.clone()),
             cmd: Some(spec.cmd.clone()),
             env: Some(spec.env.clone()),
@@ -316,6 +338,213 @@ impl Engine {
     }
 }
 
+/// The VPS operations: stop with a grace period, files in and out, published ports, snapshots.
+impl Engine {
+    pub async fn stop(&self, name: &str, grace: std::time::Duration) -> Result<(), DockerError> {
+        let secs = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        let opts = StopContainerOptionsBuilder::default().t(secs).build();
+        match self.docker.stop_container(name, Some(opts)).await {
+            // 304: already stopped; 404: gone. Either is what a stop wants.
+            Ok(())
+            | Err(BollardError::DockerResponseServerError {
+                status_code: 304 | 404,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(engine_error(e)),
+        }
+    }
+
+    pub async fn path_exists(&self, name: &str, path: &str) -> Result<bool, DockerError> {
+        let opts = ContainerArchiveInfoOptionsBuilder::default()
+            .path(path)
+            .build();
+        match self
+            .docker
+            .get_container_archive_info(name, Some(opts))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404,
+                message,
+            }) => {
+                // The container itself missing is an error, a missing path an answer.
+                if self.docker.inspect_container(name, None).await.is_err() {
+                    Err(DockerError::NotFound(message))
+                } else {
+                    Ok(false)
+                }
+            }
+            Err(e) => Err(engine_error(e)),
+        }
+    }
+
+    pub async fn read_file(
+        &self,
+        name: &str,
+        path: &str,
+        max: usize,
+    ) -> Result<Option<Vec<u8>>, DockerError> {
+        if !self.path_exists(name, path).await? {
+            return Ok(None);
+        }
+        let opts = DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let mut stream = self.docker.download_from_container(name, Some(opts));
+        let mut archive = Vec::new();
+        // The tar framing adds a few blocks around the file.
+        let limit = max + 64 * 1024;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(engine_error)?;
+            if archive.len() + chunk.len() > limit {
+                return Err(DockerError::Engine(format!(
+                    "{path} is larger than {max} bytes"
+                )));
+            }
+            archive.extend_from_slice(&chunk);
+        }
+        let mut tar = tar::Archive::new(archive.as_slice());
+        let entries = tar
+            .entries()
+            .map_err(|e| DockerError::Engine(format!("reading {path}: {e}")))?;
+        for entry in entries {
+            let mut entry =
+                entry.map_err(|e| DockerError::Engine(format!("reading {path}: {e}")))?;
+            if entry.header().entry_type().is_file() {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut bytes)
+                    .map_err(|e| DockerError::Engine(format!("reading {path}: {e}")))?;
+                return Ok(Some(bytes));
+            }
+        }
+        Ok(None)
+    }
+
+    pub async fn write_files(&self, name: &str, files: &[FileEntry]) -> Result<(), DockerError> {
+        let archive = archive_of(files).map_err(|e| DockerError::Engine(e.to_string()))?;
+        let opts = UploadToContainerOptionsBuilder::default().path("/").build();
+        self.docker
+            .upload_to_container(name, Some(opts), bollard::body_full(archive.into()))
+            .await
+            .map_err(engine_error)
+    }
+
+    pub async fn published_port(&self, name: &str, port: u16) -> Result<Option<u16>, DockerError> {
+        let info = self
+            .docker
+            .inspect_container(name, None)
+            .await
+            .map_err(engine_error)?;
+        let bindings = info
+            .network_settings
+            .and_then(|n| n.ports)
+            .and_then(|mut p| p.remove(&format!("{port}/tcp")))
+            .flatten()
+            .unwrap_or_default();
+        Ok(bindings
+            .iter()
+            .filter_map(|b| b.host_port.as_deref()?.parse::<u16>().ok())
+            .find(|p| *p > 0))
+    }
+
+    pub async fn commit(
+        &self,
+        name: &str,
+        repository: &str,
+        tag: &str,
+        message: &str,
+    ) -> Result<(), DockerError> {
+        let paused = matches!(self.state(name).await?, State::Paused);
+        let opts = CommitContainerOptionsBuilder::default()
+            .container(name)
+            .repo(repository)
+            .tag(tag)
+            .comment(message)
+            .author("ferry-runner")
+            // Frozen for the copy so it is consistent; one already paused stays as it is.
+            .pause(!paused)
+            .build();
+        self.docker
+            .commit_container(opts, ContainerConfig::default())
+            .await
+            .map(|_| ())
+            .map_err(engine_error)
+    }
+
+    pub async fn snapshot_images(
+        &self,
+        repository: &str,
+    ) -> Result<Vec<SnapshotImage>, DockerError> {
+        let filters = HashMap::from([("reference".to_string(), vec![repository.to_string()])]);
+        let opts = ListImagesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let images = self
+            .docker
+            .list_images(Some(opts))
+            .await
+            .map_err(engine_error)?;
+        let prefix = format!("{repository}:");
+        Ok(images
+            .iter()
+            .flat_map(|img| {
+                img.repo_tags
+                    .iter()
+                    .filter_map(|t| t.strip_prefix(&prefix))
+                    .map(|tag| SnapshotImage {
+                        tag: tag.to_string(),
+                        created: img.created,
+                        size: img.size,
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect())
+    }
+
+    pub async fn remove_image(&self, reference: &str) -> Result<(), DockerError> {
+        let opts = RemoveImageOptionsBuilder::default().build();
+        match self.docker.remove_image(reference, Some(opts), None).await {
+            Ok(_)
+            | Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(engine_error(e)),
+        }
+    }
+}
+
+/// A tar archive of `files`, every entry owned by root, paths relative to `/`.
+fn archive_of(files: &[FileEntry]) -> std::io::Result<Vec<u8>> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for f in files {
+        let path = f.path.trim_start_matches('/');
+        let mut header = tar::Header::new_gnu();
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mode(f.mode);
+        header.set_mtime(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        );
+        match &f.contents {
+            None => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_size(0);
+                tar.append_data(&mut header, path, std::io::empty())?;
+            }
+            Some(bytes) => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_size(bytes.len() as u64);
+                tar.append_data(&mut header, path, bytes.as_slice())?;
+            }
+        }
+    }
+    tar.into_inner()
+}
+
 impl Workload for Engine {
     fn ping(&self) -> WorkloadResult<'_, ()> {
         Box::pin(Engine::ping(self))
@@ -371,6 +600,41 @@ impl Workload for Engine {
     fn find<'a>(&'a self, label: &'a str, value: &'a str) -> WorkloadResult<'a, Vec<Found>> {
         Box::pin(self.list_labelled(label, value))
     }
+    fn stop<'a>(&'a self, name: &'a str, grace: std::time::Duration) -> WorkloadResult<'a, ()> {
+        Box::pin(Engine::stop(self, name, grace))
+    }
+    fn path_exists<'a>(&'a self, name: &'a str, path: &'a str) -> WorkloadResult<'a, bool> {
+        Box::pin(Engine::path_exists(self, name, path))
+    }
+    fn read_file<'a>(
+        &'a self,
+        name: &'a str,
+        path: &'a str,
+        max: usize,
+    ) -> WorkloadResult<'a, Option<Vec<u8>>> {
+        Box::pin(Engine::read_file(self, name, path, max))
+    }
+    fn write_files<'a>(&'a self, name: &'a str, files: &'a [FileEntry]) -> WorkloadResult<'a, ()> {
+        Box::pin(Engine::write_files(self, name, files))
+    }
+    fn published_port<'a>(&'a self, name: &'a str, port: u16) -> WorkloadResult<'a, Option<u16>> {
+        Box::pin(Engine::published_port(self, name, port))
+    }
+    fn snapshot<'a>(
+        &'a self,
+        name: &'a str,
+        repository: &'a str,
+        tag: &'a str,
+        message: &'a str,
+    ) -> WorkloadResult<'a, ()> {
+        Box::pin(self.commit(name, repository, tag, message))
+    }
+    fn snapshots<'a>(&'a self, repository: &'a str) -> WorkloadResult<'a, Vec<SnapshotImage>> {
+        Box::pin(self.snapshot_images(repository))
+    }
+    fn remove_snapshot<'a>(&'a self, repository: &'a str, tag: &'a str) -> WorkloadResult<'a, ()> {
+        Box::pin(async move { self.remove_image(&format!("{repository}:{tag}")).await })
+    }
 }
 
 /// Writes a container's output stream into two capped files until the stream ends (or both
@@ -406,4 +670,40 @@ async fn copy_output(
     err.flush().await?;
     out.get_ref().get_ref().sync_all().await?;
     err.get_ref().get_ref().sync_all().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_archive_holds_root_owned_entries_with_their_modes() {
+        let files = [
+            FileEntry::dir("/root/.ssh", 0o700),
+            FileEntry::file("/root/.ssh/authorized_keys", 0o600, "ssh-ed25519 AAAA k\n"),
+        ];
+        let bytes = archive_of(&files).unwrap();
+        let mut tar = tar::Archive::new(bytes.as_slice());
+        let got: Vec<(String, u32, u64, bool)> = tar
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                (
+                    e.path().unwrap().display().to_string(),
+                    h.mode().unwrap(),
+                    h.uid().unwrap(),
+                    h.entry_type().is_dir(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("root/.ssh".to_string(), 0o700, 0, true),
+                ("root/.ssh/authorized_keys".to_string(), 0o600, 0, false),
+            ]
+        );
+    }
 }

@@ -2,7 +2,10 @@
 //! in a table, and lets a test hold `prepare` until released, end a workload with a chosen
 //! exit, or plant workloads as if a previous run had left them.
 
-use super::{Exit, Found, State, Workload, WorkloadError, WorkloadResult, WorkloadSpec};
+use super::{
+    Exit, FileEntry, Found, SnapshotImage, State, Workload, WorkloadError, WorkloadResult,
+    WorkloadSpec,
+};
 use futures_util::future::BoxFuture;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -20,10 +23,16 @@ pub enum Call {
     Remove(String),
     CaptureLogs(String),
     AttachLogs(String),
+    Stop(String),
+    WriteFiles(String),
+    Snapshot(String, String),
+    RemoveSnapshot(String, String),
 }
 
 struct Entry {
     labels: HashMap<String, String>,
+    /// Files written in, by path (images' own files are not modelled).
+    files: HashMap<String, Option<Vec<u8>>>,
     state: watch::Sender<State>,
     /// What it was created from (`None` for a planted one).
     spec: Option<WorkloadSpec>,
@@ -33,6 +42,10 @@ struct Entry {
 struct Inner {
     calls: Vec<Call>,
     workloads: HashMap<String, Entry>,
+    /// Snapshots by repository.
+    snapshots: HashMap<String, Vec<SnapshotImage>>,
+    /// Files each image brings (copied into workloads created from it).
+    image_files: HashMap<String, Vec<String>>,
 }
 
 pub struct FakeWorkload {
@@ -83,6 +96,7 @@ impl FakeWorkload {
             name.to_string(),
             Entry {
                 labels,
+                files: HashMap::new(),
                 state: tx,
                 spec: None,
             },
@@ -99,6 +113,20 @@ impl FakeWorkload {
     /// The spec a workload was created from.
     pub fn spec_of(&self, name: &str) -> Option<WorkloadSpec> {
         self.lock().workloads.get(name).and_then(|e| e.spec.clone())
+    }
+
+    /// A file written into a workload (`Some(None)`: a directory).
+    pub fn file_of(&self, name: &str, path: &str) -> Option<Option<Vec<u8>>> {
+        self.lock().workloads.get(name)?.files.get(path).cloned()
+    }
+
+    /// Makes `image` bring the (empty) file `path` into every workload created from it.
+    pub fn plant_image_file(&self, image: &str, path: &str) {
+        self.lock()
+            .image_files
+            .entry(image.to_string())
+            .or_default()
+            .push(path.to_string());
     }
 
     pub fn state_of(&self, name: &str) -> Option<State> {
@@ -167,10 +195,18 @@ impl Workload for FakeWorkload {
             Err(WorkloadError::Exists(spec.name.clone()))
         } else {
             let (tx, _) = watch::channel(State::Created);
+            let files = inner
+                .image_files
+                .get(&spec.image)
+                .into_iter()
+                .flatten()
+                .map(|p| (p.clone(), Some(Vec::new())))
+                .collect();
             inner.workloads.insert(
                 spec.name.clone(),
                 Entry {
                     labels: spec.labels.clone(),
+                    files,
                     state: tx,
                     spec: Some(spec.clone()),
                 },
@@ -284,5 +320,109 @@ impl Workload for FakeWorkload {
             .map(|(n, e)| (n.clone(), e.labels.clone()))
             .collect();
         Box::pin(async move { Ok(found) })
+    }
+
+    fn stop<'a>(&'a self, name: &'a str, _grace: std::time::Duration) -> WorkloadResult<'a, ()> {
+        self.record(Call::Stop(name.to_string()));
+        let r = self.with(name, |e| {
+            if !matches!(*e.state.borrow(), State::Exited(_)) {
+                e.state.send_replace(State::Exited(Exit {
+                    code: 0,
+                    oom_killed: false,
+                }));
+            }
+            Ok(())
+        });
+        Box::pin(async move { r.or(Ok(())) })
+    }
+
+    fn path_exists<'a>(&'a self, name: &'a str, path: &'a str) -> WorkloadResult<'a, bool> {
+        let r = self.with(name, |e| Ok(e.files.contains_key(path)));
+        Box::pin(async move { r })
+    }
+
+    fn read_file<'a>(
+        &'a self,
+        name: &'a str,
+        path: &'a str,
+        _max: usize,
+    ) -> WorkloadResult<'a, Option<Vec<u8>>> {
+        let r = self.with(name, |e| Ok(e.files.get(path).cloned().flatten()));
+        Box::pin(async move { r })
+    }
+
+    fn write_files<'a>(&'a self, name: &'a str, files: &'a [FileEntry]) -> WorkloadResult<'a, ()> {
+        self.record(Call::WriteFiles(name.to_string()));
+        let r = match self.lock().workloads.get_mut(name) {
+            Some(e) => {
+                for f in files {
+                    e.files.insert(f.path.clone(), f.contents.clone());
+                }
+                Ok(())
+            }
+            None => Err(WorkloadError::NotFound(name.to_string())),
+        };
+        Box::pin(async move { r })
+    }
+
+    fn published_port<'a>(&'a self, name: &'a str, port: u16) -> WorkloadResult<'a, Option<u16>> {
+        let r = self.with(name, |e| {
+            let published = e.spec.as_ref().is_some_and(|s| s.publish.contains(&port));
+            Ok(published.then_some(40000 + port))
+        });
+        Box::pin(async move { r })
+    }
+
+    fn snapshot<'a>(
+        &'a self,
+        name: &'a str,
+        repository: &'a str,
+        tag: &'a str,
+        _message: &'a str,
+    ) -> WorkloadResult<'a, ()> {
+        self.record(Call::Snapshot(name.to_string(), tag.to_string()));
+        let mut inner = self.lock();
+        let r = if let Some(e) = inner.workloads.get(name) {
+            // The snapshot holds the workload's files, as an image made from it would.
+            let files: Vec<String> = e.files.keys().cloned().collect();
+            inner
+                .image_files
+                .insert(format!("{repository}:{tag}"), files);
+            let created = tag.parse().unwrap_or(0);
+            inner
+                .snapshots
+                .entry(repository.to_string())
+                .or_default()
+                .push(SnapshotImage {
+                    tag: tag.to_string(),
+                    created,
+                    size: 1,
+                });
+            Ok(())
+        } else {
+            Err(WorkloadError::NotFound(name.to_string()))
+        };
+        Box::pin(async move { r })
+    }
+
+    fn snapshots<'a>(&'a self, repository: &'a str) -> WorkloadResult<'a, Vec<SnapshotImage>> {
+        let list = self
+            .lock()
+            .snapshots
+            .get(repository)
+            .cloned()
+            .unwrap_or_default();
+        Box::pin(async move { Ok(list) })
+    }
+
+    fn remove_snapshot<'a>(&'a self, repository: &'a str, tag: &'a str) -> WorkloadResult<'a, ()> {
+        self.record(Call::RemoveSnapshot(
+            repository.to_string(),
+            tag.to_string(),
+        ));
+        if let Some(list) = self.lock().snapshots.get_mut(repository) {
+            list.retain(|s| s.tag != tag);
+        }
+        Box::pin(async { Ok(()) })
     }
 }

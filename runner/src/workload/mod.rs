@@ -1,6 +1,7 @@
 //! The seam between the supervisor and whatever runs a task: one [`Workload`] trait covering a
-//! workload's whole life (prepare, create, start, inspect, wait, logs, kill, pause, resume,
-//! remove, and finding this runner's workloads again after a restart). Docker implements it
+//! workload's whole life (prepare, create, start, inspect, wait, logs, kill, stop, pause,
+//! resume, remove, and finding this runner's workloads again after a restart), plus what a
+//! VPS needs: files written in before it starts, a published port, and snapshots. Docker implements it
 //! now ([`docker`]); QEMU will plug in beside it. Nothing here assumes containers: a workload
 //! has a name, a spec of what to run, labels that say whose it is, and an exit.
 
@@ -56,6 +57,48 @@ pub struct WorkloadSpec {
     pub cap_drop: Vec<String>,
     /// Cap on the engine's own copy of the output (one file, no rotated copies kept).
     pub max_log_bytes: Option<u64>,
+    /// TCP ports of the workload published on ephemeral ports of the node.
+    pub publish: Vec<u16>,
+    /// Run the command under a small init (signals forwarded, zombies reaped): a long-lived
+    /// session whose own PID 1 would ignore SIGTERM still stops at once.
+    pub init: bool,
+}
+
+/// One file or directory written into a workload (owned by root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Absolute path inside the workload.
+    pub path: String,
+    pub mode: u32,
+    /// `None`: a directory.
+    pub contents: Option<Vec<u8>>,
+}
+
+impl FileEntry {
+    pub fn dir(path: &str, mode: u32) -> FileEntry {
+        FileEntry {
+            path: path.to_string(),
+            mode,
+            contents: None,
+        }
+    }
+
+    pub fn file(path: &str, mode: u32, contents: impl Into<Vec<u8>>) -> FileEntry {
+        FileEntry {
+            path: path.to_string(),
+            mode,
+            contents: Some(contents.into()),
+        }
+    }
+}
+
+/// A saved image of a workload's whole filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotImage {
+    pub tag: String,
+    /// When it was taken (Unix seconds, from the engine).
+    pub created: i64,
+    pub size: i64,
 }
 
 /// How a workload ended.
@@ -121,4 +164,31 @@ pub trait Workload: Send + Sync + 'static {
     fn remove<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, ()>;
     /// Every workload carrying `label=value`, running or not.
     fn find<'a>(&'a self, label: &'a str, value: &'a str) -> WorkloadResult<'a, Vec<Found>>;
+    /// Asks it to stop (SIGTERM), kills it after `grace`; stopping one that is gone succeeds.
+    fn stop<'a>(&'a self, name: &'a str, grace: std::time::Duration) -> WorkloadResult<'a, ()>;
+    /// Whether `path` exists inside a created (or running) workload.
+    fn path_exists<'a>(&'a self, name: &'a str, path: &'a str) -> WorkloadResult<'a, bool>;
+    /// Reads a small file (at most `max` bytes) from inside the workload; `None`: no such file.
+    fn read_file<'a>(
+        &'a self,
+        name: &'a str,
+        path: &'a str,
+        max: usize,
+    ) -> WorkloadResult<'a, Option<Vec<u8>>>;
+    /// Writes files and directories into the workload, through the engine (never a shell).
+    fn write_files<'a>(&'a self, name: &'a str, files: &'a [FileEntry]) -> WorkloadResult<'a, ()>;
+    /// The node port `port` of the workload is published on, once it runs.
+    fn published_port<'a>(&'a self, name: &'a str, port: u16) -> WorkloadResult<'a, Option<u16>>;
+    /// Saves the workload's filesystem as `repository:tag` (frozen only while it is copied).
+    fn snapshot<'a>(
+        &'a self,
+        name: &'a str,
+        repository: &'a str,
+        tag: &'a str,
+        message: &'a str,
+    ) -> WorkloadResult<'a, ()>;
+    /// The snapshots kept in `repository`, in no particular order.
+    fn snapshots<'a>(&'a self, repository: &'a str) -> WorkloadResult<'a, Vec<SnapshotImage>>;
+    /// Deletes one snapshot; deleting one that is gone succeeds.
+    fn remove_snapshot<'a>(&'a self, repository: &'a str, tag: &'a str) -> WorkloadResult<'a, ()>;
 }
