@@ -118,6 +118,19 @@ pub struct HostArgs {
     /// Highest priority a `user` may give a task; operators and admins may give any [default: 0]
     #[arg(long, env = "FERRY_MAX_USER_PRIORITY", allow_hyphen_values = true)]
     pub max_user_priority: Option<i64>,
+    /// Address of the SSH relay (`REQUEST_TUNNEL <id>`), or `off` [default: the listen address's IP, port 8002]
+    #[arg(long, env = "FERRY_SSH_RELAY_LISTEN")]
+    pub ssh_relay_listen: Option<String>,
+    /// Allow VPSes with ssh_key_mode `none` (root without a password over SSH) [default: false]
+    #[arg(long, env = "FERRY_ALLOW_PASSWORDLESS_VPS")]
+    pub allow_passwordless_vps: Option<bool>,
+    /// Let the `user` role create VPSes (they wait for an operator's approval, like tasks) [default: false]
+    #[arg(long, env = "FERRY_USER_VPS")]
+    pub user_vps: Option<bool>,
+    /// How long `vps/create` and `vps/restart` wait for the VPS to run before answering that it is on its way [default: 2m]
+    #[arg(long, env = "FERRY_VPS_START_WAIT", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub vps_start_wait: Option<Duration>,
 }
 
 /// The effective configuration.
@@ -157,6 +170,12 @@ pub struct HostConfig {
     #[serde(serialize_with = "ser_duration")]
     pub audit_retention: Duration,
     pub max_user_priority: i64,
+    /// `None`: no SSH relay.
+    pub ssh_relay_listen: Option<SocketAddr>,
+    pub allow_passwordless_vps: bool,
+    pub user_vps: bool,
+    #[serde(serialize_with = "ser_duration")]
+    pub vps_start_wait: Duration,
     /// The Host and cross-site checks built from the keys above.
     #[serde(skip)]
     pub origin: OriginPolicy,
@@ -312,7 +331,27 @@ impl HostArgs {
                 message: "must be at least 1s".into(),
             });
         }
+        let ssh_relay_listen = match m.pick(|a| a.ssh_relay_listen.clone()) {
+            None => Some(SocketAddr::new(listen.ip(), 8002)),
+            Some(v) if v == "off" => None,
+            Some(v) => Some(v.parse().map_err(|e| ConfigError::Value {
+                key: "ssh_relay_listen",
+                message: format!("{v:?}: {e} (an address like 0.0.0.0:8002, or off)"),
+            })?),
+        };
+        if ssh_relay_listen.is_some_and(|a| a == listen || Some(a) == runner_listen) {
+            return Err(ConfigError::Value {
+                key: "ssh_relay_listen",
+                message: "must differ from listen and runner_listen".into(),
+            });
+        }
         Ok(HostConfig {
+            ssh_relay_listen,
+            allow_passwordless_vps: m.pick(|a| a.allow_passwordless_vps).unwrap_or(false),
+            user_vps: m.pick(|a| a.user_vps).unwrap_or(false),
+            vps_start_wait: m
+                .pick(|a| a.vps_start_wait)
+                .unwrap_or(Duration::from_secs(120)),
             max_targets,
             max_log_reads,
             audit_retention,

@@ -4,13 +4,14 @@
 //! (the task model and the services behind the task routes), `scheduler` (the single owner of
 //! the resource ledger and queue), `cluster` (node registry and liveness; feeds the
 //! scheduler), `store` (SQLite, one writer), `runner_client` (the seam to runners), `config`,
-//! `ids`. Dependencies point one way: api → tasks → scheduler ← cluster; everything → store.
+//! `ids`, `relay` (the SSH relay). Dependencies point one way: api → tasks → scheduler ← cluster; everything → store.
 
 pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod ids;
+pub mod relay;
 pub mod runner_client;
 pub mod scheduler;
 pub mod store;
@@ -119,6 +120,14 @@ pub async fn run(
         ),
         None => None,
     };
+    let relay_listener = match config.ssh_relay_listen {
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on {at} (ssh_relay_listen)"))?,
+        ),
+        None => None,
+    };
     let state = AppState {
         user_slots: Arc::new(tokio::sync::Semaphore::new(config.max_user_requests)),
         log_slots: Arc::new(tokio::sync::Semaphore::new(config.max_log_reads)),
@@ -139,6 +148,10 @@ pub async fn run(
         auth::service::bootstrap_admin(&state, &state.config.data_dir).await?;
     } else {
         tracing::warn!("authentication is DISABLED: every caller acts as an administrator");
+    }
+    if let Some(l) = relay_listener {
+        tracing::info!(addr = %l.local_addr()?, "SSH relay listening");
+        tokio::spawn(relay::ssh::serve(l, state.clone()));
     }
     tracing::info!(%addr, version = ferry_common::VERSION, "ferry-host listening");
     let limits = state.config.serve_limits();

@@ -15,6 +15,8 @@ pub enum Control {
     Kill,
     Pause,
     Resume,
+    /// A VPS: snapshot (if the runner is set to), graceful stop, removal.
+    Stop,
 }
 
 impl Control {
@@ -23,6 +25,7 @@ impl Control {
             Control::Kill => "kill",
             Control::Pause => "pause",
             Control::Resume => "resume",
+            Control::Stop => "stop",
         }
     }
 }
@@ -48,6 +51,23 @@ pub trait RunnerApi: Send + Sync + 'static {
         id: TaskId,
     ) -> BoxFuture<'a, Result<serde_json::Value, RunnerError>>;
 
+    /// Any other runner route (`method` `path`, JSON `body`), answered as JSON: the VPS
+    /// snapshot routes the host passes through.
+    fn call<'a>(
+        &'a self,
+        _base: &'a str,
+        method: &'a str,
+        path: &'a str,
+        _body: Option<&'a serde_json::Value>,
+        _timeout: Duration,
+    ) -> BoxFuture<'a, Result<serde_json::Value, RunnerError>> {
+        Box::pin(async move {
+            Err(RunnerError::Unreachable(format!(
+                "{method} {path}: not offered by this runner client"
+            )))
+        })
+    }
+
     /// The last `lines` lines of a task's `stream` (`stdout`/`stderr`); `Ok(None)` when the
     /// runner has no such log.
     fn logs<'a>(
@@ -70,6 +90,9 @@ pub enum RunnerError {
     #[error("runner reply larger than {0} bytes: not read")]
     TooLarge(usize),
 }
+
+/// How long a VPS stop may take on the runner (snapshot, then the grace period).
+const STOP_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Largest JSON reply read from a runner: its answers are a few hundred bytes.
 const MAX_REPLY_BYTES: usize = 1024 * 1024;
@@ -122,11 +145,20 @@ impl RunnerClient {
         url: &str,
         body: &B,
     ) -> Result<serde_json::Value, RunnerError> {
+        self.post_within(url, body, self.timeout).await
+    }
+
+    async fn post_within<B: serde::Serialize>(
+        &self,
+        url: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, RunnerError> {
         let resp = self
             .http
             .post(url)
             .bearer_auth(&self.secret)
-            .timeout(self.timeout)
+            .timeout(timeout)
             .json(body)
             .send()
             .await
@@ -195,11 +227,45 @@ impl RunnerApi for RunnerClient {
         id: TaskId,
     ) -> BoxFuture<'a, Result<serde_json::Value, RunnerError>> {
         Box::pin(async move {
+            if action == Control::Stop {
+                // A snapshot of a large VPS and the stop's grace period take a while.
+                let url = format!("{base}/api/vps/stop/{id}");
+                return self
+                    .post_within(&url, &serde_json::json!({}), STOP_TIMEOUT)
+                    .await;
+            }
             let body = ControlRequest {
                 task_id: id,
-                container_name: Some(ferry_common::task_container_name(id)),
+                container_name: None,
             };
             self.post(&format!("{base}/api/{action}"), &body).await
+        })
+    }
+
+    fn call<'a>(
+        &'a self,
+        base: &'a str,
+        method: &'a str,
+        path: &'a str,
+        body: Option<&'a serde_json::Value>,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<serde_json::Value, RunnerError>> {
+        Box::pin(async move {
+            let method = reqwest::Method::from_bytes(method.as_bytes())
+                .map_err(|e| RunnerError::Unreachable(e.to_string()))?;
+            let mut req = self
+                .http
+                .request(method, format!("{base}{path}"))
+                .bearer_auth(&self.secret)
+                .timeout(timeout);
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| RunnerError::Unreachable(e.to_string()))?;
+            Self::json_or_error(resp).await
         })
     }
 

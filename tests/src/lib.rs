@@ -191,6 +191,8 @@ pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub opts: Opts,
     pub host_port: u16,
+    /// The host's SSH relay port (each cluster its own, so tests run side by side).
+    pub relay_port: u16,
     pub host: Option<Daemon>,
     pub runners: Vec<Daemon>,
     pub http: reqwest::Client,
@@ -205,6 +207,7 @@ impl TestCluster {
             dir: tempfile::tempdir().expect("tempdir"),
             opts,
             host_port: free_port(),
+            relay_port: free_port(),
             host: None,
             runners: Vec::new(),
             token: None,
@@ -316,6 +319,15 @@ impl TestCluster {
             "--node-timeout".into(),
             self.opts.node_timeout.into(),
         ];
+        if !self
+            .opts
+            .host_args
+            .iter()
+            .any(|a| a == "--ssh-relay-listen")
+        {
+            args.push("--ssh-relay-listen".into());
+            args.push(format!("127.0.0.1:{}", self.relay_port));
+        }
         args.extend(self.opts.host_args.iter().cloned());
         let env = vec![
             ("FERRY_CLUSTER_SECRET", self.opts.secret.clone()),
@@ -432,6 +444,29 @@ impl TestCluster {
             ));
         }
         s
+    }
+
+    /// Creates an account of `role` through an admin invitation; returns (user id, API token).
+    pub async fn user_account(&self, name: &str, role: &str) -> (i64, String) {
+        let (status, inv) = self
+            .post_json("/api/auth/invitations", &json!({"role": role}))
+            .await;
+        assert_eq!(status, 200, "{inv}");
+        let code = inv["token"].as_str().expect("invitation code");
+        let r = self
+            .http
+            .post(format!("{}/api/auth/register", self.url()))
+            .json(&json!({"username": name, "password": "password-123", "invitation": code}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "register {name}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["user"]["role"], role);
+        (
+            v["user"]["id"].as_i64().unwrap(),
+            self.login_token(name, "password-123").await,
+        )
     }
 
     /// Signs in and creates an API token (through the typed client); panics on failure.
@@ -576,8 +611,9 @@ impl TestCluster {
 }
 
 impl Drop for TestCluster {
-    /// Stops the daemons, then removes whatever containers this cluster's runners left (a
-    /// test that failed, or a runner killed before it cleaned up), so runs leave nothing behind.
+    /// Stops the daemons, then removes whatever containers (and VPS snapshot images) this
+    /// cluster's runners left (a test that failed, or a runner killed before it cleaned up), so
+    /// runs leave nothing behind.
     fn drop(&mut self) {
         for r in self.runners.iter_mut() {
             r.kill();
@@ -601,6 +637,21 @@ impl Drop for TestCluster {
             if !ids.is_empty() {
                 let mut args = vec!["rm", "-f"];
                 args.extend(ids);
+                docker(&args);
+            }
+            // VPS snapshots: commits carry the runner's labels.
+            let images = docker(&[
+                "images",
+                "-q",
+                "--filter",
+                &format!("label=ferry.runner_id={}", id.trim()),
+            ]);
+            let mut images: Vec<&str> = images.lines().filter(|l| !l.is_empty()).collect();
+            images.sort_unstable();
+            images.dedup();
+            if !images.is_empty() {
+                let mut args = vec!["rmi", "-f"];
+                args.extend(images);
                 docker(&args);
             }
         }

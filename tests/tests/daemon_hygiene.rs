@@ -45,6 +45,8 @@ async fn a_secret_on_the_command_line_is_warned_about_and_logs_have_no_colour_co
             dir.path().join("data").to_str().unwrap(),
             "--cluster-secret",
             "0123456789abcdef0123456789abcdef",
+            "--ssh-relay-listen",
+            "off",
         ])
         .env("FERRY_ADMIN_PASSWORD", "admin-test-password")
         .env_remove("FERRY_CONFIG")

@@ -115,36 +115,60 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        require_json(req.headers())?;
-        let bytes = axum::body::Bytes::from_request(req, state)
+        read_json(req, state, b'{', "a JSON object")
             .await
-            .map_err(|e| {
-                ApiError::new(
-                    e.status(),
-                    format!("cannot read request body: {}", e.body_text()),
-                )
-            })?;
-        // Every body of this API is an object; `[...]` would otherwise be read as one.
-        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return Err(ApiError::unprocessable(
-                "request body must be a JSON object",
-            ));
-        }
-        let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        serde_path_to_error::deserialize(de)
             .map(ApiJson)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let inner = e.into_inner();
-                if inner.is_syntax() || inner.is_eof() {
-                    ApiError::unprocessable(format!("request body is not valid JSON: {inner}"))
-                } else if path == "." {
-                    ApiError::unprocessable(format!("invalid request body: {inner}"))
-                } else {
-                    ApiError::unprocessable(format!("{path}: {inner}"))
-                }
-            })
     }
+}
+
+/// A body that is a JSON array (the original's `vps/assign` takes a bare list of ids).
+pub struct ApiJsonArray<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJsonArray<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        read_json(req, state, b'[', "a JSON array")
+            .await
+            .map(ApiJsonArray)
+    }
+}
+
+/// Reads a JSON body that must open with `opening` (the body's kind, `what`), with errors
+/// naming the offending field.
+async fn read_json<S: Send + Sync, T: DeserializeOwned>(
+    req: Request,
+    state: &S,
+    opening: u8,
+    what: &str,
+) -> Result<T, ApiError> {
+    require_json(req.headers())?;
+    let bytes = axum::body::Bytes::from_request(req, state)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                e.status(),
+                format!("cannot read request body: {}", e.body_text()),
+            )
+        })?;
+    // Each body has one shape; an array would otherwise be read as an object's fields.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&opening) {
+        return Err(ApiError::unprocessable(format!(
+            "request body must be {what}"
+        )));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::unprocessable(format!("request body is not valid JSON: {inner}"))
+        } else if path == "." {
+            ApiError::unprocessable(format!("invalid request body: {inner}"))
+        } else {
+            ApiError::unprocessable(format!("{path}: {inner}"))
+        }
+    })
 }
 
 /// A body is read as JSON only when it says it is: a form or `text/plain` body is what another

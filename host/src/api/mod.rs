@@ -13,6 +13,7 @@ pub mod openapi;
 mod ops;
 mod runner;
 mod tasks;
+mod vps;
 
 use crate::auth::{Access, Role};
 use crate::AppState;
@@ -341,6 +342,114 @@ pub const ROUTES: &[RouteSpec] = &[
         USER,
         "Pause or resume a task",
         || post(tasks::command),
+    ),
+    // VPS sessions.
+    RouteSpec::at(
+        "POST",
+        "/api/vps/create",
+        Access::VpsCreate,
+        "Create a VPS (operators; users too with user_vps, after approval)",
+        || post(vps::create),
+    )
+    .body::<VpsCreateRequest>()
+    .json::<VpsCreateResponse>(),
+    RouteSpec::at(
+        "POST",
+        "/api/vps/stop/{task_id}",
+        USER,
+        "Stop a VPS (its owner or an operator); snapshot first by default",
+        || post(vps::stop),
+    )
+    .accepted::<MessageResponse>(),
+    RouteSpec::at(
+        "POST",
+        "/api/vps/restart/{task_id}",
+        USER,
+        "Start a VPS again from its newest snapshot (its owner or an operator)",
+        || post(vps::restart),
+    )
+    .accepted::<VpsActionResponse>(),
+    RouteSpec::at("GET", "/api/vps", VIEWER, "Every VPS", || {
+        get(vps::list_all)
+    })
+    .list_of::<VpsItem>(),
+    RouteSpec::at(
+        "GET",
+        "/api/vps/status",
+        VIEWER,
+        "VPSes pending, starting, running or paused",
+        || get(vps::list_active),
+    )
+    .list_of::<VpsItem>(),
+    RouteSpec::at(
+        "GET",
+        "/api/vps/my",
+        USER,
+        "The caller's VPSes: owned or assigned",
+        || get(vps::list_mine),
+    )
+    .list_of::<VpsItem>(),
+    RouteSpec::at(
+        "POST",
+        "/api/vps/{task_id}/assign",
+        OPERATOR,
+        "Assign users (a JSON array of user ids) to a VPS",
+        || post(vps::assign),
+    )
+    .json::<AssignResponse>(),
+    RouteSpec::at(
+        "DELETE",
+        "/api/vps/{task_id}/assign/{user_id}",
+        OPERATOR,
+        "Unassign a user from a VPS",
+        || delete(vps::unassign),
+    ),
+    RouteSpec::at(
+        "GET",
+        "/api/vps/{task_id}/assignments",
+        OPERATOR,
+        "Users assigned to a VPS",
+        || get(vps::assignments),
+    )
+    .json::<AssignmentsResponse>(),
+    RouteSpec::at(
+        "GET",
+        "/api/vps/snapshots/{task_id}",
+        USER,
+        "A VPS's snapshots, newest first (owner, assignee or operator)",
+        || get(vps::snapshots_list),
+    )
+    .json::<SnapshotList>(),
+    RouteSpec::at(
+        "POST",
+        "/api/vps/snapshots/{task_id}",
+        USER,
+        "Snapshot a running VPS (?message=)",
+        || post(vps::snapshot_create),
+    )
+    .json::<SnapshotCreated>(),
+    RouteSpec::at(
+        "DELETE",
+        "/api/vps/snapshots/{task_id}",
+        USER,
+        "Delete every snapshot of a VPS",
+        || delete(vps::snapshots_delete_all),
+    )
+    .json::<SnapshotsDeleted>(),
+    RouteSpec::at(
+        "GET",
+        "/api/vps/snapshots/{task_id}/latest",
+        USER,
+        "A VPS's newest snapshot",
+        || get(vps::snapshot_latest),
+    )
+    .json::<LatestSnapshot>(),
+    RouteSpec::at(
+        "DELETE",
+        "/api/vps/snapshots/{task_id}/{timestamp}",
+        USER,
+        "Delete one snapshot",
+        || delete(vps::snapshot_delete),
     ),
     RouteSpec::at(
         "GET",

@@ -51,6 +51,8 @@ fn access_name(a: Access) -> String {
         Access::Anyone => "anyone".into(),
         Access::ClusterSecret => "cluster-secret".into(),
         Access::Role(r) => r.as_str().into(),
+        // The default; `user` when the host's `user_vps` is on.
+        Access::VpsCreate => "operator".into(),
     }
 }
 

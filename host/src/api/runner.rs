@@ -103,6 +103,7 @@ pub async fn update(
         seq: u.seq,
         reporter: Some(reporter),
         attempt: u.attempt,
+        ssh_port: u.ssh_port.filter(|p| *p > 0),
     });
     let applied = state.scheduler.change(u.task_id, change).await?;
     let message = match applied {

@@ -37,6 +37,19 @@ pub enum Access {
     Role(Role),
     /// Runners only: the cluster secret.
     ClusterSecret,
+    /// Creating a VPS: operators, or users too when the host's `user_vps` allows it.
+    VpsCreate,
+}
+
+impl Access {
+    /// The access a route needs under this host's configuration.
+    pub fn resolved(self, config: &crate::config::HostConfig) -> Access {
+        match self {
+            Access::VpsCreate if config.user_vps => Access::Role(Role::User),
+            Access::VpsCreate => Access::Role(Role::Operator),
+            other => other,
+        }
+    }
 }
 
 /// How the caller proved who they are.
@@ -227,6 +240,7 @@ pub async fn authorize(
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    let access = access.resolved(&state.config);
     // Runners' routes are never refused for load: heartbeats must get through a flood.
     let probe = crate::api::PROBES.contains(&req.uri().path());
     let _slot = if access != Access::ClusterSecret && !probe {
@@ -264,6 +278,8 @@ pub async fn authorize(
             let caller = authenticate(&state, req.headers(), client_address(&req)).await?;
             req.extensions_mut().insert(caller);
         }
+        // Resolved above.
+        Access::VpsCreate => return Err(ApiError::internal("route access not resolved")),
         Access::Role(min) => {
             let caller = authenticate(&state, req.headers(), client_address(&req)).await?;
             if caller.role == Role::Anony {

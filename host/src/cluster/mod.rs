@@ -512,6 +512,10 @@ impl Cluster {
 /// tolerated only while the task waits in `assigning` on this node: the dispatch of the current
 /// attempt is on its way, and the runner takes its copy over as that attempt.
 fn stale_copy(hostname: &str, p: &tasks::Placed, attempt: Option<u32>) -> Option<&'static str> {
+    if p.status == TaskStatus::Stopped && p.booked && p.node.as_deref() == Some(hostname) {
+        // A VPS being stopped: the stop (snapshot first) is on its way; a kill would lose it.
+        return None;
+    }
     if p.status.is_final() {
         return Some("the task has ended");
     }

@@ -88,7 +88,7 @@ pub(super) async fn deliver_task(cx: LoopContext, req: ExecuteRequest, node: Str
 /// While the node is unreachable the kill is retried; once it is offline the loop stops (the
 /// node being declared lost releases the booking), and a runner that answers it has no such
 /// task leaves the release to its next heartbeat, which shows whether it still runs it.
-pub(super) async fn deliver_kill(cx: LoopContext, id: TaskId, node: String) {
+pub(super) async fn deliver_kill(cx: LoopContext, id: TaskId, node: String, how: Control) {
     let mut delay = FIRST_RETRY;
     loop {
         let Some((url, online)) = cx.node(&node) else {
@@ -98,9 +98,9 @@ pub(super) async fn deliver_kill(cx: LoopContext, id: TaskId, node: String) {
         if !online {
             return;
         }
-        match cx.runner.control(&url, Control::Kill, id).await {
+        match cx.runner.control(&url, how, id).await {
             Ok(_) => {
-                tracing::debug!(task_id = %id, node = %node, "kill delivered");
+                tracing::debug!(task_id = %id, node = %node, action = %how, "end delivered");
                 cx.tell(id, Change::Released).await;
                 return;
             }

@@ -17,7 +17,7 @@ pub mod placement;
 #[cfg(test)]
 mod tests;
 
-use crate::runner_client::RunnerApi;
+use crate::runner_client::{Control, RunnerApi};
 use crate::store::tasks::{self, Applied, Transition};
 use crate::store::{Db, StoreError};
 use crate::tasks::model::{Change, Task};
@@ -39,6 +39,9 @@ pub enum Event {
     Submit {
         tasks: Vec<Task>,
         reply: SubmitReply,
+        /// Refuse (`NoRoom`) unless every task starts in this pass: for a caller who will
+        /// not wait in the queue.
+        now: bool,
     },
     Change {
         id: TaskId,
@@ -101,6 +104,9 @@ pub enum PlaceError {
     NeverFits(String),
     #[error("no node is registered yet: start a ferry-runner first")]
     NoNodes,
+    /// Nothing fits now and the caller would not wait: what is short where.
+    #[error("{0}")]
+    NoRoom(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the scheduler is not running")]
@@ -133,9 +139,18 @@ pub struct SchedulerHandle {
 
 impl SchedulerHandle {
     pub async fn submit(&self, tasks: Vec<Task>) -> Result<Vec<Placement>, PlaceError> {
+        self.submit_as(tasks, false).await
+    }
+
+    /// Submits tasks that must start now or not at all ([`PlaceError::NoRoom`]).
+    pub async fn submit_now(&self, tasks: Vec<Task>) -> Result<Vec<Placement>, PlaceError> {
+        self.submit_as(tasks, true).await
+    }
+
+    async fn submit_as(&self, tasks: Vec<Task>, now: bool) -> Result<Vec<Placement>, PlaceError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Event::Submit { tasks, reply })
+            .send(Event::Submit { tasks, reply, now })
             .await
             .map_err(|_| PlaceError::Stopped)?;
         rx.await.map_err(|_| PlaceError::Stopped)?
@@ -288,7 +303,7 @@ pub async fn start(
             if t.status == TaskStatus::Assigning {
                 redispatch.push((t, node));
             } else if t.status.is_final() {
-                rekill.push((t.id, node));
+                rekill.push((t.id, node, ending_of(&t)));
             }
         }
     }
@@ -304,8 +319,8 @@ pub async fn start(
     for (t, node) in redispatch {
         s.dispatch(&t, node);
     }
-    for (id, node) in rekill {
-        s.deliver_kill(id, node);
+    for (id, node, how) in rekill {
+        s.deliver_kill(id, node, how);
     }
     // Queued tasks may fit right away (the host may have stopped with a queue).
     s.place().await;
@@ -367,6 +382,42 @@ impl Scheduler {
         }
     }
 
+    /// Whether `tasks` would all start in this pass, after the queue and the tasks already
+    /// admitted to start now (`admitted`, which they join); else what is short.
+    fn room_now(&self, tasks: &[Task], admitted: &mut Vec<Request>) -> Result<(), PlaceError> {
+        let new: Vec<Request> = tasks
+            .iter()
+            .filter(|t| t.status == TaskStatus::Pending)
+            .map(request_of)
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let mut queue: Vec<Request> = self.queue.iter().map(request_of).collect();
+        queue.extend(admitted.iter().cloned());
+        queue.extend(new.iter().cloned());
+        queue.sort_by(placement::queue_order);
+        let capacities = self.capacities();
+        let plan = placement::plan(&capacities, &self.usage, &queue);
+        let placed = |r: &Request| plan.iter().any(|(id, _)| *id == r.id);
+        if let Some(r) = new.iter().find(|r| !placed(r)) {
+            let empty = Usage::default();
+            let reasons: Vec<String> = capacities
+                .values()
+                .filter(|n| r.target.as_ref().is_none_or(|t| *t == n.hostname))
+                .map(|n| {
+                    placement::why_not_now(r, n, self.usage.get(&n.hostname).unwrap_or(&empty))
+                })
+                .collect();
+            return Err(PlaceError::NoRoom(format!(
+                "No suitable node available now: {}",
+                reasons.join("; ")
+            )));
+        }
+        admitted.extend(new);
+        Ok(())
+    }
+
     /// Takes in a node event; returns whether capacity may have changed. Tasks on a node that
     /// went offline get a `Lost` change queued in `changes`.
     fn node_event(&mut self, event: NodeEvent, changes: &mut Vec<PendingChange>) -> bool {
@@ -426,11 +477,20 @@ impl Scheduler {
         let mut submits: Vec<(Vec<Task>, SubmitReply)> = Vec::new();
         let mut changes = Vec::new();
         let mut nodes_changed = false;
+        // Tasks admitted in this batch that must start now: later ones are checked with them.
+        let mut starting_now: Vec<Request> = Vec::new();
         for event in batch {
             match event {
                 Event::Node(e) => nodes_changed |= self.node_event(e, &mut changes),
-                Event::Submit { tasks, reply } => {
-                    match tasks.iter().try_for_each(|t| self.check_submission(t)) {
+                Event::Submit { tasks, reply, now } => {
+                    let checked = tasks
+                        .iter()
+                        .try_for_each(|t| self.check_submission(t))
+                        .and_then(|()| match now {
+                            true => self.room_now(&tasks, &mut starting_now),
+                            false => Ok(()),
+                        });
+                    match checked {
                         Ok(()) => submits.push((tasks, reply)),
                         Err(e) => {
                             let _ = reply.send(Err(e));
@@ -577,24 +637,28 @@ impl Scheduler {
             self.queue.push(after.clone());
             self.sort_queue();
         }
-        if let (Change::Kill { .. }, true, Some(node)) =
+        if let (Change::Kill { .. } | Change::Stop { .. }, true, Some(node)) =
             (change, after.booked, after.assigned_node.clone())
         {
-            self.deliver_kill(id, node);
+            self.deliver_kill(id, node, ending_of(after));
         }
         tracing::info!(task_id = %id, from = %before.status, to = %after.status,
             change = change.name(), booked = after.booked, "task changed");
+    }
+
+    /// What each node offers, as placement reads it.
+    fn capacities(&self) -> BTreeMap<String, NodeCapacity> {
+        self.nodes
+            .iter()
+            .map(|(k, n)| (k.clone(), n.capacity.clone()))
+            .collect()
     }
 
     /// One placement pass: commit what starts, then dispatch it.
     async fn place(&mut self) {
         self.passes += 1;
         let queue: Vec<Request> = self.queue.iter().map(request_of).collect();
-        let capacities: BTreeMap<String, NodeCapacity> = self
-            .nodes
-            .iter()
-            .map(|(k, n)| (k.clone(), n.capacity.clone()))
-            .collect();
+        let capacities = self.capacities();
         let plan = placement::plan(&capacities, &self.usage, &queue);
         if plan.is_empty() {
             self.publish();
@@ -675,8 +739,8 @@ impl Scheduler {
         }
     }
 
-    fn deliver_kill(&mut self, id: TaskId, node: String) {
-        let handle = tokio::spawn(dispatch::deliver_kill(self.loop_context(), id, node));
+    fn deliver_kill(&mut self, id: TaskId, node: String, how: Control) {
+        let handle = tokio::spawn(dispatch::deliver_kill(self.loop_context(), id, node, how));
         if let Some(old) = self.killing.insert(id, handle.abort_handle()) {
             old.abort();
         }
@@ -692,3 +756,12 @@ impl Scheduler {
 }
 
 type PendingChange = (TaskId, Change, Option<ChangeReply>);
+
+/// How the runner ends a task the host has ended: a stopped VPS is stopped (snapshot first),
+/// anything else killed.
+fn ending_of(t: &Task) -> Control {
+    match t.status {
+        TaskStatus::Stopped if t.definition.spec.as_vps().is_some() => Control::Stop,
+        _ => Control::Kill,
+    }
+}

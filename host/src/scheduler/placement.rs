@@ -138,6 +138,56 @@ pub fn fits_now(r: &Request, n: &NodeCapacity, used: &Usage) -> bool {
     r.gpus.iter().all(|g| !used.gpus.contains(g))
 }
 
+/// Why `r` does not fit on `n` right now (what is short), for a caller who will not wait.
+pub fn why_not_now(r: &Request, n: &NodeCapacity, used: &Usage) -> String {
+    let name = &n.hostname;
+    if !n.online {
+        return format!("node '{name}' is offline");
+    }
+    if let Some(why) = never_fits_on(r, n) {
+        return why;
+    }
+    let free_cores = n.total_cores.saturating_sub(used.cores);
+    if r.cores > free_cores {
+        return format!(
+            "node '{name}' has {free_cores} of {} cores free, {} asked",
+            n.total_cores, r.cores
+        );
+    }
+    if let (Some(numa), Some(nodes)) = (r.numa, &n.numa) {
+        let total = nodes.get(&numa).copied().unwrap_or(0);
+        let free = total.saturating_sub(used.numa_cores.get(&numa).copied().unwrap_or(0));
+        if r.cores > free {
+            return format!(
+                "NUMA node {numa} of '{name}' has {free} of {total} cores free, {} asked",
+                r.cores
+            );
+        }
+    }
+    if let Some(want) = r.memory {
+        match n.memory_total {
+            None => return format!("node '{name}' has not reported its memory yet"),
+            Some(total) if used.memory + want > total => {
+                return format!(
+                    "node '{name}' has {} of {total} bytes of memory free, {want} asked",
+                    total.saturating_sub(used.memory)
+                )
+            }
+            Some(_) => {}
+        }
+    }
+    let busy: Vec<String> = r
+        .gpus
+        .iter()
+        .filter(|g| used.gpus.contains(g))
+        .map(u32::to_string)
+        .collect();
+    if !busy.is_empty() {
+        return format!("GPU {} of '{name}' in use", busy.join(", "));
+    }
+    format!("node '{name}' is held for tasks queued ahead")
+}
+
 /// Orders a queue: priority first, then submission (task ids grow with time).
 pub fn queue_order(a: &Request, b: &Request) -> std::cmp::Ordering {
     b.priority.cmp(&a.priority).then(a.id.cmp(&b.id))

@@ -177,6 +177,7 @@ async fn a_burst_of_submits_is_one_pass_and_never_oversubscribes() {
     for id in 1..=20 {
         let (reply, rx) = oneshot::channel();
         burst.push(Event::Submit {
+            now: false,
             tasks: vec![sample(id)],
             reply,
         });

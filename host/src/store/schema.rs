@@ -166,6 +166,16 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE tasks ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 6: users assigned to a VPS (they may reach it as its owner does).
+    r#"
+    CREATE TABLE vps_assignments (
+        task_id     INTEGER NOT NULL REFERENCES tasks(task_id),
+        user_id     INTEGER NOT NULL REFERENCES users(id),
+        assigned_at INTEGER NOT NULL,
+        PRIMARY KEY (task_id, user_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX vps_assignments_by_user ON vps_assignments(user_id);
+    "#,
 ];
 
 /// Migrations up to `version` only (tests of an upgrade from an older schema).

@@ -269,6 +269,8 @@ pub struct Placed {
     pub status: TaskStatus,
     pub node: Option<String>,
     pub attempt: u32,
+    /// Still booked: its end has not been confirmed by its runner.
+    pub booked: bool,
 }
 
 /// Status, node and attempt of the given tasks (those that exist), in one query.
@@ -276,7 +278,7 @@ pub fn placements(conn: &Connection, ids: &[TaskId]) -> Result<Vec<Placed>, Stor
     let list = serde_json::to_string(&ids.iter().map(|i| i.0 as i64).collect::<Vec<_>>())
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let mut stmt = conn.prepare_cached(
-        "SELECT task_id, status, assigned_node, attempt FROM tasks
+        "SELECT task_id, status, assigned_node, attempt, booked FROM tasks
          WHERE task_id IN (SELECT value FROM json_each(?1))",
     )?;
     let rows = stmt.query_map([list], |r| {
@@ -285,6 +287,7 @@ pub fn placements(conn: &Connection, ids: &[TaskId]) -> Result<Vec<Placed>, Stor
             status: parsed(r, "status")?,
             node: r.get("assigned_node")?,
             attempt: r.get("attempt")?,
+            booked: r.get("booked")?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -344,6 +347,14 @@ pub(crate) mod tests {
         let mut c = Connection::open_in_memory().unwrap();
         super::super::schema::migrate(&mut c).unwrap();
         c
+    }
+
+    /// A Docker VPS task in the queue.
+    pub fn vps_sample(id: u64) -> Task {
+        let mut t = sample(id);
+        t.definition.spec =
+            ferry_common::task::TaskSpec::Vps(ferry_common::task::VpsSpec::default());
+        t
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The task room: what a task is ([`model`]: the host's `Task` and its pure transitions) and
 //! the services behind the task routes — [`submit`], [`control`] (kill, pause, resume),
-//! [`approval`], [`logs`] and [`views`] (reads, and how a task looks to each caller). Each
+//! [`approval`], [`logs`], [`views`] (reads, and how a task looks to each caller) and [`vps`]
+//! (VPS sessions: create, stop, restart, lists, assignments, snapshots). Each
 //! service returns its own error; the API maps them to status codes.
 
 pub mod approval;
@@ -9,5 +10,6 @@ pub mod logs;
 pub mod model;
 pub mod submit;
 pub mod views;
+pub mod vps;
 
 pub use model::{Change, Report, Task};

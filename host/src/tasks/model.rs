@@ -98,6 +98,8 @@ pub struct Report {
     pub reporter: Option<String>,
     /// The placement attempt reported on; a report about another attempt is ignored.
     pub attempt: Option<u32>,
+    /// A VPS's sshd is reached on this port of its node.
+    pub ssh_port: Option<u16>,
 }
 
 /// What is asked of a task.
@@ -117,6 +119,14 @@ pub enum Change {
     Kill {
         reason: String,
     },
+    /// A VPS is stopped (snapshot, then a graceful stop); like a kill, its booking stays until
+    /// its runner confirms.
+    Stop {
+        reason: String,
+    },
+    /// A stopped or failed VPS is started again: back to the queue (pinned to its node,
+    /// where its snapshots are) as a new placement.
+    Restart,
     Approve {
         by: Option<i64>,
     },
@@ -155,6 +165,8 @@ impl Change {
             Change::Report(_) => "report",
             Change::Running { .. } => "running",
             Change::Kill { .. } => "kill",
+            Change::Stop { .. } => "stop",
+            Change::Restart => "restart",
             Change::Approve { .. } => "approve",
             Change::Reject { .. } => "reject",
             Change::Requeue { .. } => "requeue",
@@ -180,6 +192,8 @@ pub enum TransitionError {
     NothingBooked,
     #[error("about placement attempt {got}, but the task is in attempt {current}")]
     OtherAttempt { got: u32, current: u32 },
+    #[error("only a VPS can be stopped or restarted")]
+    NotAVps,
 }
 
 /// What `task` becomes under `change` at time `now_ms`, or why the change is refused.
@@ -222,6 +236,34 @@ pub fn apply(task: &Task, change: &Change, now_ms: i64) -> Result<Task, Transiti
             t.error_message = Some(reason.clone());
             // A lost task's node is already declared lost: nothing there to wait for.
             t.booked = t.booked && from != TaskStatus::Lost;
+        }
+        Change::Stop { reason } => {
+            if t.definition.spec.as_vps().is_none() {
+                return Err(TransitionError::NotAVps);
+            }
+            let from = t.status;
+            t.enter(TaskStatus::Stopped, now_ms)?;
+            t.error_message = Some(reason.clone());
+            t.booked = t.booked && from != TaskStatus::Lost;
+        }
+        Change::Restart => {
+            if t.definition.spec.as_vps().is_none() {
+                return Err(TransitionError::NotAVps);
+            }
+            // The one way out of a final state: a VPS is a session a user starts again.
+            if !matches!(t.status, TaskStatus::Stopped | TaskStatus::Failed) || t.booked {
+                return Err(TransitionError::NotAllowed {
+                    from: t.status,
+                    to: TaskStatus::Pending,
+                });
+            }
+            t.status = TaskStatus::Pending;
+            t.target_node = t.assigned_node.take().or(t.target_node.take());
+            t.exit_code = None;
+            t.error_message = None;
+            t.started_at = None;
+            t.completed_at = None;
+            t.ssh_port = None;
         }
         Change::Approve { by } => {
             t.enter_from(TaskStatus::PendingApproval, TaskStatus::Pending, now_ms)?;
@@ -347,6 +389,9 @@ impl Task {
             });
         }
         let seq = r.seq.unwrap_or(0).max(self.last_seq);
+        if to == TaskStatus::Running && r.ssh_port.is_some() {
+            self.ssh_port = r.ssh_port;
+        }
         let fills_exit_code = self.exit_code.is_none() && r.exit_code.is_some();
         if self.status.is_final() && to.is_final() && (self.booked || fills_exit_code) {
             // The runner confirms the end of a task the host had already ended (a kill):
@@ -682,6 +727,61 @@ pub(crate) mod tests {
         let back = apply(&lost, &Change::Running { paused: false }, 6).unwrap();
         assert_eq!(back.status, Running);
         assert_eq!(back.error_message, None);
+    }
+
+    #[test]
+    fn a_vps_is_stopped_like_a_kill_and_restarted_on_its_node() {
+        let mut t = at(Running);
+        t.definition.spec =
+            ferry_common::task::TaskSpec::Vps(ferry_common::task::VpsSpec::default());
+        t.ssh_port = Some(2222);
+        t.attempt = 1;
+        let stop = Change::Stop {
+            reason: "Stopped by user.".into(),
+        };
+        let stopped = apply(&t, &stop, 10).unwrap();
+        assert_eq!(stopped.status, Stopped);
+        assert!(stopped.booked, "booked until the runner confirms the stop");
+        assert_eq!(
+            apply(&stopped, &Change::Restart, 11),
+            Err(TransitionError::NotAllowed {
+                from: Stopped,
+                to: Pending
+            }),
+            "not while its container may still be there"
+        );
+        let released = apply(&stopped, &Change::Released, 12).unwrap();
+        let again = apply(&released, &Change::Restart, 13).unwrap();
+        assert_eq!(again.status, Pending);
+        assert_eq!(
+            again.target_node.as_deref(),
+            Some("n1"),
+            "pinned to its node"
+        );
+        assert_eq!(
+            (again.assigned_node.as_deref(), again.ssh_port),
+            (None, None)
+        );
+        assert_eq!(
+            (again.completed_at, again.error_message.as_deref()),
+            (None, None)
+        );
+        let placed = apply(&again, &Change::Place { node: "n1".into() }, 14).unwrap();
+        assert_eq!(
+            placed.attempt, 2,
+            "a new attempt: the old one's reports are fenced"
+        );
+        // Only a VPS stops or restarts; a command task is killed or ends.
+        assert_eq!(
+            apply(&at(Running), &stop, 10),
+            Err(TransitionError::NotAVps)
+        );
+        let mut done = at(Failed);
+        done.booked = false;
+        assert_eq!(
+            apply(&done, &Change::Restart, 10),
+            Err(TransitionError::NotAVps)
+        );
     }
 
     #[test]

@@ -48,6 +48,83 @@ fn valid_env_name(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
 }
 
+/// `required_cores`: 1 when absent; 0 (no CPU limit) only where the cluster allows it.
+pub(crate) fn check_cores(raw: Option<i64>, policy: &Policy) -> Result<u32, Invalid> {
+    let cores = raw.unwrap_or(1);
+    if cores == 0 && !policy.allow_unlimited_cores {
+        return Err(invalid(
+            "required_cores: 0 (no CPU limit) is not allowed on this cluster; ask for at least 1",
+        ));
+    }
+    if cores < 0 {
+        return Err(invalid(format!(
+            "required_cores: must be 0 (no CPU limit) or more, got {cores}"
+        )));
+    }
+    u32::try_from(cores).map_err(|_| invalid(format!("required_cores: {cores} is too large")))
+}
+
+/// `required_memory_bytes`: positive, and at least Docker's smallest limit.
+pub(crate) fn check_memory(raw: Option<i64>) -> Result<Option<u64>, Invalid> {
+    let memory = match raw {
+        None => None,
+        Some(m) if m <= 0 => {
+            return Err(invalid(format!(
+                "required_memory_bytes: must be positive, got {m}"
+            )))
+        }
+        // Docker refuses limits under 6 MiB; say so here rather than fail at launch.
+        Some(m) if m < 6 * 1024 * 1024 => {
+            return Err(invalid(format!(
+                "required_memory_bytes: must be at least 6291456 (6 MiB), got {m}"
+            )))
+        }
+        Some(m) => Some(m as u64),
+    };
+    Ok(memory)
+}
+
+/// What a workload runs: a registry image (its name checked), else an environment (its name
+/// checked), else the default environment. Returns the environment name, if any.
+pub(crate) fn check_image(
+    registry_image: &Option<String>,
+    container_name: &Option<String>,
+    default_env: &str,
+) -> Result<Option<String>, Invalid> {
+    Ok(match (registry_image, container_name) {
+        (Some(img), _) => {
+            // Docker repository names are lower case; a tag after the last ':' may not be.
+            let repo = match img.rsplit_once(':') {
+                Some((r, tag)) if !tag.contains('/') => r,
+                _ => img.as_str(),
+            };
+            if img.trim().is_empty()
+                || img.chars().any(|c| c.is_whitespace() || c == '\0')
+                || repo.chars().any(|c| c.is_ascii_uppercase())
+            {
+                return Err(invalid(format!(
+                    "registry_image: not a valid image reference: {img:?}"
+                )));
+            }
+            None
+        }
+        (None, Some(name)) if name == "NULL" => {
+            return Err(invalid(
+                "container_name: running without a container (\"NULL\") is not supported",
+            ))
+        }
+        (None, Some(name)) => {
+            if !valid_env_name(name) {
+                return Err(invalid(format!(
+                    "container_name: {name:?} is not a valid environment name (lower-case letters, digits, '.', '_', '-')"
+                )));
+            }
+            Some(name.clone())
+        }
+        (None, None) => Some(default_env.to_string()),
+    })
+}
+
 /// Validates `req` and builds one row per target (one row when there is none).
 pub fn build(
     req: SubmitRequest,
@@ -60,7 +137,7 @@ pub fn build(
         "command" => {}
         "vps" => {
             return Err(invalid(
-                "task_type: VPS sessions are not available on this host yet",
+                "task_type: VPS sessions are created with POST /api/vps/create",
             ))
         }
         other => {
@@ -77,34 +154,8 @@ pub fn build(
             "command/arguments: must not contain NUL characters",
         ));
     }
-    let cores = req.required_cores.unwrap_or(1);
-    if cores == 0 && !policy.allow_unlimited_cores {
-        return Err(invalid(
-            "required_cores: 0 (no CPU limit) is not allowed on this cluster; ask for at least 1",
-        ));
-    }
-    if cores < 0 {
-        return Err(invalid(format!(
-            "required_cores: must be 0 (no CPU limit) or more, got {cores}"
-        )));
-    }
-    let cores = u32::try_from(cores)
-        .map_err(|_| invalid(format!("required_cores: {cores} is too large")))?;
-    let memory = match req.required_memory_bytes {
-        None => None,
-        Some(m) if m <= 0 => {
-            return Err(invalid(format!(
-                "required_memory_bytes: must be positive, got {m}"
-            )))
-        }
-        // Docker refuses limits under 6 MiB; say so here rather than fail at launch.
-        Some(m) if m < 6 * 1024 * 1024 => {
-            return Err(invalid(format!(
-                "required_memory_bytes: must be at least 6291456 (6 MiB), got {m}"
-            )))
-        }
-        Some(m) => Some(m as u64),
-    };
+    let cores = check_cores(req.required_cores, policy)?;
+    let memory = check_memory(req.required_memory_bytes)?;
     for (k, v) in &req.env_vars {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
             return Err(invalid(format!("env_vars: invalid variable name {k:?}")));
@@ -141,38 +192,7 @@ pub fn build(
             "ip_reservation_token: IP reservations are not available on this host yet",
         ));
     }
-    let container_name = match (&req.registry_image, &req.container_name) {
-        (Some(img), _) => {
-            // Docker repository names are lower case; a tag after the last ':' may not be.
-            let repo = match img.rsplit_once(':') {
-                Some((r, tag)) if !tag.contains('/') => r,
-                _ => img.as_str(),
-            };
-            if img.trim().is_empty()
-                || img.chars().any(|c| c.is_whitespace() || c == '\0')
-                || repo.chars().any(|c| c.is_ascii_uppercase())
-            {
-                return Err(invalid(format!(
-                    "registry_image: not a valid image reference: {img:?}"
-                )));
-            }
-            None
-        }
-        (None, Some(name)) if name == "NULL" => {
-            return Err(invalid(
-                "container_name: running without a container (\"NULL\") is not supported",
-            ))
-        }
-        (None, Some(name)) => {
-            if !valid_env_name(name) {
-                return Err(invalid(format!(
-                    "container_name: {name:?} is not a valid environment name (lower-case letters, digits, '.', '_', '-')"
-                )));
-            }
-            Some(name.clone())
-        }
-        (None, None) => Some(default_env.to_string()),
-    };
+    let container_name = check_image(&req.registry_image, &req.container_name, default_env)?;
 
     if let Some(list) = &req.targets {
         if list.len() > policy.max_targets {

@@ -297,13 +297,43 @@ impl Engine {
     }
 
     pub async fn remove(&self, name: &str) -> Result<(), DockerError> {
+        let image = self
+            .docker
+            .inspect_container(name, None)
+            .await
+            .ok()
+            .and_then(|c| c.image);
         let opts = RemoveContainerOptionsBuilder::default().force(true).build();
         match self.docker.remove_container(name, Some(opts)).await {
             Ok(())
             | Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
-            }) => Ok(()),
-            Err(e) => Err(engine_error(e)),
+            }) => {}
+            Err(e) => return Err(engine_error(e)),
+        }
+        if let Some(image) = image {
+            self.drop_deleted_snapshot(&image).await;
+        }
+        Ok(())
+    }
+
+    /// A VPS started from a snapshot that was deleted meanwhile (untagged while in use) leaves
+    /// the image behind once its container goes: delete it then, if nothing names it any more
+    /// and a VPS commit made it (commits carry the VPS's labels).
+    async fn drop_deleted_snapshot(&self, image: &str) {
+        let Ok(info) = self.docker.inspect_image(image).await else {
+            return;
+        };
+        let untagged = info.repo_tags.as_ref().is_none_or(|t| t.is_empty());
+        let from_vps = info
+            .config
+            .and_then(|c| c.labels)
+            .is_some_and(|l| l.get(ferry_common::LABEL_KIND).map(String::as_str) == Some("vps"));
+        if untagged && from_vps {
+            let opts = RemoveImageOptionsBuilder::default().build();
+            if let Err(e) = self.docker.remove_image(image, Some(opts), None).await {
+                tracing::debug!(%image, error = %e, "deleted snapshot's image still in use");
+            }
         }
     }
 
@@ -502,8 +532,10 @@ impl Engine {
             .collect())
     }
 
+    /// Removes a tag. One still used by a container (a VPS running from that snapshot) is
+    /// untagged only; its image goes with the container (see [`Self::remove`]).
     pub async fn remove_image(&self, reference: &str) -> Result<(), DockerError> {
-        let opts = RemoveImageOptionsBuilder::default().build();
+        let opts = RemoveImageOptionsBuilder::default().force(true).build();
         match self.docker.remove_image(reference, Some(opts), None).await {
             Ok(_)
             | Err(BollardError::DockerResponseServerError {

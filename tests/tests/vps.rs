@@ -1,0 +1,384 @@
+//! Docker VPSes end to end, on a real engine: create in each SSH mode, the lists, stop and
+//! restart (with and without a snapshot on stop), snapshots and their retention, the SSH
+//! relay with real `ssh`, a runner crash under a live VPS, assignments, and bad requests.
+
+use ferry_e2e::*;
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Creates a VPS; returns the reply (status must be 200).
+async fn create(c: &TestCluster, body: Value) -> Value {
+    let (status, v) = c.post_json("/api/vps/create", &body).await;
+    assert_eq!(status, 200, "create {body}: {v}");
+    v
+}
+
+fn vps_container(id: &str) -> String {
+    format!("kohakuriver-vps-{id}")
+}
+
+/// Runs `sh -c script` in a container; its stdout.
+fn exec(container: &str, script: &str) -> String {
+    docker(&["exec", container, "sh", "-c", script])
+}
+
+/// Waits until `check` holds, for up to 30 s.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn call(c: &TestCluster, method: Method, path: &str) -> (u16, Value) {
+    let r = c.request(method, path).send().await.expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_terminal_only_vps_runs_is_listed_stopped_and_restarted() {
+    let c = TestCluster::with_runner(&[]).await;
+    let v = create(&c, json!({"name": "dev", "required_cores": 1})).await;
+    assert_eq!(v["message"], "VPS created successfully.", "{v}");
+    assert_eq!(v["status"], "running");
+    assert_eq!(v["ssh_key_mode"], "disabled");
+    assert_eq!(v["ssh_port"], 0);
+    assert_eq!(v["assigned_node"]["hostname"], "node-1");
+    let id = v["task_id"].as_str().expect("string id").to_string();
+    let name = vps_container(&id);
+    assert_eq!(container_state(&name), "running");
+    // Under init, so the session's PID 1 is not the shell's `tail`.
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.HostConfig.Init}}", &name]),
+        "true"
+    );
+    let t = c.task(&id).await;
+    assert_eq!(
+        (t["task_type"].as_str(), t["command"].as_str()),
+        (Some("vps"), Some("vps"))
+    );
+    assert_eq!(t["name"], "dev");
+    for list in ["/api/vps", "/api/vps/status", "/api/vps/my"] {
+        let (status, items) = c.get_json(list).await;
+        assert_eq!(status, 200, "{list}: {items}");
+        let item = items
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["task_id"] == id.as_str())
+            .unwrap_or_else(|| panic!("{list} lists the VPS: {items}"));
+        assert_eq!(item["status"], "running");
+        assert_eq!(item["assignees"], json!([]));
+    }
+    // Its booking shows: one core of node-1 is taken.
+    let (_, nodes) = c.get_json("/api/nodes").await;
+    assert_eq!(
+        nodes[0]["available_cores"],
+        nodes[0]["total_cores"].as_u64().unwrap() - 1
+    );
+
+    let started = Instant::now();
+    let (status, v) = c
+        .post_json(&format!("/api/vps/stop/{id}"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(
+        v["message"],
+        format!("VPS {id} stop requested. VPS marked as stopped.")
+    );
+    assert_eq!(c.task(&id).await["status"], "stopped");
+    eventually("the container is removed", || containers_of(&id).is_empty()).await;
+    // A stop under init does not sit out the 10 s grace period.
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+    let (_, active) = c.get_json("/api/vps/status").await;
+    assert!(!active
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["task_id"] == id.as_str()));
+    // Stopping again is a conflict.
+    let (status, _) = c
+        .post_json(&format!("/api/vps/stop/{id}"), &json!({}))
+        .await;
+    assert_eq!(status, 409);
+
+    let (status, v) = c
+        .post_json(&format!("/api/vps/restart/{id}"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(v["status"], "running", "{v}");
+    assert_eq!(container_state(&name), "running");
+    let t = c.task(&id).await;
+    assert_eq!(t["status"], "running");
+    assert_eq!(t["assigned_node"], "node-1");
+    // Restart of a running VPS: stopped, then started again.
+    let (status, v) = c
+        .post_json(&format!("/api/vps/restart/{id}"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(c.task(&id).await["status"], "running");
+    // Kill removes the container too.
+    let (status, _) = c.post_json(&format!("/api/kill/{id}"), &json!({})).await;
+    assert_eq!(status, 202);
+    eventually("killed VPS removed", || containers_of(&id).is_empty()).await;
+    assert_eq!(c.task(&id).await["status"], "killed");
+}
+
+#[tokio::test]
+async fn snapshots_are_taken_listed_pruned_and_restored_on_restart() {
+    let c = TestCluster::with_runner(&[
+        "--snapshot-on-stop",
+        "false",
+        "--max-snapshots-per-vps",
+        "2",
+    ])
+    .await;
+    let id = create(&c, json!({})).await["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let name = vps_container(&id);
+    exec(&name, "echo one > /root/state");
+    let path = format!("/api/vps/snapshots/{id}");
+    let (status, v) = c
+        .post_json(&format!("{path}?message=first"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let first = v["tag"].as_str().unwrap().to_string();
+    assert!(
+        first.starts_with(&format!("kohakuriver-snapshot/vps-{id}:")),
+        "{first}"
+    );
+    // The container was frozen only for the commit.
+    assert_eq!(container_state(&name), "running");
+    exec(&name, "echo two > /root/state");
+    // Two more at once: distinct tags, and retention keeps the newest two.
+    let (s2, v2) = c.post_json(&path, &json!({})).await;
+    let (s3, v3) = c.post_json(&path, &json!({})).await;
+    assert_eq!((s2, s3), (200, 200), "{v2} {v3}");
+    assert_ne!(v2["tag"], v3["tag"]);
+    let (status, list) = c.get_json(&path).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["count"], 2, "{list}");
+    let tags: Vec<&str> = list["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["tag"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tags,
+        vec![v3["tag"].as_str().unwrap(), v2["tag"].as_str().unwrap()]
+    );
+    assert!(!tags.contains(&first.as_str()), "the oldest was dropped");
+    let (_, latest) = c.get_json(&format!("{path}/latest")).await;
+    assert_eq!(latest["tag"], v3["tag"]);
+    // Delete the newest one: the restart comes back to the one before (holding "two").
+    let newest_ts = list["snapshots"][0]["timestamp"].as_i64().unwrap();
+    let (status, v) = call(&c, Method::DELETE, &format!("{path}/{newest_ts}")).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, _) = call(&c, Method::DELETE, &format!("{path}/{newest_ts}")).await;
+    assert_eq!(status, 404, "already gone");
+    exec(&name, "echo three > /root/state");
+    let (status, v) = c
+        .post_json(&format!("/api/vps/restart/{id}"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{v}");
+    // snapshot_on_stop is off: the change after the snapshot is gone, the snapshot's is back.
+    assert_eq!(exec(&name, "cat /root/state"), "two");
+    // Delete all.
+    let (status, v) = call(&c, Method::DELETE, &path).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["deleted_count"], 1);
+    let (_, list) = c.get_json(&path).await;
+    assert_eq!(list["count"], 0);
+}
+
+#[tokio::test]
+async fn with_snapshot_on_stop_a_restart_keeps_the_users_files() {
+    let c = TestCluster::with_runner(&[]).await;
+    let id = create(&c, json!({})).await["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let name = vps_container(&id);
+    exec(&name, "echo kept > /root/notes");
+    let (status, v) = c
+        .post_json(&format!("/api/vps/stop/{id}"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{v}");
+    eventually("stopped and removed", || containers_of(&id).is_empty()).await;
+    let (_, list) = c.get_json(&format!("/api/vps/snapshots/{id}")).await;
+    assert_eq!(list["count"], 1, "the stop took a snapshot: {list}");
+    let (status, v) = c
+        .post_json(&format!("/api/vps/restart/{id}"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(exec(&name, "cat /root/notes"), "kept");
+    let (status, v) = call(&c, Method::DELETE, &format!("/api/vps/snapshots/{id}")).await;
+    assert_eq!(status, 200, "{v}");
+}
+
+#[tokio::test]
+async fn bad_vps_requests_name_the_field_and_create_nothing() {
+    let c = TestCluster::with_runner(&[]).await;
+    let cases = [
+        (json!({"ssh_key_mode": "password"}), 400, "ssh_key_mode"),
+        (json!({"ssh_key_mode": "upload"}), 400, "ssh_public_key"),
+        (
+            json!({"ssh_key_mode": "upload", "ssh_public_key": "ssh-ed25519 AAAAnotakey"}),
+            400,
+            "ssh_public_key",
+        ),
+        (json!({"ssh_key_mode": "none"}), 400, "ssh_key_mode"),
+        (json!({"vps_backend": "qemu"}), 400, "vps_backend"),
+        (json!({"required_cores": -1}), 400, "required_cores"),
+        (json!({"required_cores": 64}), 400, "required_cores"),
+        (json!({"target_hostname": "nope"}), 400, "target_hostname"),
+        (json!({"required_cores": "two"}), 422, "required_cores"),
+    ];
+    for (body, code, field) in cases {
+        let (status, v) = c.post_json("/api/vps/create", &body).await;
+        assert_eq!(status, code, "{body}: {v}");
+        let detail = v["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(field), "{body}: {detail}");
+    }
+    let (_, all) = c.get_json("/api/vps").await;
+    assert_eq!(all, json!([]), "nothing was created");
+    // An image without sshd: the VPS fails with the image named, no container is left.
+    let key = generate_key("k").1;
+    let (status, v) = c
+        .post_json(
+            "/api/vps/create",
+            &json!({"ssh_key_mode": "upload", "ssh_public_key": key}),
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    let detail = v["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("kohakuriver/kohakuriver-base:base") && detail.contains("OpenSSH"),
+        "{detail}"
+    );
+    let (_, all) = c.get_json("/api/vps").await;
+    let id = all[0]["task_id"].as_str().unwrap();
+    assert_eq!(all[0]["status"], "failed");
+    assert!(containers_of(id).is_empty());
+    // No room now: refused at once with what is short, unless asked to queue.
+    let (_, nodes) = c.get_json("/api/nodes").await;
+    let cores = nodes[0]["total_cores"].as_u64().unwrap();
+    let big = create(&c, json!({"required_cores": cores})).await;
+    let (status, v) = c
+        .post_json("/api/vps/create", &json!({"required_cores": 1}))
+        .await;
+    assert_eq!(status, 503, "{v}");
+    let detail = v["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("node-1") && detail.contains("cores free"),
+        "{detail}"
+    );
+    let queued = create(&c, json!({"required_cores": 1, "queue": true})).await;
+    assert_eq!(queued["status"], "pending", "{queued}");
+    assert_eq!(queued["queue_position"], 1);
+    let qid = queued["task_id"].as_str().unwrap();
+    assert_eq!(c.task(qid).await["queue_position"], 1);
+    // It starts once the big one stops.
+    let big_id = big["task_id"].as_str().unwrap();
+    let (status, _) = c
+        .post_json(&format!("/api/vps/stop/{big_id}"), &json!({}))
+        .await;
+    assert_eq!(status, 202);
+    c.wait_status(qid, &["running"], Duration::from_secs(30))
+        .await;
+}
+
+/// An OpenSSH key pair made with `ssh-keygen` in a temp dir: (private key file, public line).
+fn generate_key(name: &str) -> (std::path::PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let path = dir.join(name);
+    let ok = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&path)
+        .status()
+        .expect("ssh-keygen")
+        .success();
+    assert!(ok);
+    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
+    (path, public.trim().to_string())
+}
+
+#[tokio::test]
+async fn assignment_lets_a_user_reach_a_vps_and_unassignment_takes_it_back() {
+    let c = TestCluster::with_runner(&[]).await;
+    let (uid, token) = c.user_account("ursula", "user").await;
+    let id = create(&c, json!({})).await["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let as_user = |method: Method, path: String| {
+        let token = token.clone();
+        let c = &c;
+        async move {
+            let r = c
+                .http
+                .request(method, format!("{}{path}", c.url()))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, _) = as_user(Method::GET, format!("/api/status/{id}")).await;
+    assert_eq!(status, 403, "not theirs, not assigned");
+    let (status, _) = as_user(Method::GET, format!("/api/vps/snapshots/{id}")).await;
+    assert_eq!(status, 403);
+    let (_, mine) = as_user(Method::GET, "/api/vps/my".into()).await;
+    assert_eq!(mine, json!([]));
+
+    let (status, v) = c
+        .post_json(&format!("/api/vps/{id}/assign"), &json!([uid, uid]))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["task_id"],
+        id.parse::<u64>().unwrap(),
+        "a number here, as the original"
+    );
+    let (status, v) = c
+        .post_json(&format!("/api/vps/{id}/assign"), &json!([999999]))
+        .await;
+    assert_eq!(status, 404, "{v}");
+    assert_eq!(v["detail"], "User 999999 not found.");
+    let (_, v) = c.get_json(&format!("/api/vps/{id}/assignments")).await;
+    assert_eq!(v["assignments"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["assignments"][0]["username"], "ursula");
+    let (status, _) = as_user(Method::GET, format!("/api/status/{id}")).await;
+    assert_eq!(status, 200);
+    let (status, v) = as_user(Method::GET, format!("/api/vps/snapshots/{id}")).await;
+    assert_eq!(status, 200, "{v}");
+    let (_, mine) = as_user(Method::GET, "/api/vps/my".into()).await;
+    assert_eq!(mine[0]["task_id"], id.as_str());
+    let (_, all) = c.get_json("/api/vps").await;
+    assert_eq!(all[0]["assignees"][0]["username"], "ursula");
+    // Assignment grants access, not control: stopping stays the owner's or an operator's.
+    let (status, _) = as_user(Method::POST, format!("/api/vps/stop/{id}")).await;
+    assert_eq!(status, 403);
+
+    let (status, v) = call(&c, Method::DELETE, &format!("/api/vps/{id}/assign/{uid}")).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, _) = call(&c, Method::DELETE, &format!("/api/vps/{id}/assign/{uid}")).await;
+    assert_eq!(status, 404);
+    let (status, _) = as_user(Method::GET, format!("/api/vps/snapshots/{id}")).await;
+    assert_eq!(status, 403);
+}
