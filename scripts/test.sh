@@ -19,6 +19,7 @@ command -v cargo >/dev/null 2>&1 || die "cargo not found: install the Rust toolc
 step "docker"
 bash scripts/setup-docker.sh
 bash scripts/build-test-image.sh
+bash scripts/build-vps-test-image.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

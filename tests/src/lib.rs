@@ -719,3 +719,111 @@ pub fn container_state(name: &str) -> String {
 pub fn echo_task(text: &str) -> Value {
     json!({"command": "echo", "arguments": [text]})
 }
+
+/// The VPS test image with an OpenSSH server (built by `scripts/build-vps-test-image.sh`).
+pub const SSHD_IMAGE: &str = "ferry-test/sshd:latest";
+
+/// A local port that reaches VPS `task_id`'s sshd through the host's SSH relay: each
+/// connection to it sends `REQUEST_TUNNEL <task_id>`, checks the `SUCCESS` line and splices.
+/// What `ssh -p <port> root@127.0.0.1` needs (the original CLI does the same in-process).
+pub async fn relay_forward(relay_port: u16, task_id: &str) -> u16 {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind forwarder");
+    let port = listener.local_addr().expect("addr").port();
+    let id = task_id.to_string();
+    tokio::spawn(async move {
+        while let Ok((mut local, _)) = listener.accept().await {
+            let id = id.clone();
+            tokio::spawn(async move {
+                let Ok(mut relay) = tokio::net::TcpStream::connect(("127.0.0.1", relay_port)).await
+                else {
+                    return;
+                };
+                if relay
+                    .write_all(format!("REQUEST_TUNNEL {id}\n").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let mut reader = tokio::io::BufReader::new(relay);
+                let mut line = String::new();
+                if reader.read_line(&mut line).await.is_err() || line != "SUCCESS\n" {
+                    return;
+                }
+                let mut relay = reader.into_inner();
+                let _ = tokio::io::copy_bidirectional(&mut local, &mut relay).await;
+            });
+        }
+    });
+    port
+}
+
+/// The first line the relay answers to `line`.
+pub async fn relay_answer(relay_port: u16, line: &str) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut relay = tokio::net::TcpStream::connect(("127.0.0.1", relay_port))
+        .await
+        .expect("relay");
+    relay.write_all(line.as_bytes()).await.expect("write");
+    let mut reader = tokio::io::BufReader::new(relay);
+    let mut answer = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(15), reader.read_line(&mut answer)).await;
+    answer
+}
+
+/// Runs `command` in a VPS over SSH (`ssh -p port root@127.0.0.1`, no agent, no prompts),
+/// with `key` as the identity (none: no key at all). Exit status and stdout.
+pub async fn ssh_run(port: u16, key: Option<&Path>, command: &str) -> (i32, String) {
+    let mut cmd = tokio::process::Command::new("ssh");
+    cmd.args([
+        "-F",
+        "/dev/null",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=10",
+        "-o",
+        "IdentityAgent=none",
+        "-o",
+        "LogLevel=ERROR",
+        "-p",
+        &port.to_string(),
+    ]);
+    match key {
+        Some(k) => {
+            cmd.arg("-o").arg("IdentitiesOnly=yes").arg("-i").arg(k);
+        }
+        None => {
+            cmd.args(["-o", "PubkeyAuthentication=no"]);
+        }
+    }
+    cmd.arg("root@127.0.0.1").arg(command);
+    let out = cmd.output().await.expect("ssh client");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    )
+}
+
+/// `ssh_run` retried until it exits 0 (sshd may take a moment after the start), at most 20 s.
+pub async fn ssh_until_ok(port: u16, key: Option<&Path>, command: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, out) = ssh_run(port, key, command).await;
+        if code == 0 {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ssh kept failing ({code}): {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -382,3 +382,157 @@ async fn assignment_lets_a_user_reach_a_vps_and_unassignment_takes_it_back() {
     let (status, _) = as_user(Method::GET, format!("/api/vps/snapshots/{id}")).await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test]
+async fn an_uploaded_key_logs_in_through_the_relay_and_a_wrong_one_does_not() {
+    let c = TestCluster::with_runner(&[]).await;
+    let (key, public) = generate_key("right");
+    let v = create(
+        &c,
+        json!({"ssh_key_mode": "upload", "ssh_public_key": public, "registry_image": SSHD_IMAGE}),
+    )
+    .await;
+    let port = v["ssh_port"].as_u64().unwrap();
+    assert!(port > 0, "the real published port: {v}");
+    let id = v["task_id"].as_str().unwrap().to_string();
+    assert_eq!(c.task(&id).await["ssh_port"], port);
+    let local = relay_forward(c.relay_port, &id).await;
+    assert_eq!(ssh_until_ok(local, Some(&key), "echo $((6*7))").await, "42");
+    // The key is root's only one, written as a file (0600 in a 0700 directory).
+    assert_eq!(
+        ssh_until_ok(
+            local,
+            Some(&key),
+            "stat -c %a /root/.ssh /root/.ssh/authorized_keys"
+        )
+        .await,
+        "700\n600"
+    );
+    let (wrong, _) = generate_key("wrong");
+    let (code, _) = ssh_run(local, Some(&wrong), "true").await;
+    assert_eq!(code, 255, "another key is refused");
+    let (code, _) = ssh_run(local, None, "true").await;
+    assert_eq!(code, 255, "no password login");
+    // The relay says why it will not connect.
+    assert_eq!(
+        relay_answer(c.relay_port, "REQUEST_TUNNEL 12345\n").await,
+        "ERROR VPS 12345 not found\n"
+    );
+    let answer = relay_answer(c.relay_port, "HELLO\n").await;
+    assert!(
+        answer.starts_with("ERROR expected 'REQUEST_TUNNEL"),
+        "{answer}"
+    );
+    let disabled = create(&c, json!({})).await;
+    let did = disabled["task_id"].as_str().unwrap();
+    let answer = relay_answer(c.relay_port, &format!("REQUEST_TUNNEL {did}\n")).await;
+    assert!(answer.contains("has no SSH port"), "{answer}");
+    // Restart keeps the mode and the key (the original came back as passwordless root).
+    let (status, v) = c
+        .post_json(&format!("/api/vps/restart/{id}"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{v}");
+    let local = relay_forward(c.relay_port, &id).await;
+    assert_eq!(ssh_until_ok(local, Some(&key), "echo back").await, "back");
+    let (code, _) = ssh_run(local, None, "true").await;
+    assert_eq!(code, 255);
+    // A stopped VPS is refused by the relay.
+    let (status, _) = c
+        .post_json(&format!("/api/vps/stop/{id}"), &json!({}))
+        .await;
+    assert_eq!(status, 202);
+    let answer = relay_answer(c.relay_port, &format!("REQUEST_TUNNEL {id}\n")).await;
+    assert_eq!(answer, format!("ERROR VPS {id} is stopped\n"));
+}
+
+#[tokio::test]
+async fn a_generated_key_is_returned_once_and_logs_in() {
+    let c = TestCluster::with_runner(&[]).await;
+    let v = create(
+        &c,
+        json!({"ssh_key_mode": "generate", "registry_image": SSHD_IMAGE}),
+    )
+    .await;
+    let private = v["ssh_private_key"]
+        .as_str()
+        .expect("the private key, once");
+    assert!(private.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+    let public = v["ssh_public_key"].as_str().unwrap();
+    assert!(public.starts_with("ssh-ed25519 "), "{public}");
+    let id = v["task_id"].as_str().unwrap().to_string();
+    // Kept nowhere: the task shows no key.
+    let t = c.task(&id).await;
+    assert!(!t.to_string().contains("PRIVATE KEY"), "{t}");
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("id");
+    std::fs::write(&key, private).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let local = relay_forward(c.relay_port, &id).await;
+    assert_eq!(
+        ssh_until_ok(local, Some(&key), "hostname >/dev/null && echo in").await,
+        "in"
+    );
+}
+
+#[tokio::test]
+async fn a_vps_survives_a_runner_crash_and_a_host_restart() {
+    let mut c = TestCluster::with_runner(&[]).await;
+    let (key, public) = generate_key("k");
+    let v = create(
+        &c,
+        json!({"ssh_key_mode": "upload", "ssh_public_key": public, "registry_image": SSHD_IMAGE}),
+    )
+    .await;
+    let id = v["task_id"].as_str().unwrap().to_string();
+    let name = vps_container(&id);
+    let before = docker(&["inspect", "-f", "{{.Id}}", &name]);
+    let local = relay_forward(c.relay_port, &id).await;
+    ssh_until_ok(local, Some(&key), "echo before > /root/mark").await;
+    c.runners[0].kill();
+    c.runners[0].restart();
+    c.wait_node_online("node-1").await;
+    // Re-adopted by label: the same container, still running, still reachable.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(docker(&["inspect", "-f", "{{.Id}}", &name]), before);
+    assert_eq!(c.task(&id).await["status"], "running");
+    assert_eq!(
+        ssh_until_ok(local, Some(&key), "cat /root/mark").await,
+        "before"
+    );
+    c.crash_and_restart_host().await;
+    c.wait_node_online("node-1").await;
+    assert_eq!(c.task(&id).await["status"], "running");
+    assert_eq!(
+        ssh_until_ok(local, Some(&key), "cat /root/mark").await,
+        "before"
+    );
+    // And it is still followed: a stop after both restarts works as usual.
+    let (status, _) = c
+        .post_json(&format!("/api/vps/stop/{id}"), &json!({}))
+        .await;
+    assert_eq!(status, 202);
+    eventually("stopped after the restarts", || {
+        containers_of(&id).is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn passwordless_root_needs_the_host_to_allow_it() {
+    let mut c = TestCluster::new(Opts {
+        host_args: vec!["--allow-passwordless-vps".into(), "true".into()],
+        ..Opts::default()
+    });
+    c.start_host().await;
+    c.start_runner("node-1", &[]);
+    c.wait_node_online("node-1").await;
+    let v = create(
+        &c,
+        json!({"ssh_key_mode": "none", "registry_image": SSHD_IMAGE}),
+    )
+    .await;
+    let id = v["task_id"].as_str().unwrap().to_string();
+    let local = relay_forward(c.relay_port, &id).await;
+    assert_eq!(ssh_until_ok(local, None, "id -u").await, "0");
+}
