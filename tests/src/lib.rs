@@ -761,6 +761,22 @@ pub async fn relay_forward(relay_port: u16, task_id: &str) -> u16 {
     port
 }
 
+/// An OpenSSH ed25519 key pair made with `ssh-keygen` in a directory of its own (kept for the
+/// process's life): (private key file, public key line).
+pub fn ssh_keygen(name: &str) -> (PathBuf, String) {
+    let dir = tempfile::tempdir().expect("tempdir").keep();
+    let path = dir.join(name);
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&path)
+        .status()
+        .expect("ssh-keygen (package openssh-client)")
+        .success();
+    assert!(ok, "ssh-keygen failed");
+    let public = std::fs::read_to_string(path.with_extension("pub")).expect("public key");
+    (path, public.trim().to_string())
+}
+
 /// The first line the relay answers to `line`.
 pub async fn relay_answer(relay_port: u16, line: &str) -> String {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};

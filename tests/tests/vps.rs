@@ -254,7 +254,7 @@ async fn bad_vps_requests_name_the_field_and_create_nothing() {
     let (_, all) = c.get_json("/api/vps").await;
     assert_eq!(all, json!([]), "nothing was created");
     // An image without sshd: the VPS fails with the image named, no container is left.
-    let key = generate_key("k").1;
+    let key = ssh_keygen("k").1;
     let (status, v) = c
         .post_json(
             "/api/vps/create",
@@ -297,21 +297,6 @@ async fn bad_vps_requests_name_the_field_and_create_nothing() {
     assert_eq!(status, 202);
     c.wait_status(qid, &["running"], Duration::from_secs(30))
         .await;
-}
-
-/// An OpenSSH key pair made with `ssh-keygen` in a temp dir: (private key file, public line).
-fn generate_key(name: &str) -> (std::path::PathBuf, String) {
-    let dir = tempfile::tempdir().unwrap().keep();
-    let path = dir.join(name);
-    let ok = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .arg(&path)
-        .status()
-        .expect("ssh-keygen")
-        .success();
-    assert!(ok);
-    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
-    (path, public.trim().to_string())
 }
 
 #[tokio::test]
@@ -386,7 +371,7 @@ async fn assignment_lets_a_user_reach_a_vps_and_unassignment_takes_it_back() {
 #[tokio::test]
 async fn an_uploaded_key_logs_in_through_the_relay_and_a_wrong_one_does_not() {
     let c = TestCluster::with_runner(&[]).await;
-    let (key, public) = generate_key("right");
+    let (key, public) = ssh_keygen("right");
     let v = create(
         &c,
         json!({"ssh_key_mode": "upload", "ssh_public_key": public, "registry_image": SSHD_IMAGE}),
@@ -408,7 +393,7 @@ async fn an_uploaded_key_logs_in_through_the_relay_and_a_wrong_one_does_not() {
         .await,
         "700\n600"
     );
-    let (wrong, _) = generate_key("wrong");
+    let (wrong, _) = ssh_keygen("wrong");
     let (code, _) = ssh_run(local, Some(&wrong), "true").await;
     assert_eq!(code, 255, "another key is refused");
     let (code, _) = ssh_run(local, None, "true").await;
@@ -478,7 +463,7 @@ async fn a_generated_key_is_returned_once_and_logs_in() {
 #[tokio::test]
 async fn a_vps_survives_a_runner_crash_and_a_host_restart() {
     let mut c = TestCluster::with_runner(&[]).await;
-    let (key, public) = generate_key("k");
+    let (key, public) = ssh_keygen("k");
     let v = create(
         &c,
         json!({"ssh_key_mode": "upload", "ssh_public_key": public, "registry_image": SSHD_IMAGE}),
