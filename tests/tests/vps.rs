@@ -393,6 +393,43 @@ async fn an_uploaded_key_logs_in_through_the_relay_and_a_wrong_one_does_not() {
         .await,
         "700\n600"
     );
+    // The ProxyCommand script docs/api.md gives for plain OpenSSH works as written.
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.md"))
+        .expect("docs/api.md");
+    let script = docs
+        .split("saved as `ferry-relay.py`:\n\n```python\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the relay script in docs/api.md");
+    let dir = tempfile::tempdir().unwrap();
+    let script_path = dir.path().join("ferry-relay.py");
+    std::fs::write(&script_path, script).unwrap();
+    let proxy = format!(
+        "ProxyCommand=python3 {} 127.0.0.1 {} {id}",
+        script_path.display(),
+        c.relay_port
+    );
+    let out = tokio::process::Command::new("ssh")
+        .args(["-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o"])
+        .args([
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .args(["-o", &proxy, "-i"])
+        .arg(&key)
+        .args(["root@vps", "echo via-docs"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "via-docs",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (wrong, _) = ssh_keygen("wrong");
     let (code, _) = ssh_run(local, Some(&wrong), "true").await;
     assert_eq!(code, 255, "another key is refused");
@@ -520,4 +557,91 @@ async fn passwordless_root_needs_the_host_to_allow_it() {
     let id = v["task_id"].as_str().unwrap().to_string();
     let local = relay_forward(c.relay_port, &id).await;
     assert_eq!(ssh_until_ok(local, None, "id -u").await, "0");
+}
+
+#[tokio::test]
+async fn a_vps_pauses_and_resumes_like_a_task() {
+    let c = TestCluster::with_runner(&[]).await;
+    let id = create(&c, json!({})).await["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let name = vps_container(&id);
+    let (status, v) = c
+        .post_json(&format!("/api/command/{id}/pause"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(container_state(&name), "paused");
+    assert_eq!(c.task(&id).await["status"], "paused");
+    // A paused VPS stops too (thawed first, so SIGTERM is handled).
+    let (status, v) = c
+        .post_json(&format!("/api/command/{id}/resume"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(container_state(&name), "running");
+    let (status, _) = c
+        .post_json(&format!("/api/command/{id}/pause"), &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = c
+        .post_json(&format!("/api/vps/stop/{id}"), &json!({}))
+        .await;
+    assert_eq!(status, 202);
+    eventually("a paused VPS stopped", || containers_of(&id).is_empty()).await;
+}
+
+#[tokio::test]
+async fn users_create_vpses_only_when_allowed_and_then_after_approval() {
+    let closed = TestCluster::with_runner(&[]).await;
+    let (_, token) = closed.user_account("uma", "user").await;
+    let r = closed
+        .http
+        .post(format!("{}/api/vps/create", closed.url()))
+        .bearer_auth(&token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403, "operators only by default");
+    drop(closed);
+
+    let mut c = TestCluster::new(Opts {
+        host_args: vec!["--user-vps".into(), "true".into()],
+        ..Opts::default()
+    });
+    c.start_host().await;
+    c.start_runner("node-1", &[]);
+    c.wait_node_online("node-1").await;
+    let (uid, token) = c.user_account("uma", "user").await;
+    let r = c
+        .http
+        .post(format!("{}/api/vps/create", c.url()))
+        .bearer_auth(&token)
+        .json(&json!({"name": "mine"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "pending_approval", "{v}");
+    let id = v["task_id"].as_str().unwrap().to_string();
+    assert!(
+        containers_of(&id).is_empty(),
+        "nothing runs before approval"
+    );
+    let t = c.task(&id).await;
+    assert_eq!(t["owner_id"], uid);
+    let (status, v) = c.post_json(&format!("/api/approve/{id}"), &json!({})).await;
+    assert_eq!(status, 200, "{v}");
+    c.wait_status(&id, &["running"], Duration::from_secs(30))
+        .await;
+    // The owner sees it as theirs and may stop it.
+    let r = c
+        .http
+        .post(format!("{}/api/vps/stop/{id}", c.url()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
 }
