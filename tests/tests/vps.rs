@@ -15,6 +15,12 @@ async fn create(c: &TestCluster, body: Value) -> Value {
     v
 }
 
+/// Creates a VPS; returns its id.
+async fn create_id(c: &TestCluster, body: Value) -> String {
+    let v = create(c, body).await;
+    v["task_id"].as_str().expect("a string id").to_string()
+}
+
 fn vps_container(id: &str) -> String {
     format!("kohakuriver-vps-{id}")
 }
@@ -141,10 +147,7 @@ async fn snapshots_are_taken_listed_pruned_and_restored_on_restart() {
         "2",
     ])
     .await;
-    let id = create(&c, json!({})).await["task_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = create_id(&c, json!({})).await;
     let name = vps_container(&id);
     exec(&name, "echo one > /root/state");
     let path = format!("/api/vps/snapshots/{id}");
@@ -205,10 +208,7 @@ async fn snapshots_are_taken_listed_pruned_and_restored_on_restart() {
 #[tokio::test]
 async fn with_snapshot_on_stop_a_restart_keeps_the_users_files() {
     let c = TestCluster::with_runner(&[]).await;
-    let id = create(&c, json!({})).await["task_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = create_id(&c, json!({})).await;
     let name = vps_container(&id);
     exec(&name, "echo kept > /root/notes");
     let (status, v) = c
@@ -303,10 +303,7 @@ async fn bad_vps_requests_name_the_field_and_create_nothing() {
 async fn assignment_lets_a_user_reach_a_vps_and_unassignment_takes_it_back() {
     let c = TestCluster::with_runner(&[]).await;
     let (uid, token) = c.user_account("ursula", "user").await;
-    let id = create(&c, json!({})).await["task_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = create_id(&c, json!({})).await;
     let as_user = |method: Method, path: String| {
         let token = token.clone();
         let c = &c;
@@ -562,10 +559,7 @@ async fn passwordless_root_needs_the_host_to_allow_it() {
 #[tokio::test]
 async fn a_vps_pauses_and_resumes_like_a_task() {
     let c = TestCluster::with_runner(&[]).await;
-    let id = create(&c, json!({})).await["task_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = create_id(&c, json!({})).await;
     let name = vps_container(&id);
     let (status, v) = c
         .post_json(&format!("/api/command/{id}/pause"), &json!({}))
