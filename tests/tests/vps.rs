@@ -264,7 +264,7 @@ async fn bad_vps_requests_name_the_field_and_create_nothing() {
     assert_eq!(status, 422, "{v}");
     let detail = v["detail"].as_str().unwrap_or_default();
     assert!(
-        detail.contains("kohakuriver/kohakuriver-base:base") && detail.contains("OpenSSH"),
+        detail.contains("container_name: kohakuriver/kohakuriver-base:base has no OpenSSH"),
         "{detail}"
     );
     let (_, all) = c.get_json("/api/vps").await;
@@ -554,6 +554,21 @@ async fn passwordless_root_needs_the_host_to_allow_it() {
     let id = v["task_id"].as_str().unwrap().to_string();
     let local = relay_forward(c.relay_port, &id).await;
     assert_eq!(ssh_until_ok(local, None, "id -u").await, "0");
+    // Its node goes silent: the relay says so instead of hanging.
+    c.runners[0].kill();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = relay_answer(c.relay_port, &format!("REQUEST_TUNNEL {id}\n")).await;
+        if answer.starts_with("ERROR") {
+            assert!(
+                answer.contains("offline") || answer.contains("is lost"),
+                "{answer}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "relay still tunnels to a dead node");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 #[tokio::test]

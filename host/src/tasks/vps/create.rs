@@ -317,24 +317,30 @@ pub fn started_reply(
                 .error_message
                 .clone()
                 .unwrap_or_else(|| format!("the VPS ended as {}", t.status));
-            Err(start_failure(t.id, &why))
+            Err(start_failure(t, &why))
         }
     }
 }
 
 /// A VPS that failed to start: the caller's request (its image, key) is a 422 naming the
-/// field; anything else a 502 from the runner.
-pub fn start_failure(id: TaskId, why: &str) -> VpsError {
-    let by_request = [
-        "image:",
-        "registry_image:",
-        "container_name:",
-        "ssh_public_key:",
-    ]
-    .iter()
-    .any(|f| why.starts_with(f))
-        || why.contains("is not available locally and could not be fetched");
-    let message = format!("VPS {id} could not start: {why}");
+/// field the caller set (`registry_image` or `container_name` for the image); anything else a
+/// 502 from the runner.
+pub fn start_failure(t: &Task, why: &str) -> VpsError {
+    let image_field = if t.definition.image.registry_image.is_some() {
+        "registry_image"
+    } else {
+        "container_name"
+    };
+    let pulled = why.contains("is not available locally and could not be fetched");
+    let why = match why.strip_prefix("image: ") {
+        Some(rest) => format!("{image_field}: {rest}"),
+        None if pulled => format!("{image_field}: {why}"),
+        None => why.to_string(),
+    };
+    let by_request = ["registry_image:", "container_name:", "ssh_public_key:"]
+        .iter()
+        .any(|f| why.starts_with(f));
+    let message = format!("VPS {} could not start: {why}", t.id);
     if by_request {
         VpsError::Refused(message)
     } else {
@@ -451,12 +457,21 @@ mod tests {
 
     #[test]
     fn start_failures_caused_by_the_request_are_the_callers() {
+        let mut t = build(&req(serde_json::json!({})), &policy(), TaskId(1), 0).unwrap();
+        match start_failure(&t, "image: busybox has no OpenSSH server") {
+            VpsError::Refused(m) => assert!(m.contains("container_name: busybox"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        t.definition.image.registry_image = Some("busybox".into());
+        match start_failure(
+            &t,
+            "image busybox is not available locally and could not be fetched: x",
+        ) {
+            VpsError::Refused(m) => assert!(m.contains("registry_image: image busybox"), "{m}"),
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(
-            start_failure(TaskId(1), "image: busybox has no OpenSSH server"),
-            VpsError::Refused(_)
-        ));
-        assert!(matches!(
-            start_failure(TaskId(1), "cannot create container: engine down"),
+            start_failure(&t, "cannot create container: engine down"),
             VpsError::BadGateway(_)
         ));
     }

@@ -127,7 +127,7 @@ pub async fn restart(
             runner_response: None,
         }),
         _ => Err(start_failure(
-            id,
+            &t,
             t.error_message.as_deref().unwrap_or("it ended at once"),
         )),
     }
