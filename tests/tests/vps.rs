@@ -566,7 +566,10 @@ async fn passwordless_root_needs_the_host_to_allow_it() {
             );
             break;
         }
-        assert!(Instant::now() < deadline, "relay still tunnels to a dead node");
+        assert!(
+            Instant::now() < deadline,
+            "relay still tunnels to a dead node"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
