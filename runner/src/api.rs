@@ -92,6 +92,7 @@ pub fn router(state: RunnerState) -> Router {
         .route("/api/pause", post(pause))
         .route("/api/resume", post(resume))
         .route("/api/tasks/{task_id}/{stream}", get(logs))
+        .route("/ws/task/{task_id}/terminal", get(terminal))
         .route("/api/vps/stop/{task_id}", post(vps_stop))
         .route("/api/vps/pause/{task_id}", post(vps_pause))
         .route("/api/vps/resume/{task_id}", post(vps_resume))
@@ -209,6 +210,27 @@ fn check_definition(req: &ExecuteRequest) -> Result<(), String> {
             _ => Ok(()),
         },
     }
+}
+
+/// A terminal in a running task's container (the host relays the user's socket here).
+async fn terminal(
+    State(state): State<RunnerState>,
+    Path(task_id): Path<String>,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    use crate::access::terminal;
+    let id = task_id_of(&task_id)?;
+    let target = state.supervisor.running_container(id);
+    Ok(ws.on_upgrade(move |socket| async move {
+        match target {
+            Ok(container) => {
+                terminal::serve(socket, state.supervisor.engine(), &container).await;
+            }
+            Err(why) => {
+                terminal::refuse(socket, terminal::CLOSE_POLICY, &format!("task {id} {why}")).await;
+            }
+        }
+    }))
 }
 
 fn task_id_of(raw: &str) -> Result<TaskId, ApiError> {

@@ -1,11 +1,13 @@
 //! ferry-runner: runs the host's work on one node, in Docker containers.
 //!
-//! Modules: `api` (routes the host calls), `supervisor` (sole owner of the task table and each
+//! Modules: `api` (routes the host calls), `access` (terminal and, next, files and
+//! forwards into a running workload), `supervisor` (sole owner of the task table and each
 //! task's lifecycle), `workload` (the seam to what runs tasks; Docker through bollard behind it), `host_link` (registration,
 //! heartbeats, report delivery), `outbox` (reports awaiting the host), `resources` (cores,
 //! memory, usage), `limits` (what every container is held to), `scratch` (a task's own
 //! directories), `config`.
 
+pub mod access;
 pub mod api;
 pub mod config;
 pub mod durable;

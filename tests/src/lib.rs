@@ -843,3 +843,52 @@ pub async fn ssh_until_ok(port: u16, key: Option<&Path>, command: &str) -> Strin
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A WebSocket to the host.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+impl TestCluster {
+    /// Opens a WebSocket on the host's `path` with these extra headers (e.g. `authorization`,
+    /// `cookie`, `origin`); on refusal, the HTTP status of the refused upgrade.
+    pub async fn ws_with(&self, path: &str, headers: &[(&str, &str)]) -> Result<Ws, u16> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("ws://127.0.0.1:{}{path}", self.host_port);
+        let mut req = url.into_client_request().expect("ws request");
+        for (k, v) in headers {
+            req.headers_mut().insert(
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()).expect("header name"),
+                v.parse().expect("header value"),
+            );
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+            Err(e) => panic!("websocket to {path}: {e}"),
+        }
+    }
+
+    /// Opens a WebSocket as the admin (its API token).
+    pub async fn ws(&self, path: &str) -> Ws {
+        let auth = format!("Bearer {}", self.token.clone().unwrap_or_default());
+        self.ws_with(path, &[("authorization", &auth)])
+            .await
+            .unwrap_or_else(|status| panic!("websocket {path} refused: {status}"))
+    }
+}
+
+/// The next text frame (pings and pongs skipped), or `None` when the socket closed; panics
+/// after 15 s.
+pub async fn ws_text(ws: &mut Ws) -> Option<String> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = Duration::from_secs(15);
+    loop {
+        match tokio::time::timeout(deadline, ws.next()).await {
+            Err(_) => panic!("no frame within 15 s"),
+            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return None,
+            Ok(Some(Ok(Message::Text(t)))) => return Some(t.as_str().to_string()),
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}

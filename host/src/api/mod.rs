@@ -14,6 +14,7 @@ mod ops;
 mod runner;
 mod tasks;
 mod vps;
+mod ws;
 
 use crate::auth::{Access, Role};
 use crate::AppState;
@@ -343,6 +344,15 @@ pub const ROUTES: &[RouteSpec] = &[
         "Pause or resume a task",
         || post(tasks::command),
     ),
+    // Into a running task or VPS (the owner, a VPS's assignees, operators).
+    RouteSpec::at(
+        "GET",
+        "/ws/task/{task_id}/terminal",
+        USER,
+        "A terminal in a running task (WebSocket; JSON frames)",
+        || get(ws::terminal),
+    )
+    .text("websocket"),
     // VPS sessions.
     RouteSpec::at(
         "POST",

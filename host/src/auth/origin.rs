@@ -100,7 +100,13 @@ impl OriginPolicy {
         headers: &HeaderMap,
         host: Option<&str>,
     ) -> Result<(), OriginError> {
-        if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        // A WebSocket upgrade is a GET that a cross-site page can make a browser send, with
+        // its cookies, and that then acts: it is checked like a POST.
+        let upgrade = headers
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+        if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) && !upgrade {
             return Ok(());
         }
         if let Some(origin) = headers.get(header::ORIGIN) {
@@ -318,6 +324,12 @@ mod tests {
             p.check_same_origin(&Method::GET, &evil, Some("127.0.0.1:8000")),
             Ok(()),
             "reads are not forged actions"
+        );
+        let evil_upgrade = headers(&[("origin", "http://evil.example"), ("upgrade", "websocket")]);
+        assert!(
+            p.check_same_origin(&Method::GET, &evil_upgrade, Some("127.0.0.1:8000"))
+                .is_err(),
+            "a WebSocket upgrade acts: checked like a POST"
         );
     }
 

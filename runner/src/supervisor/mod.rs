@@ -571,6 +571,19 @@ impl Supervisor {
         })
     }
 
+    /// The container of a task that is running now, or why there is none to reach.
+    pub fn running_container(&self, id: TaskId) -> Result<String, &'static str> {
+        // The phase first: the table's lock must be released before `container_of` takes it.
+        let phase = self.table().get(&id).map(|e| e.phase);
+        match phase {
+            Some(Phase::Running) => Ok(self.container_of(id)),
+            Some(Phase::Paused) => Err("is paused"),
+            Some(Phase::Preparing) => Err("is still starting"),
+            Some(Phase::Finished) => Err("has ended"),
+            None => Err("is not on this node"),
+        }
+    }
+
     /// The container name of a task held (command tasks' name for one not held).
     fn container_of(&self, id: TaskId) -> String {
         let kind = self

@@ -667,6 +667,30 @@ impl Workload for Engine {
     fn remove_snapshot<'a>(&'a self, repository: &'a str, tag: &'a str) -> WorkloadResult<'a, ()> {
         Box::pin(async move { self.remove_image(&format!("{repository}:{tag}")).await })
     }
+    fn open_tty<'a>(
+        &'a self,
+        name: &'a str,
+        shells: &'a [&'a str],
+        rows: u16,
+        cols: u16,
+    ) -> WorkloadResult<'a, super::TtySession> {
+        Box::pin(async move {
+            let mut shell = None;
+            for s in shells {
+                if Engine::path_exists(self, name, s).await? {
+                    shell = Some(*s);
+                    break;
+                }
+            }
+            let shell = shell.ok_or_else(|| {
+                WorkloadError::Engine(format!(
+                    "no shell in the container (tried {})",
+                    shells.join(", ")
+                ))
+            })?;
+            super::docker_tty::open(&self.docker, name, shell, rows, cols).await
+        })
+    }
 }
 
 /// Writes a container's output stream into two capped files until the stream ends (or both

@@ -425,4 +425,19 @@ impl Workload for FakeWorkload {
         }
         Box::pin(async { Ok(()) })
     }
+
+    fn open_tty<'a>(
+        &'a self,
+        name: &'a str,
+        _shells: &'a [&'a str],
+        _rows: u16,
+        _cols: u16,
+    ) -> WorkloadResult<'a, super::TtySession> {
+        let name = name.to_string();
+        Box::pin(async move {
+            Err(WorkloadError::Engine(format!(
+                "{name}: the fake has no TTY"
+            )))
+        })
+    }
 }

@@ -6,6 +6,7 @@
 //! has a name, a spec of what to run, labels that say whose it is, and an exit.
 
 pub mod docker;
+mod docker_tty;
 #[cfg(test)]
 pub mod fake;
 pub mod logcap;
@@ -117,6 +118,21 @@ pub enum State {
     Exited(Exit),
 }
 
+/// An interactive shell on a TTY inside a running workload: its output, its input, and the
+/// handle that resizes and ends it.
+pub struct TtySession {
+    pub output: futures_util::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>,
+    pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    pub control: Box<dyn TtyControl>,
+}
+
+/// Resizing and ending a [`TtySession`].
+pub trait TtyControl: Send + Sync {
+    fn resize(&self, rows: u16, cols: u16) -> WorkloadResult<'_, ()>;
+    /// Ends the shell and everything it started (hang-up, then kill).
+    fn close(&self) -> BoxFuture<'_, ()>;
+}
+
 /// A workload found by its labels: its name and all its labels.
 pub type Found = (String, HashMap<String, String>);
 
@@ -189,6 +205,14 @@ pub trait Workload: Send + Sync + 'static {
     ) -> WorkloadResult<'a, ()>;
     /// The snapshots kept in `repository`, in no particular order.
     fn snapshots<'a>(&'a self, repository: &'a str) -> WorkloadResult<'a, Vec<SnapshotImage>>;
+    /// Opens a shell (the first of `shells` that exists) on a TTY of `rows` x `cols`.
+    fn open_tty<'a>(
+        &'a self,
+        name: &'a str,
+        shells: &'a [&'a str],
+        rows: u16,
+        cols: u16,
+    ) -> WorkloadResult<'a, TtySession>;
     /// Deletes one snapshot; deleting one that is gone succeeds.
     fn remove_snapshot<'a>(&'a self, repository: &'a str, tag: &'a str) -> WorkloadResult<'a, ()>;
 }

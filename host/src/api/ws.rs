@@ -1,0 +1,84 @@
+//! WebSocket routes: the caller is authenticated and authorised (route access, then
+//! [`access::check_caller`]) before the upgrade; what can only be known later (the task is
+//! not running, its node is down) is said in-band, as the original does, then the socket is
+//! relayed to the task's runner.
+
+use super::error::{ApiError, TaskIdPath};
+use crate::auth::Caller;
+use crate::relay::ws::{self as relay, ClientFrames};
+use crate::tasks::access::{self, AccessError};
+use crate::AppState;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
+use axum::response::Response;
+use axum::Extension;
+
+fn access_error(e: AccessError) -> ApiError {
+    match e {
+        AccessError::NotFound => ApiError::not_found(e.to_string()),
+        AccessError::Forbidden => ApiError::forbidden(e.to_string()),
+        AccessError::Store(e) => e.into(),
+        other => ApiError::conflict(other.to_string()),
+    }
+}
+
+fn error_frame(text: &str) -> String {
+    serde_json::json!({"type": "error", "data": text}).to_string()
+}
+
+/// `/ws/task/{task_id}/terminal`: a shell in the task's container.
+pub async fn terminal(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    TaskIdPath(id): TaskIdPath,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let task = access::check_caller(&state, &caller, id)
+        .await
+        .map_err(access_error)?;
+    let target = access::running_target(&state, task);
+    Ok(ws
+        .max_frame_size(relay::MAX_FRAME)
+        .max_message_size(relay::MAX_FRAME)
+        .on_upgrade(move |socket| async move {
+            let target = match target {
+                Ok(t) => t,
+                Err(e) => {
+                    let code = match e {
+                        AccessError::NodeDown(_) => 1011,
+                        _ => 1008,
+                    };
+                    let why = e.to_string();
+                    relay::close_with(socket, Some(error_frame(&why)), code, &why).await;
+                    return;
+                }
+            };
+            let path = format!("/ws/task/{id}/terminal");
+            let upstream =
+                match relay::dial(&target.runner_url, &path, &state.config.cluster_secret).await {
+                    Ok(u) => u,
+                    Err(why) => {
+                        relay::close_with(socket, Some(error_frame(&why)), 1011, &why).await;
+                        return;
+                    }
+                };
+            crate::auth::service::audit(
+                &state,
+                Some(&caller),
+                "terminal.open",
+                Some(format!("task {id}")),
+                None,
+            )
+            .await;
+            let started = std::time::Instant::now();
+            let ended = relay::relay(socket, upstream, ClientFrames::Text).await;
+            crate::auth::service::audit(
+                &state,
+                Some(&caller),
+                "terminal.close",
+                Some(format!("task {id}")),
+                Some(format!("{} ms, {ended}", started.elapsed().as_millis())),
+            )
+            .await;
+        }))
+}

@@ -1,0 +1,74 @@
+//! Who may go into a running task or VPS (terminal; next files, watch and forwards), and
+//! where its runner is. Checked before a socket is upgraded, so an anonymous, foreign or
+//! under-privileged caller is refused before any runner is contacted.
+
+use crate::auth::Caller;
+use crate::store::tasks;
+use crate::store::StoreError;
+use crate::tasks::model::Task;
+use crate::AppState;
+use ferry_common::{TaskId, TaskStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error("Task not found.")]
+    NotFound,
+    #[error("Access denied to this task")]
+    Forbidden,
+    /// Reachable in principle, not now: reported in-band on the socket (close 1008).
+    #[error("{0}")]
+    NotNow(String),
+    /// Its node cannot be reached (close 1011).
+    #[error("{0}")]
+    NodeDown(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A running task the caller may enter, and its runner's address.
+pub struct Target {
+    pub task: Task,
+    pub runner_url: String,
+}
+
+/// Checks who asks (owner, a VPS's assignee, or an operator). `None` when allowed.
+pub async fn check_caller(
+    state: &AppState,
+    caller: &Caller,
+    id: TaskId,
+) -> Result<Task, AccessError> {
+    let t = state
+        .db
+        .read(move |c| tasks::get(c, id))
+        .await?
+        .ok_or(AccessError::NotFound)?;
+    if !crate::tasks::vps::may_reach(state, caller, &t).await? {
+        return Err(AccessError::Forbidden);
+    }
+    Ok(t)
+}
+
+/// The task is running on an online node: where to dial.
+pub fn running_target(state: &AppState, t: Task) -> Result<Target, AccessError> {
+    if t.status != TaskStatus::Running {
+        return Err(AccessError::NotNow(format!(
+            "Task {} is not running (state: {})",
+            t.id, t.status
+        )));
+    }
+    let node = t
+        .assigned_node
+        .clone()
+        .ok_or_else(|| AccessError::NodeDown("Task has no assigned node.".into()))?;
+    let url = state
+        .cluster
+        .url_of(&node)
+        .ok_or_else(|| AccessError::NodeDown(format!("node '{node}' is not registered")))?;
+    if !state.cluster.is_online(&node) {
+        return Err(AccessError::NodeDown(format!("node '{node}' is offline")));
+    }
+    Ok(Target {
+        task: t,
+        runner_url: url,
+    })
+}

@@ -1,0 +1,9 @@
+//! Into a running task or VPS: what a user reaches through the host's `/ws` routes. Each part
+//! works on a workload through the [`Workload`](crate::workload::Workload) seam and speaks the
+//! original's wire format, and none of it knows about the supervisor, so the host can serve
+//! its own containers with the same code once it moves to a shared crate.
+//!
+//! [`terminal`]: a shell on a TTY, as JSON frames over a WebSocket.
+
+pub mod terminal;
+pub mod utf8;

@@ -1,0 +1,191 @@
+//! Into a running task through the host: the terminal (real Docker exec TTY, through host and
+//! runner), and who may open it.
+
+use ferry_e2e::*;
+use futures_util::SinkExt;
+use serde_json::{json, Value};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into()))
+        .await
+        .expect("send");
+}
+
+/// Reads output frames until their text contains `needle`; all output read.
+async fn read_until(ws: &mut Ws, needle: &str) -> String {
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !seen.contains(needle) {
+        assert!(Instant::now() < deadline, "no {needle:?} in {seen:?}");
+        let Some(text) = ws_text(ws).await else {
+            panic!("socket closed before {needle:?}; got {seen:?}")
+        };
+        let v: Value = serde_json::from_str(&text).expect("a JSON frame");
+        assert_eq!(v["type"], "output", "{v}");
+        seen.push_str(v["data"].as_str().unwrap_or_default());
+    }
+    seen
+}
+
+/// Processes in a container, as the node sees them.
+fn processes(container: &str) -> usize {
+    docker(&["top", container, "-o", "pid"])
+        .lines()
+        .skip(1)
+        .count()
+}
+
+async fn running_task(c: &TestCluster) -> String {
+    let id = c.submit(json!({"command": "sleep 300"})).await.remove(0);
+    c.wait_status(&id, &["running"], Duration::from_secs(30))
+        .await;
+    id
+}
+
+#[tokio::test]
+async fn a_terminal_runs_commands_resizes_and_leaves_nothing_behind() {
+    let c = TestCluster::with_runner(&[]).await;
+    let id = running_task(&c).await;
+    let container = format!("kohakuriver-task-{id}");
+    let before = processes(&container);
+    let mut ws = c.ws(&format!("/ws/task/{id}/terminal")).await;
+    send(&mut ws, json!({"type": "resize", "rows": 40, "cols": 100})).await;
+    let ready: Value = serde_json::from_str(&ws_text(&mut ws).await.unwrap()).unwrap();
+    assert_eq!(
+        ready,
+        json!({"type": "output", "data": ""}),
+        "the ready signal"
+    );
+    send(&mut ws, json!({"type": "input", "data": "stty size\n"})).await;
+    read_until(&mut ws, "40 100").await;
+    send(
+        &mut ws,
+        json!({"type": "input", "data": "echo hel''lo-$((6*7))\n"}),
+    )
+    .await;
+    read_until(&mut ws, "hello-42").await;
+    send(&mut ws, json!({"type": "resize", "rows": 50, "cols": 120})).await;
+    send(&mut ws, json!({"type": "input", "data": "stty size\n"})).await;
+    read_until(&mut ws, "50 120").await;
+    // Multi-byte characters come out whole.
+    send(
+        &mut ws,
+        json!({"type": "input", "data": "printf '\\342\\206\\222 done\\n'\n"}),
+    )
+    .await;
+    read_until(&mut ws, "→ done").await;
+    assert!(
+        processes(&container) > before,
+        "the shell runs in the container"
+    );
+    ws.close(None).await.expect("close");
+    drop(ws);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes(&container) > before {
+        assert!(Instant::now() < deadline, "the shell outlived its terminal");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The audit log names who opened it and for how long.
+    let (_, audit) = c.get_json("/api/audit?limit=20").await;
+    let text = audit.to_string();
+    assert!(
+        text.contains("terminal.open") && text.contains("terminal.close"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn only_the_owner_and_operators_open_a_terminal() {
+    let c = TestCluster::with_runner(&[]).await;
+    let (_, alice) = c.user_account("alice", "user").await;
+    let (_, bob) = c.user_account("bob", "user").await;
+    let (_, vic) = c.user_account("vic", "viewer").await;
+    let (_, otto) = c.user_account("otto", "operator").await;
+    // alice's task, approved by the admin so it runs.
+    let r = c
+        .http
+        .post(format!("{}/api/submit", c.url()))
+        .bearer_auth(&alice)
+        .json(&json!({"command": "sleep 300"}))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    let id = v["task_ids"][0].as_str().unwrap().to_string();
+    let (status, _) = c.post_json(&format!("/api/approve/{id}"), &json!({})).await;
+    assert_eq!(status, 200);
+    c.wait_status(&id, &["running"], Duration::from_secs(30))
+        .await;
+    let path = format!("/ws/task/{id}/terminal");
+    let bearer = |t: &str| format!("Bearer {t}");
+    assert_eq!(c.ws_with(&path, &[]).await.err(), Some(401), "anonymous");
+    assert_eq!(
+        c.ws_with(&path, &[("authorization", "Bearer nope")])
+            .await
+            .err(),
+        Some(401),
+        "a bad token"
+    );
+    assert_eq!(
+        c.ws_with(&path, &[("authorization", &bearer(&vic))])
+            .await
+            .err(),
+        Some(403),
+        "a viewer"
+    );
+    assert_eq!(
+        c.ws_with(&path, &[("authorization", &bearer(&bob))])
+            .await
+            .err(),
+        Some(403),
+        "another user"
+    );
+    // A session cookie from another site's page: refused by the Origin check.
+    let login = c
+        .http
+        .post(format!("{}/api/auth/login", c.url()))
+        .json(&json!({"username": "alice", "password": "password-123"}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = session_cookie(&login);
+    assert_eq!(
+        c.ws_with(
+            &path,
+            &[("cookie", &cookie), ("origin", "http://evil.example")]
+        )
+        .await
+        .err(),
+        Some(403),
+        "cross-site"
+    );
+    for (who, headers) in [
+        ("owner", vec![("authorization", bearer(&alice))]),
+        (
+            "owner's own page",
+            vec![("cookie", cookie.clone()), ("origin", c.url())],
+        ),
+        ("operator", vec![("authorization", bearer(&otto))]),
+    ] {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut ws = c
+            .ws_with(&path, &headers)
+            .await
+            .unwrap_or_else(|s| panic!("{who}: refused {s}"));
+        send(&mut ws, json!({"type": "resize", "rows": 24, "cols": 80})).await;
+        let ready = ws_text(&mut ws).await.expect("ready");
+        let v: Value = serde_json::from_str(&ready).unwrap();
+        assert_eq!(v, json!({"type": "output", "data": ""}), "{who}");
+    }
+    // A task that is not running is refused in-band, as the original does.
+    let done = c.submit(json!({"command": "true"})).await.remove(0);
+    c.wait_final(&done).await;
+    let mut ws = c.ws(&format!("/ws/task/{done}/terminal")).await;
+    let v: Value = serde_json::from_str(&ws_text(&mut ws).await.expect("an error frame")).unwrap();
+    assert_eq!(v["type"], "error", "{v}");
+    assert!(v["data"].as_str().unwrap().contains("not running"), "{v}");
+    assert_eq!(ws_text(&mut ws).await, None, "then closed");
+}
