@@ -5,5 +5,6 @@
 //!
 //! [`terminal`]: a shell on a TTY, as JSON frames over a WebSocket.
 
+pub mod fs;
 pub mod terminal;
 pub mod utf8;
