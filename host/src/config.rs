@@ -127,6 +127,9 @@ pub struct HostArgs {
     /// Let the `user` role create VPSes (they wait for an operator's approval, like tasks) [default: false]
     #[arg(long, env = "FERRY_USER_VPS")]
     pub user_vps: Option<bool>,
+    /// Let viewers list, read and stat files in every running task [default: false]
+    #[arg(long, env = "FERRY_VIEWER_FILE_ACCESS")]
+    pub viewer_file_access: Option<bool>,
     /// How long `vps/create` and `vps/restart` wait for the VPS to run before answering that it is on its way [default: 2m]
     #[arg(long, env = "FERRY_VPS_START_WAIT", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
@@ -174,6 +177,7 @@ pub struct HostConfig {
     pub ssh_relay_listen: Option<SocketAddr>,
     pub allow_passwordless_vps: bool,
     pub user_vps: bool,
+    pub viewer_file_access: bool,
     #[serde(serialize_with = "ser_duration")]
     pub vps_start_wait: Duration,
     /// The Host and cross-site checks built from the keys above.
@@ -349,6 +353,7 @@ impl HostArgs {
             ssh_relay_listen,
             allow_passwordless_vps: m.pick(|a| a.allow_passwordless_vps).unwrap_or(false),
             user_vps: m.pick(|a| a.user_vps).unwrap_or(false),
+            viewer_file_access: m.pick(|a| a.viewer_file_access).unwrap_or(false),
             vps_start_wait: m
                 .pick(|a| a.vps_start_wait)
                 .unwrap_or(Duration::from_secs(120)),

@@ -68,6 +68,23 @@ pub trait RunnerApi: Send + Sync + 'static {
         })
     }
 
+    /// Passes a request through to the runner unchanged (`path` with its query, a JSON
+    /// `body`) and returns its status and body as they came: the file routes.
+    fn forward<'a>(
+        &'a self,
+        _base: &'a str,
+        method: &'a str,
+        path: &'a str,
+        _body: Option<bytes::Bytes>,
+        _timeout: Duration,
+    ) -> BoxFuture<'a, Result<(u16, bytes::Bytes), RunnerError>> {
+        Box::pin(async move {
+            Err(RunnerError::Unreachable(format!(
+                "{method} {path}: not offered by this runner client"
+            )))
+        })
+    }
+
     /// The last `lines` lines of a task's `stream` (`stdout`/`stderr`); `Ok(None)` when the
     /// runner has no such log.
     fn logs<'a>(
@@ -101,7 +118,16 @@ const MAX_LOG_REPLY_BYTES: usize = 16 * 1024 * 1024 + 64 * 1024;
 
 /// Reads a reply body, giving up past `max` bytes, so a broken or hostile runner cannot make
 /// the host buffer without end.
-async fn read_limited(mut resp: reqwest::Response, max: usize) -> Result<String, RunnerError> {
+async fn read_limited(resp: reqwest::Response, max: usize) -> Result<String, RunnerError> {
+    let body = read_limited_bytes(resp, max).await?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// [`read_limited`], as bytes.
+async fn read_limited_bytes(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> Result<bytes::Bytes, RunnerError> {
     if resp.content_length().is_some_and(|n| n > max as u64) {
         return Err(RunnerError::TooLarge(max));
     }
@@ -116,7 +142,7 @@ async fn read_limited(mut resp: reqwest::Response, max: usize) -> Result<String,
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(String::from_utf8_lossy(&body).into_owned())
+    Ok(body.into())
 }
 
 #[derive(Clone)]
@@ -182,6 +208,30 @@ impl RunnerClient {
         }
     }
 
+    /// Sends one request to a runner route, with the cluster secret.
+    async fn request(
+        &self,
+        base: &str,
+        method: &str,
+        path: &str,
+        body: Option<(&str, bytes::Bytes)>,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, RunnerError> {
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|e| RunnerError::Unreachable(e.to_string()))?;
+        let mut req = self
+            .http
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(&self.secret)
+            .timeout(timeout);
+        if let Some((content_type, b)) = body {
+            req = req.header("content-type", content_type).body(b);
+        }
+        req.send()
+            .await
+            .map_err(|e| RunnerError::Unreachable(e.to_string()))
+    }
+
     async fn get_logs(
         &self,
         base: &str,
@@ -242,6 +292,23 @@ impl RunnerApi for RunnerClient {
         })
     }
 
+    fn forward<'a>(
+        &'a self,
+        base: &'a str,
+        method: &'a str,
+        path: &'a str,
+        body: Option<bytes::Bytes>,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(u16, bytes::Bytes), RunnerError>> {
+        Box::pin(async move {
+            let body = body.map(|b| ("application/json", b));
+            let resp = self.request(base, method, path, body, timeout).await?;
+            let status = resp.status().as_u16();
+            let text = read_limited_bytes(resp, MAX_LOG_REPLY_BYTES).await?;
+            Ok((status, text))
+        })
+    }
+
     fn call<'a>(
         &'a self,
         base: &'a str,
@@ -251,20 +318,16 @@ impl RunnerApi for RunnerClient {
         timeout: Duration,
     ) -> BoxFuture<'a, Result<serde_json::Value, RunnerError>> {
         Box::pin(async move {
-            let method = reqwest::Method::from_bytes(method.as_bytes())
-                .map_err(|e| RunnerError::Unreachable(e.to_string()))?;
-            let mut req = self
-                .http
-                .request(method, format!("{base}{path}"))
-                .bearer_auth(&self.secret)
-                .timeout(timeout);
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| RunnerError::Unreachable(e.to_string()))?;
+            let body = match body {
+                Some(b) => Some((
+                    "application/json",
+                    bytes::Bytes::from(serde_json::to_vec(b).map_err(|e| {
+                        RunnerError::Unreachable(format!("cannot encode the request: {e}"))
+                    })?),
+                )),
+                None => None,
+            };
+            let resp = self.request(base, method, path, body, timeout).await?;
             Self::json_or_error(resp).await
         })
     }

@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod api;
+pub mod api_files;
 pub mod config;
 pub mod durable;
 pub mod gpu;

@@ -189,3 +189,202 @@ async fn only_the_owner_and_operators_open_a_terminal() {
     assert!(v["data"].as_str().unwrap().contains("not running"), "{v}");
     assert_eq!(ws_text(&mut ws).await, None, "then closed");
 }
+
+async fn fs_get(c: &TestCluster, id: &str, op: &str, query: &str) -> (u16, Value) {
+    c.get_json(&format!("/api/fs/{id}/{op}?{query}")).await
+}
+
+fn q(path: &str) -> String {
+    format!("path={}", urlencode(path))
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn files_round_trip_and_never_leave_the_container() {
+    use base64::Engine as _;
+    let c = TestCluster::with_runner(&[]).await;
+    let id = running_task(&c).await;
+    let container = format!("kohakuriver-task-{id}");
+    // Random bytes, every value: written as base64, read back identical.
+    let data: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&data);
+    let (status, v) = c
+        .post_json(
+            &format!("/api/fs/{id}/write"),
+            &json!({"path": "/work/deep/data.bin", "content": b64, "encoding": "base64"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["size"], data.len());
+    let (status, v) = fs_get(
+        &c,
+        &id,
+        "read",
+        &format!("{}&encoding=base64", q("/work/deep/data.bin")),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let back = base64::engine::general_purpose::STANDARD
+        .decode(v["content"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(back, data);
+    // The task sees the same bytes.
+    assert_eq!(
+        docker(&[
+            "exec",
+            &container,
+            "sh",
+            "-c",
+            "wc -c < /work/deep/data.bin"
+        ])
+        .trim(),
+        data.len().to_string()
+    );
+    let (status, _) = c
+        .post_json(
+            &format!("/api/fs/{id}/write"),
+            &json!({"path": "/work/notes.txt", "content": "héllo\n"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, v) = fs_get(&c, &id, "read", &q("/work/notes.txt")).await;
+    assert_eq!(
+        (v["content"].as_str(), v["encoding"].as_str()),
+        (Some("héllo\n"), Some("utf-8"))
+    );
+    let (status, v) = c
+        .post_json(
+            &format!("/api/fs/{id}/mkdir"),
+            &json!({"path": "/work/sub"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (_, v) = fs_get(&c, &id, "list", &q("/work")).await;
+    let names: Vec<&str> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["deep", "sub", "notes.txt"], "{v}");
+    let (status, v) = c
+        .post_json(
+            &format!("/api/fs/{id}/rename"),
+            &json!({"source": "/work/notes.txt", "destination": "/work/sub/n.txt"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (_, v) = fs_get(&c, &id, "stat", &q("/work/sub/n.txt")).await;
+    assert_eq!(
+        (v["type"].as_str(), v["size"].as_i64()),
+        (Some("file"), Some(7))
+    );
+    let (status, _) = c
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/api/fs/{id}/delete?{}", q("/work")),
+        )
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), ()))
+        .unwrap();
+    assert_eq!(status, 400, "a directory needs recursive");
+    let r = c
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/api/fs/{id}/delete?{}&recursive=true", q("/work")),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (status, _) = fs_get(&c, &id, "stat", &q("/work")).await;
+    assert_eq!(status, 404);
+
+    // Escapes: a marker on the node, links planted inside the container pointing at it.
+    let marker_dir = tempfile::tempdir().unwrap();
+    let marker = marker_dir.path().join("marker");
+    std::fs::write(&marker, "node secret").unwrap();
+    let m = marker.display().to_string();
+    let md = marker_dir.path().display().to_string();
+    docker(&["exec", &container, "sh", "-c", &format!(
+        "ln -s / /tmp/root && ln -s /etc /tmp/etc && ln -s {md} /tmp/out && ln -s /tmp/out /tmp/chain"
+    )]);
+    let node_shadow = std::fs::read_to_string("/etc/shadow").unwrap_or_default();
+    for path in [
+        format!("/tmp/root{m}"),
+        "/tmp/out/marker".to_string(),
+        "/tmp/chain/marker".to_string(),
+        format!("/../../..{m}"),
+        "/../../etc/shadow".to_string(),
+        "/tmp/etc/shadow".to_string(),
+        "/proc/self/root/etc/shadow".to_string(),
+        "/proc/1/root/etc/passwd".to_string(),
+    ] {
+        let (status, v) = fs_get(&c, &id, "read", &q(&path)).await;
+        let content = v["content"].as_str().unwrap_or_default();
+        assert!(
+            status != 200 || (content != "node secret" && content != node_shadow),
+            "{path}: {status} {v}"
+        );
+        let _ = c
+            .post_json(
+                &format!("/api/fs/{id}/write"),
+                &json!({"path": path, "content": "changed"}),
+            )
+            .await;
+    }
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        "node secret",
+        "the node's file is untouched"
+    );
+    let (status, v) = fs_get(&c, &id, "read", &q("/proc/self/root/etc/passwd")).await;
+    assert_eq!(status, 403, "{v}");
+    // Too big: 413.
+    let big = "a".repeat(50 * 1024 * 1024 + 1);
+    let (status, _) = c
+        .post_json(
+            &format!("/api/fs/{id}/write"),
+            &json!({"path": "/big", "content": big}),
+        )
+        .await;
+    assert_eq!(status, 413);
+}
+
+#[tokio::test]
+async fn files_are_for_the_owner_and_operators() {
+    let c = TestCluster::with_runner(&[]).await;
+    let (_, bob) = c.user_account("bob", "user").await;
+    let (_, vic) = c.user_account("vic", "viewer").await;
+    let id = running_task(&c).await;
+    for (who, token, code) in [("another user", &bob, 403), ("a viewer", &vic, 403)] {
+        let r = c
+            .http
+            .get(format!("{}/api/fs/{id}/list?path=/", c.url()))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), code, "{who}");
+    }
+    let (status, v) = fs_get(&c, &id, "list", "path=/").await;
+    assert_eq!(status, 200, "{v}");
+    let done = c.submit(json!({"command": "true"})).await.remove(0);
+    c.wait_final(&done).await;
+    let (status, v) = fs_get(&c, &done, "list", "path=/").await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("not running"), "{v}");
+}

@@ -8,6 +8,7 @@ mod approval;
 mod audit;
 mod auth;
 pub mod error;
+mod files;
 mod nodes;
 pub mod openapi;
 mod ops;
@@ -353,6 +354,55 @@ pub const ROUTES: &[RouteSpec] = &[
         || get(ws::terminal),
     )
     .text("websocket"),
+    RouteSpec::at(
+        "GET",
+        "/api/fs/{task_id}/list",
+        Access::FileRead,
+        "List a directory in a running task (?path=/&show_hidden=false)",
+        || get(files::read_op),
+    ),
+    RouteSpec::at(
+        "GET",
+        "/api/fs/{task_id}/read",
+        Access::FileRead,
+        "Read a file in a running task (?path=&encoding=utf-8|base64&limit=)",
+        || get(files::read_op),
+    ),
+    RouteSpec::at(
+        "GET",
+        "/api/fs/{task_id}/stat",
+        Access::FileRead,
+        "A path's metadata in a running task (?path=)",
+        || get(files::read_op),
+    ),
+    RouteSpec::at(
+        "POST",
+        "/api/fs/{task_id}/write",
+        USER,
+        "Write a file in a running task (up to 50 MiB)",
+        || post(files::write_op).layer(DefaultBodyLimit::max(files::MAX_WRITE_BODY)),
+    ),
+    RouteSpec::at(
+        "POST",
+        "/api/fs/{task_id}/mkdir",
+        USER,
+        "Create a directory in a running task",
+        || post(files::write_op),
+    ),
+    RouteSpec::at(
+        "POST",
+        "/api/fs/{task_id}/rename",
+        USER,
+        "Rename or move a path in a running task",
+        || post(files::write_op),
+    ),
+    RouteSpec::at(
+        "DELETE",
+        "/api/fs/{task_id}/delete",
+        USER,
+        "Delete a path in a running task (?path=&recursive=false)",
+        || delete(files::read_op),
+    ),
     // VPS sessions.
     RouteSpec::at(
         "POST",

@@ -53,6 +53,8 @@ fn access_name(a: Access) -> String {
         Access::Role(r) => r.as_str().into(),
         // The default; `user` when the host's `user_vps` is on.
         Access::VpsCreate => "operator".into(),
+        // The default; `viewer` when the host's `viewer_file_access` is on.
+        Access::FileRead => "user".into(),
     }
 }
 

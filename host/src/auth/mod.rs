@@ -39,6 +39,9 @@ pub enum Access {
     ClusterSecret,
     /// Creating a VPS: operators, or users too when the host's `user_vps` allows it.
     VpsCreate,
+    /// Listing and reading a task's files: users (their own), viewers too when the host's
+    /// `viewer_file_access` allows it.
+    FileRead,
 }
 
 impl Access {
@@ -47,6 +50,8 @@ impl Access {
         match self {
             Access::VpsCreate if config.user_vps => Access::Role(Role::User),
             Access::VpsCreate => Access::Role(Role::Operator),
+            Access::FileRead if config.viewer_file_access => Access::Role(Role::Viewer),
+            Access::FileRead => Access::Role(Role::User),
             other => other,
         }
     }
@@ -279,7 +284,9 @@ pub async fn authorize(
             req.extensions_mut().insert(caller);
         }
         // Resolved above.
-        Access::VpsCreate => return Err(ApiError::internal("route access not resolved")),
+        Access::VpsCreate | Access::FileRead => {
+            return Err(ApiError::internal("route access not resolved"))
+        }
         Access::Role(min) => {
             let caller = authenticate(&state, req.headers(), client_address(&req)).await?;
             if caller.role == Role::Anony {

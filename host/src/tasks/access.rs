@@ -31,17 +31,22 @@ pub struct Target {
     pub runner_url: String,
 }
 
-/// Checks who asks (owner, a VPS's assignee, or an operator). `None` when allowed.
+/// The task, whoever asks.
+pub async fn load(state: &AppState, id: TaskId) -> Result<Task, AccessError> {
+    state
+        .db
+        .read(move |c| tasks::get(c, id))
+        .await?
+        .ok_or(AccessError::NotFound)
+}
+
+/// The task, if the caller may go into it (its owner, a VPS's assignee, or an operator).
 pub async fn check_caller(
     state: &AppState,
     caller: &Caller,
     id: TaskId,
 ) -> Result<Task, AccessError> {
-    let t = state
-        .db
-        .read(move |c| tasks::get(c, id))
-        .await?
-        .ok_or(AccessError::NotFound)?;
+    let t = load(state, id).await?;
     if !crate::tasks::vps::may_reach(state, caller, &t).await? {
         return Err(AccessError::Forbidden);
     }

@@ -122,6 +122,56 @@ pub struct Owner {
     pub gid: u32,
 }
 
+/// The user and group of `user` (an image's `User`: empty for root, `uid`, `uid:gid`, a
+/// name, `name:group`), looked up in the container's own `/etc/passwd` and `/etc/group`.
+pub fn owner_of(root: &Root, user: &str) -> Owner {
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let file = |path: &str| {
+        read(root, path, "utf-8", 1 << 20)
+            .ok()
+            .and_then(|v| v["content"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    let passwd = file("/etc/passwd");
+    // name:x:uid:gid:...
+    let field = |line: &str, i: usize| line.split(':').nth(i).and_then(|v| v.parse::<u32>().ok());
+    let by_name = |name: &str| {
+        passwd
+            .lines()
+            .find(|l| l.split(':').next() == Some(name))
+            .map(|l| (field(l, 2), field(l, 3)))
+    };
+    let (uid, default_gid) = match u {
+        "" => (Some(0), Some(0)),
+        u => match u.parse::<u32>() {
+            Ok(n) => (
+                Some(n),
+                passwd
+                    .lines()
+                    .find(|l| field(l, 2) == Some(n))
+                    .and_then(|l| field(l, 3)),
+            ),
+            Err(_) => by_name(u).unwrap_or((None, None)),
+        },
+    };
+    let gid = match g {
+        None => default_gid,
+        Some(g) => g.parse::<u32>().ok().or_else(|| {
+            file("/etc/group")
+                .lines()
+                .find(|l| l.split(':').next() == Some(g))
+                .and_then(|l| field(l, 2))
+        }),
+    };
+    Owner {
+        uid: uid.unwrap_or(0),
+        gid: gid.or(uid).unwrap_or(0),
+    }
+}
+
 /// A container's root filesystem, opened once per request.
 pub struct Root {
     fd: OwnedFd,
@@ -427,6 +477,20 @@ pub fn rename(
     Ok(json!({"message": format!("Renamed {src} to {dst}"), "source": src, "destination": dst}))
 }
 
+/// The directory `name` right inside `dir`, never through a link.
+fn open_subdir<P: ?Sized + nix::NixPath>(
+    dir: &OwnedFd,
+    name: &P,
+    path: &str,
+) -> Result<OwnedFd, FsError> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    let fd = openat2(dir.as_raw_fd(), name, how).map_err(|e| errno(e, path))?;
+    // Safety: a new descriptor, owned here alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Removes everything inside the directory `fd` (links removed, never followed).
 fn empty_dir(fd: &OwnedFd, path: &str) -> Result<(), FsError> {
     let dup = nix::unistd::dup(fd.as_raw_fd()).map_err(|e| errno(e, path))?;
@@ -446,13 +510,7 @@ fn empty_dir(fd: &OwnedFd, path: &str) -> Result<(), FsError> {
     for (name, is_dir) in names {
         let child = format!("{path}/{}", name.to_string_lossy());
         if is_dir {
-            let how = OpenHow::new()
-                .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
-                .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
-            let sub =
-                openat2(fd.as_raw_fd(), name.as_c_str(), how).map_err(|e| errno(e, &child))?;
-            // Safety: a new descriptor, owned here alone.
-            let sub = unsafe { OwnedFd::from_raw_fd(sub) };
+            let sub = open_subdir(fd, name.as_c_str(), &child)?;
             empty_dir(&sub, &child)?;
             unlinkat(
                 Some(fd.as_raw_fd()),
@@ -483,12 +541,7 @@ pub fn delete(root: &Root, raw: &str, recursive: bool) -> Result<Value, FsError>
                 "Cannot delete directory without recursive flag: {path}"
             )));
         }
-        let how = OpenHow::new()
-            .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
-            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
-        let fd = openat2(dir.as_raw_fd(), name, how).map_err(|e| errno(e, &path))?;
-        // Safety: a new descriptor, owned here alone.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = open_subdir(&dir, name, &path)?;
         empty_dir(&fd, &path)?;
         unlinkat(Some(dir.as_raw_fd()), name, UnlinkatFlags::RemoveDir)
             .map_err(|e| errno(e, &path))?;
@@ -533,6 +586,47 @@ mod tests {
     }
 
     const ME: Owner = Owner { uid: 0, gid: 0 };
+
+    #[test]
+    fn the_image_user_is_looked_up_in_the_container() {
+        let (_d, root) = root_with(&[
+            (
+                "/etc/passwd",
+                "root:x:0:0::/root:/bin/sh\nann:x:1000:1001::/home/ann:/bin/sh\n",
+            ),
+            ("/etc/group", "root:x:0:\nstaff:x:50:\n"),
+        ]);
+        assert_eq!(owner_of(&root, ""), Owner { uid: 0, gid: 0 });
+        assert_eq!(
+            owner_of(&root, "ann"),
+            Owner {
+                uid: 1000,
+                gid: 1001
+            }
+        );
+        assert_eq!(
+            owner_of(&root, "1000"),
+            Owner {
+                uid: 1000,
+                gid: 1001
+            }
+        );
+        assert_eq!(owner_of(&root, "ann:staff"), Owner { uid: 1000, gid: 50 });
+        assert_eq!(
+            owner_of(&root, "2000:3000"),
+            Owner {
+                uid: 2000,
+                gid: 3000
+            }
+        );
+        assert_eq!(
+            owner_of(&root, "2000"),
+            Owner {
+                uid: 2000,
+                gid: 2000
+            }
+        );
+    }
 
     #[test]
     fn paths_are_cleaned_and_system_trees_refused() {

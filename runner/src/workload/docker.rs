@@ -667,6 +667,22 @@ impl Workload for Engine {
     fn remove_snapshot<'a>(&'a self, repository: &'a str, tag: &'a str) -> WorkloadResult<'a, ()> {
         Box::pin(async move { self.remove_image(&format!("{repository}:{tag}")).await })
     }
+    fn fs_root<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, (PathBuf, String)> {
+        Box::pin(async move {
+            let info = self
+                .docker
+                .inspect_container(name, None)
+                .await
+                .map_err(engine_error)?;
+            let state = info.state.unwrap_or_default();
+            let pid = state
+                .pid
+                .filter(|p| *p > 0)
+                .ok_or_else(|| WorkloadError::Engine(format!("{name} is not running")))?;
+            let user = info.config.and_then(|c| c.user).unwrap_or_default();
+            Ok((PathBuf::from(format!("/proc/{pid}/root")), user))
+        })
+    }
     fn open_tty<'a>(
         &'a self,
         name: &'a str,

@@ -205,6 +205,10 @@ pub trait Workload: Send + Sync + 'static {
     ) -> WorkloadResult<'a, ()>;
     /// The snapshots kept in `repository`, in no particular order.
     fn snapshots<'a>(&'a self, repository: &'a str) -> WorkloadResult<'a, Vec<SnapshotImage>>;
+    /// Where the running workload's root filesystem is seen from the node
+    /// (`/proc/<pid>/root`), and the user its processes run as (the image's `User`, empty for
+    /// root): what the file routes work on.
+    fn fs_root<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, (PathBuf, String)>;
     /// Opens a shell (the first of `shells` that exists) on a TTY of `rows` x `cols`.
     fn open_tty<'a>(
         &'a self,
