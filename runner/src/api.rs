@@ -93,6 +93,7 @@ pub fn router(state: RunnerState) -> Router {
         .route("/api/resume", post(resume))
         .route("/api/tasks/{task_id}/{stream}", get(logs))
         .route("/ws/task/{task_id}/terminal", get(terminal))
+        .route("/ws/fs/{task_id}/watch", get(watch))
         .route("/api/fs/{task_id}/list", get(crate::api_files::list))
         .route("/api/fs/{task_id}/read", get(crate::api_files::read))
         .route("/api/fs/{task_id}/stat", get(crate::api_files::stat))
@@ -243,6 +244,45 @@ async fn terminal(
             }
             Err(why) => {
                 terminal::refuse(socket, terminal::CLOSE_POLICY, &format!("task {id} {why}")).await;
+            }
+        }
+    }))
+}
+
+#[derive(serde::Deserialize)]
+struct WatchQuery {
+    paths: Option<String>,
+}
+
+/// Changes in a running task's directories (the host relays the user's socket here).
+async fn watch(
+    State(state): State<RunnerState>,
+    Path(task_id): Path<String>,
+    Query(q): Query<WatchQuery>,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    use crate::access::{fs::Root, watch};
+    let id = task_id_of(&task_id)?;
+    let paths = q
+        .paths
+        .filter(|p| !p.trim().is_empty())
+        .unwrap_or_else(|| watch::DEFAULT_PATHS.to_string());
+    let root = match state.supervisor.running_container(id) {
+        Ok(container) => match state.supervisor.engine().fs_root(&container).await {
+            Ok((dir, _)) => Root::open(&dir).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+        Err(why) => Err(format!("task {id} {why}")),
+    };
+    Ok(ws.on_upgrade(move |mut socket| async move {
+        match root {
+            Ok(root) => watch::serve(socket, root, &paths).await,
+            Err(why) => {
+                let frame = serde_json::json!({"type": "error", "message": why}).to_string();
+                let _ = socket
+                    .send(axum::extract::ws::Message::Text(frame.into()))
+                    .await;
+                let _ = socket.send(axum::extract::ws::Message::Close(None)).await;
             }
         }
     }))

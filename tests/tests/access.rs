@@ -388,3 +388,55 @@ async fn files_are_for_the_owner_and_operators() {
     assert_eq!(status, 400, "{v}");
     assert!(v["detail"].as_str().unwrap().contains("not running"), "{v}");
 }
+
+/// The next JSON frame of a watch socket.
+async fn next_json(ws: &mut Ws) -> Value {
+    let text = ws_text(ws).await.expect("a frame, not a close");
+    serde_json::from_str(&text).expect("JSON")
+}
+
+#[tokio::test]
+async fn a_watch_sees_what_the_task_creates_even_in_new_directories() {
+    let c = TestCluster::with_runner(&[]).await;
+    let id = c
+        .submit(json!({"command": "mkdir -p /data && sleep 3 && echo hi > /data/made-by-task && mkdir /data/d && sleep 1 && touch /data/d/inner && sleep 300"}))
+        .await
+        .remove(0);
+    c.wait_status(&id, &["running"], Duration::from_secs(30))
+        .await;
+    let mut ws = c.ws(&format!("/ws/fs/{id}/watch?paths=/data,/nope")).await;
+    let err = next_json(&mut ws).await;
+    assert_eq!(err["type"], "error", "{err}");
+    assert!(err["message"].as_str().unwrap().contains("/nope"), "{err}");
+    let watching = next_json(&mut ws).await;
+    assert_eq!(
+        watching,
+        json!({"type": "watching", "paths": ["/data"], "method": "inotify"})
+    );
+    send(&mut ws, json!({"type": "ping"})).await;
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !seen.iter().any(|v: &Value| v["path"] == "/data/d/inner") {
+        assert!(Instant::now() < deadline, "changes so far: {seen:?}");
+        let v = next_json(&mut ws).await;
+        if v["type"] == "pong" {
+            continue;
+        }
+        assert_eq!(v["type"], "change", "{v}");
+        seen.push(v);
+    }
+    let created = |p: &str, dir: bool| {
+        seen.iter()
+            .any(|v| v["event"] == "CREATE" && v["path"] == p && v["is_dir"] == dir)
+    };
+    assert!(created("/data/made-by-task", false), "{seen:?}");
+    assert!(created("/data/d", true), "{seen:?}");
+    assert!(
+        created("/data/d/inner", false),
+        "a new directory is watched too: {seen:?}"
+    );
+    // Nothing but missing paths: an error, then the socket closes.
+    let mut ws = c.ws(&format!("/ws/fs/{id}/watch?paths=/nope")).await;
+    assert_eq!(next_json(&mut ws).await["type"], "error");
+    assert_eq!(ws_text(&mut ws).await, None);
+}

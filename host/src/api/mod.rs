@@ -356,6 +356,14 @@ pub const ROUTES: &[RouteSpec] = &[
     .text("websocket"),
     RouteSpec::at(
         "GET",
+        "/ws/fs/{task_id}/watch",
+        Access::FileRead,
+        "Changes in a running task's directories (WebSocket; ?paths=/shared,/local_temp)",
+        || get(ws::watch),
+    )
+    .text("websocket"),
+    RouteSpec::at(
+        "GET",
         "/api/fs/{task_id}/list",
         Access::FileRead,
         "List a directory in a running task (?path=/&show_hidden=false)",

@@ -26,6 +26,49 @@ fn error_frame(text: &str) -> String {
     serde_json::json!({"type": "error", "data": text}).to_string()
 }
 
+/// `/ws/fs/{task_id}/watch?paths=...`: changes in the task's directories.
+pub async fn watch(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    TaskIdPath(id): TaskIdPath,
+    uri: axum::http::Uri,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    // Viewers get here only where `viewer_file_access` lets them read any task's files.
+    let task = if caller.role == ferry_common::Role::Viewer {
+        access::load(&state, id).await
+    } else {
+        access::check_caller(&state, &caller, id).await
+    }
+    .map_err(access_error)?;
+    let target = access::running_target(&state, task);
+    // The query goes on as the client encoded it (never re-spliced).
+    let path = match uri.query() {
+        Some(q) => format!("/ws/fs/{id}/watch?{q}"),
+        None => format!("/ws/fs/{id}/watch"),
+    };
+    Ok(ws
+        .max_frame_size(relay::MAX_FRAME)
+        .on_upgrade(move |socket| async move {
+            let message =
+                |why: &str| serde_json::json!({"type": "error", "message": why}).to_string();
+            let target = match target {
+                Ok(t) => t,
+                Err(e) => {
+                    let why = e.to_string();
+                    relay::close_with(socket, Some(message(&why)), 1008, &why).await;
+                    return;
+                }
+            };
+            match relay::dial(&target.runner_url, &path, &state.config.cluster_secret).await {
+                Ok(upstream) => {
+                    relay::relay(socket, upstream, ClientFrames::Any).await;
+                }
+                Err(why) => relay::close_with(socket, Some(message(&why)), 1011, &why).await,
+            }
+        }))
+}
+
 /// `/ws/task/{task_id}/terminal`: a shell in the task's container.
 pub async fn terminal(
     State(state): State<AppState>,

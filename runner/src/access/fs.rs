@@ -202,6 +202,11 @@ impl Root {
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
+    /// `path` (already cleaned) opened inside the root: a directory for the watcher.
+    pub fn open_dir(&self, path: &str, flags: OFlag, mode: Mode) -> Result<OwnedFd, FsError> {
+        self.resolve(path, flags | OFlag::O_DIRECTORY, mode)
+    }
+
     /// The directory holding `path`'s last component, and that component.
     fn parent<'p>(&self, path: &'p str) -> Result<(OwnedFd, &'p str), FsError> {
         let (dir, name) = split(path).ok_or_else(|| {
@@ -475,6 +480,22 @@ pub fn rename(
         other => errno(other, &src),
     })?;
     Ok(json!({"message": format!("Renamed {src} to {dst}"), "source": src, "destination": dst}))
+}
+
+/// Names of the directories right inside the directory `fd` (links are not directories).
+pub fn subdirectories(fd: &OwnedFd) -> Vec<String> {
+    let Ok(dup) = nix::unistd::dup(fd.as_raw_fd()) else {
+        return Vec::new();
+    };
+    let Ok(mut dir) = nix::dir::Dir::from_fd(dup) else {
+        return Vec::new();
+    };
+    dir.iter()
+        .filter_map(Result::ok)
+        .filter(|e| matches!(e.file_type(), Some(nix::dir::Type::Directory)))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "." && n != "..")
+        .collect()
 }
 
 /// The directory `name` right inside `dir`, never through a link.

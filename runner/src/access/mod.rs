@@ -3,8 +3,11 @@
 //! original's wire format, and none of it knows about the supervisor, so the host can serve
 //! its own containers with the same code once it moves to a shared crate.
 //!
-//! [`terminal`]: a shell on a TTY, as JSON frames over a WebSocket.
+//! [`terminal`]: a shell on a TTY, as JSON frames over a WebSocket. [`fs`]: file operations
+//! on the container's root, never leaving it. [`watch`]: inotify on the container's
+//! directories, as JSON frames.
 
 pub mod fs;
 pub mod terminal;
 pub mod utf8;
+pub mod watch;
