@@ -25,6 +25,7 @@ pub mod status;
 pub mod target;
 pub mod task;
 pub mod time;
+pub mod tunnel;
 pub mod units;
 
 pub use error::ErrorBody;

@@ -94,6 +94,7 @@ pub fn router(state: RunnerState) -> Router {
         .route("/api/tasks/{task_id}/{stream}", get(logs))
         .route("/ws/task/{task_id}/terminal", get(terminal))
         .route("/ws/fs/{task_id}/watch", get(watch))
+        .route("/ws/forward/{task_id}/{port}", get(forward))
         .route("/api/fs/{task_id}/list", get(crate::api_files::list))
         .route("/api/fs/{task_id}/read", get(crate::api_files::read))
         .route("/api/fs/{task_id}/stat", get(crate::api_files::stat))
@@ -283,6 +284,56 @@ async fn watch(
                     .send(axum::extract::ws::Message::Text(frame.into()))
                     .await;
                 let _ = socket.send(axum::extract::ws::Message::Close(None)).await;
+            }
+        }
+    }))
+}
+
+#[derive(serde::Deserialize)]
+struct ForwardQuery {
+    proto: Option<String>,
+}
+
+/// Streams to a port of a running task's container (the host relays the user's socket here).
+async fn forward(
+    State(state): State<RunnerState>,
+    Path((task_id, port)): Path<(String, String)>,
+    Query(q): Query<ForwardQuery>,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    use crate::access::forward;
+    let id = task_id_of(&task_id)?;
+    let port: u16 = port
+        .parse()
+        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("port: {e}")))?;
+    // Each CONNECT frame carries its stream's protocol; `proto` is the client's default only.
+    let _ = q.proto;
+    let netns = match state.supervisor.running_container(id) {
+        Ok(container) => state
+            .supervisor
+            .engine()
+            .net_namespace(&container)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(why) => Err(format!("task {id} {why}")),
+    };
+    Ok(ws.on_upgrade(move |mut socket| async move {
+        match netns {
+            Ok(ns) => forward::serve(socket, ns, port).await,
+            Err(why) => {
+                let _ = socket
+                    .send(axum::extract::ws::Message::Text(
+                        format!("Error: {why}").into(),
+                    ))
+                    .await;
+                let _ = socket
+                    .send(axum::extract::ws::Message::Close(Some(
+                        axum::extract::ws::CloseFrame {
+                            code: 1011,
+                            reason: "".into(),
+                        },
+                    )))
+                    .await;
             }
         }
     }))

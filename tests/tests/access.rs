@@ -440,3 +440,105 @@ async fn a_watch_sees_what_the_task_creates_even_in_new_directories() {
     assert_eq!(next_json(&mut ws).await["type"], "error");
     assert_eq!(ws_text(&mut ws).await, None);
 }
+
+/// A forward-protocol frame: type, proto, client id, port, payload.
+fn fwd_frame(kind: u8, id: u32, port: u16, payload: &[u8]) -> Message {
+    let mut b = vec![kind, 0];
+    b.extend_from_slice(&id.to_be_bytes());
+    b.extend_from_slice(&port.to_be_bytes());
+    b.extend_from_slice(payload);
+    Message::Binary(b.into())
+}
+
+/// The next binary frame, decoded: (type, client id, payload).
+async fn fwd_next(ws: &mut Ws) -> (u8, u32, Vec<u8>) {
+    use futures_util::StreamExt;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(15), ws.next())
+            .await
+            .expect("a frame within 15 s")
+            .expect("socket open")
+            .expect("no error");
+        if let Message::Binary(b) = msg {
+            let id = u32::from_be_bytes([b[2], b[3], b[4], b[5]]);
+            return (b[0], id, b[8..].to_vec());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_forward_reaches_a_loopback_only_service_with_many_streams_at_once() {
+    let c = TestCluster::with_runner(&[]).await;
+    // httpd bound to the container's own loopback: reachable only from its namespace.
+    let id = c
+        .submit(json!({"command": "mkdir -p /www && echo hello-from-httpd > /www/index.html && httpd -f -p 127.0.0.1:8080 -h /www"}))
+        .await
+        .remove(0);
+    c.wait_status(&id, &["running"], Duration::from_secs(30))
+        .await;
+    let mut ws = c.ws(&format!("/ws/forward/{id}/8080?proto=tcp")).await;
+    assert_eq!(ws_text(&mut ws).await.as_deref(), Some("CONNECTED"));
+    // 100 streams over the one socket, each a whole HTTP exchange.
+    let streams = 100u32;
+    for sid in 1..=streams {
+        ws.send(fwd_frame(1, sid, 8080, b"")).await.unwrap();
+    }
+    let mut connected = 0;
+    let mut bodies: std::collections::HashMap<u32, Vec<u8>> = Default::default();
+    let mut closed = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while closed.len() < streams as usize {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {streams} streams done",
+            closed.len()
+        );
+        let (kind, sid, payload) = fwd_next(&mut ws).await;
+        match kind {
+            2 => {
+                connected += 1;
+                ws.send(fwd_frame(3, sid, 8080, b"GET / HTTP/1.0\r\n\r\n"))
+                    .await
+                    .unwrap();
+            }
+            3 => bodies.entry(sid).or_default().extend_from_slice(&payload),
+            4 => {
+                closed.insert(sid);
+            }
+            5 => panic!("stream {sid}: {}", String::from_utf8_lossy(&payload)),
+            _ => {}
+        }
+    }
+    assert_eq!(connected, streams);
+    for sid in 1..=streams {
+        let body = String::from_utf8_lossy(&bodies[&sid]).into_owned();
+        assert!(
+            body.contains("200 OK") && body.contains("hello-from-httpd"),
+            "stream {sid}: {body}"
+        );
+    }
+    // A port nothing listens on: an ERROR frame naming it, the socket stays usable.
+    ws.send(fwd_frame(1, 500, 9, b"")).await.unwrap();
+    let (kind, sid, payload) = fwd_next(&mut ws).await;
+    assert_eq!((kind, sid), (5, 500));
+    assert!(
+        String::from_utf8_lossy(&payload).contains("port 9"),
+        "{payload:?}"
+    );
+    // A text frame from the client ends the session.
+    ws.send(Message::Text("bye".into())).await.unwrap();
+    assert_eq!(ws_text(&mut ws).await, None);
+    // Forwards are for the owner and operators, checked before the upgrade.
+    let (_, vic) = c.user_account("vic", "viewer").await;
+    assert_eq!(
+        c.ws_with(
+            &format!("/ws/forward/{id}/8080"),
+            &[("authorization", &format!("Bearer {vic}"))]
+        )
+        .await
+        .err(),
+        Some(403)
+    );
+    let (_, audit) = c.get_json("/api/audit?limit=50").await;
+    assert!(audit.to_string().contains("forward.open"), "{audit}");
+}

@@ -356,6 +356,14 @@ pub const ROUTES: &[RouteSpec] = &[
     .text("websocket"),
     RouteSpec::at(
         "GET",
+        "/ws/forward/{task_id}/{port}",
+        USER,
+        "Streams to a port of a running task (WebSocket; ?proto=tcp|udp; 8-byte framed)",
+        || get(ws::forward),
+    )
+    .text("websocket"),
+    RouteSpec::at(
+        "GET",
         "/ws/fs/{task_id}/watch",
         Access::FileRead,
         "Changes in a running task's directories (WebSocket; ?paths=/shared,/local_temp)",

@@ -5,8 +5,10 @@
 //!
 //! [`terminal`]: a shell on a TTY, as JSON frames over a WebSocket. [`fs`]: file operations
 //! on the container's root, never leaving it. [`watch`]: inotify on the container's
-//! directories, as JSON frames.
+//! directories, as JSON frames. [`forward`]: TCP and UDP streams to the container's ports,
+//! opened from inside its network namespace.
 
+pub mod forward;
 pub mod fs;
 pub mod terminal;
 pub mod utf8;

@@ -667,6 +667,14 @@ impl Workload for Engine {
     fn remove_snapshot<'a>(&'a self, repository: &'a str, tag: &'a str) -> WorkloadResult<'a, ()> {
         Box::pin(async move { self.remove_image(&format!("{repository}:{tag}")).await })
     }
+    fn net_namespace<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, PathBuf> {
+        Box::pin(async move {
+            let (root, _) = Workload::fs_root(self, name).await?;
+            // `/proc/<pid>/root` -> `/proc/<pid>/ns/net`: the same init process.
+            let proc_dir = root.parent().map(PathBuf::from).unwrap_or_default();
+            Ok(proc_dir.join("ns").join("net"))
+        })
+    }
     fn fs_root<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, (PathBuf, String)> {
         Box::pin(async move {
             let info = self

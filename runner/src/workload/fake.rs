@@ -426,6 +426,15 @@ impl Workload for FakeWorkload {
         Box::pin(async { Ok(()) })
     }
 
+    fn net_namespace<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, PathBuf> {
+        let name = name.to_string();
+        Box::pin(async move {
+            Err(WorkloadError::Engine(format!(
+                "{name}: the fake has no network"
+            )))
+        })
+    }
+
     fn fs_root<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, (PathBuf, String)> {
         let name = name.to_string();
         Box::pin(async move {

@@ -209,6 +209,9 @@ pub trait Workload: Send + Sync + 'static {
     /// (`/proc/<pid>/root`), and the user its processes run as (the image's `User`, empty for
     /// root): what the file routes work on.
     fn fs_root<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, (PathBuf, String)>;
+    /// The running workload's network namespace as the node sees it (`/proc/<pid>/ns/net`):
+    /// where forwarded connections are opened from.
+    fn net_namespace<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, PathBuf>;
     /// Opens a shell (the first of `shells` that exists) on a TTY of `rows` x `cols`.
     fn open_tty<'a>(
         &'a self,
