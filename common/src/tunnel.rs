@@ -15,6 +15,9 @@ pub enum FrameKind {
     Error = 5,
     Ping = 6,
     Pong = 7,
+    /// Ferry's `?flow=credit` extension: the payload is a big-endian `u32` of bytes the
+    /// sender may now send more of on this stream.
+    Window = 8,
 }
 
 impl FrameKind {
@@ -27,6 +30,7 @@ impl FrameKind {
             5 => FrameKind::Error,
             6 => FrameKind::Ping,
             7 => FrameKind::Pong,
+            8 => FrameKind::Window,
             _ => return None,
         })
     }
@@ -37,6 +41,9 @@ pub enum Proto {
     Tcp = 0,
     Udp = 1,
 }
+
+/// The credit each side starts with on a stream, with `?flow=credit`.
+pub const INITIAL_WINDOW: u32 = 256 * 1024;
 
 /// Header length.
 pub const HEADER: usize = 8;

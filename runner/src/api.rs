@@ -292,6 +292,8 @@ async fn watch(
 #[derive(serde::Deserialize)]
 struct ForwardQuery {
     proto: Option<String>,
+    /// `credit`: Ferry's per-stream flow control.
+    flow: Option<String>,
 }
 
 /// Streams to a port of a running task's container (the host relays the user's socket here).
@@ -308,6 +310,7 @@ async fn forward(
         .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("port: {e}")))?;
     // Each CONNECT frame carries its stream's protocol; `proto` is the client's default only.
     let _ = q.proto;
+    let credit = q.flow.as_deref() == Some("credit");
     let netns = match state.supervisor.running_container(id) {
         Ok(container) => state
             .supervisor
@@ -319,7 +322,7 @@ async fn forward(
     };
     Ok(ws.on_upgrade(move |mut socket| async move {
         match netns {
-            Ok(ns) => forward::serve(socket, ns, port).await,
+            Ok(ns) => forward::serve(socket, ns, port, credit).await,
             Err(why) => {
                 let _ = socket
                     .send(axum::extract::ws::Message::Text(

@@ -542,3 +542,77 @@ async fn a_forward_reaches_a_loopback_only_service_with_many_streams_at_once() {
     let (_, audit) = c.get_json("/api/audit?limit=50").await;
     assert!(audit.to_string().contains("forward.open"), "{audit}");
 }
+
+#[tokio::test]
+async fn with_credit_flow_control_a_stalled_stream_does_not_stop_the_others() {
+    let c = TestCluster::with_runner(&[]).await;
+    // Port 7000 accepts and never reads; port 8080 serves a page.
+    let id = c
+        .submit(json!({"command": "mkdir -p /www && echo hello > /www/index.html && (nc -l -p 7000 -e sleep 1000 &) && httpd -f -p 127.0.0.1:8080 -h /www"}))
+        .await
+        .remove(0);
+    c.wait_status(&id, &["running"], Duration::from_secs(30))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut ws = c.ws(&format!("/ws/forward/{id}/8080?flow=credit")).await;
+    assert_eq!(ws_text(&mut ws).await.as_deref(), Some("CONNECTED"));
+    ws.send(fwd_frame(1, 1, 7000, b"")).await.unwrap();
+    let (kind, sid, payload) = fwd_next(&mut ws).await;
+    assert_eq!((kind, sid), (2, 1), "{}", String::from_utf8_lossy(&payload));
+    let window = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) as usize;
+    assert_eq!(window, 256 * 1024, "CONNECTED carries the first window");
+    // Fill stream 1's whole window: its target never reads any of it.
+    let chunk = vec![b'x'; 64 * 1024];
+    for _ in 0..window / chunk.len() {
+        ws.send(fwd_frame(3, 1, 7000, &chunk)).await.unwrap();
+    }
+    // The other 99 streams still get their pages.
+    for sid in 2..=100u32 {
+        ws.send(fwd_frame(1, sid, 8080, b"")).await.unwrap();
+    }
+    let mut done = std::collections::HashSet::new();
+    let mut bodies: std::collections::HashMap<u32, Vec<u8>> = Default::default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while done.len() < 99 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of 99 streams done",
+            done.len()
+        );
+        let (kind, sid, payload) = fwd_next(&mut ws).await;
+        match kind {
+            2 if sid != 1 => ws
+                .send(fwd_frame(3, sid, 8080, b"GET / HTTP/1.0\r\n\r\n"))
+                .await
+                .unwrap(),
+            3 => bodies.entry(sid).or_default().extend_from_slice(&payload),
+            4 => {
+                done.insert(sid);
+            }
+            5 => panic!("stream {sid}: {}", String::from_utf8_lossy(&payload)),
+            _ => {}
+        }
+    }
+    for sid in 2..=100u32 {
+        assert!(
+            String::from_utf8_lossy(&bodies[&sid]).contains("hello"),
+            "stream {sid}"
+        );
+    }
+    // More than the window on stream 1 is refused with a reason, not queued without end.
+    ws.send(fwd_frame(3, 1, 7000, &vec![b'y'; 512 * 1024]))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        assert!(Instant::now() < deadline, "no flow-control error");
+        let (kind, sid, payload) = fwd_next(&mut ws).await;
+        if kind == 5 && sid == 1 {
+            assert!(
+                String::from_utf8_lossy(&payload).contains("window"),
+                "{payload:?}"
+            );
+            break;
+        }
+    }
+}

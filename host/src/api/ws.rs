@@ -91,6 +91,8 @@ pub async fn watch(
 #[derive(serde::Deserialize)]
 pub struct ForwardQuery {
     proto: Option<String>,
+    /// `credit`: Ferry's per-stream flow control (WINDOW frames).
+    flow: Option<String>,
 }
 
 /// `/ws/forward/{task_id}/{port}?proto=tcp|udp`: streams to a port of the task's container
@@ -112,6 +114,15 @@ pub async fn forward(
         Some("udp") => "udp",
         _ => "tcp",
     };
+    let credit = match q.flow.as_deref() {
+        None | Some("") => false,
+        Some("credit") => true,
+        Some(other) => {
+            return Err(ApiError::unprocessable(format!(
+                "flow: only 'credit' is known, got {other:?}"
+            )))
+        }
+    };
     let target = checked_target(&state, &caller, id).await?;
     Ok(sized(ws).on_upgrade(move |socket| async move {
         use futures_util::StreamExt;
@@ -124,7 +135,8 @@ pub async fn forward(
                 return;
             }
         };
-        let path = format!("/ws/forward/{id}/{port}?proto={proto}");
+        let flow = if credit { "&flow=credit" } else { "" };
+        let path = format!("/ws/forward/{id}/{port}?proto={proto}{flow}");
         let mut upstream =
             match relay::dial(&target.runner_url, &path, &state.config.cluster_secret).await {
                 Ok(u) => u,

@@ -6,19 +6,26 @@
 //! Each connection is opened from inside the container's network namespace: a short-lived
 //! thread enters it (`setns`) and creates the socket there, so no agent runs in the image and
 //! the service needs no published port. The socket then serves from the runtime as any
-//! other. A stream whose target does not read fills its queue and then stalls the socket,
-//! as in the original.
+//! other.
+//!
+//! Without flow control a stream whose target does not read fills its queue and then stalls
+//! the socket, as in the original. With `?flow=credit` (Ferry's extension) each direction of
+//! each stream has a window of [`INITIAL_WINDOW`] bytes, reopened by WINDOW frames: the
+//! runner sends a stream's data only while the client has granted room, and grants the
+//! client room as its data reaches the target; a stream out of room waits alone, and what the
+//! runner holds per stream is bounded by the window.
 
 use axum::extract::ws::{Message, WebSocket};
-use ferry_common::tunnel::{Frame, FrameKind, Proto};
+use ferry_common::tunnel::{Frame, FrameKind, Proto, INITIAL_WINDOW};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 /// Most streams one socket holds open.
 const MAX_STREAMS: usize = 1024;
-/// Frames queued towards one stream's target.
+/// Frames queued towards one stream's target (without flow control).
 const STREAM_QUEUE: usize = 64;
 /// Largest DATA payload sent.
 const CHUNK: usize = 64 * 1024;
@@ -62,9 +69,40 @@ fn frame(kind: FrameKind, proto: Proto, id: u32, port: u16, payload: Vec<u8>) ->
     Message::Binary(Frame::new(kind, proto, id, port, payload).encode().into())
 }
 
-/// One open stream: where its client's DATA goes.
+fn window_of(payload: &[u8]) -> Option<u32> {
+    payload
+        .get(..4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Where a stream's client DATA goes: a bounded queue (no flow control), or one whose size the
+/// client's window bounds.
+enum ToTarget {
+    Bounded(mpsc::Sender<Vec<u8>>),
+    Credited(mpsc::UnboundedSender<Vec<u8>>),
+}
+
+enum FromClient {
+    Bounded(mpsc::Receiver<Vec<u8>>),
+    Credited(mpsc::UnboundedReceiver<Vec<u8>>),
+}
+
+impl FromClient {
+    async fn recv(&mut self) -> Option<Vec<u8>> {
+        match self {
+            FromClient::Bounded(rx) => rx.recv().await,
+            FromClient::Credited(rx) => rx.recv().await,
+        }
+    }
+}
+
+/// One open stream.
 struct Stream {
-    to_target: mpsc::Sender<Vec<u8>>,
+    to_target: ToTarget,
+    /// With flow control: the room the client may still use towards the target.
+    client_room: u64,
+    /// With flow control: the room the client granted us towards it.
+    our_room: Option<Arc<Semaphore>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -76,9 +114,24 @@ impl Drop for Stream {
     }
 }
 
+/// Waits for room to send `n` bytes to the client (with flow control).
+async fn room_for(room: &Option<Arc<Semaphore>>, n: usize) -> bool {
+    match room {
+        None => true,
+        Some(sem) => match sem.acquire_many(n as u32).await {
+            Ok(p) => {
+                p.forget();
+                true
+            }
+            Err(_) => false,
+        },
+    }
+}
+
 /// Serves one forward socket for the container whose network namespace is `netns`.
-/// Each CONNECT frame says the stream's protocol and port (0: the socket's `default_port`).
-pub async fn serve(mut ws: WebSocket, netns: PathBuf, default_port: u16) {
+/// Each CONNECT frame says the stream's protocol and port (0: the socket's `default_port`);
+/// `credit`: the `?flow=credit` flow control.
+pub async fn serve(mut ws: WebSocket, netns: PathBuf, default_port: u16, credit: bool) {
     if ws.send(Message::Text("CONNECTED".into())).await.is_err() {
         return;
     }
@@ -102,63 +155,26 @@ pub async fn serve(mut ws: WebSocket, netns: PathBuf, default_port: u16) {
                         continue;
                     }
                 };
-                match f.kind {
-                    FrameKind::Connect => {
-                        if streams.contains_key(&f.client_id) || streams.len() >= MAX_STREAMS {
-                            let why = if streams.len() >= MAX_STREAMS { "too many streams" } else { "client_id already in use" };
-                            let _ = ws.send(frame(FrameKind::Error, f.proto, f.client_id, f.port, why.as_bytes().to_vec())).await;
-                            continue;
-                        }
-                        let port = if f.port == 0 { default_port } else { f.port };
-                        let proto = f.proto;
-                        let netns = netns.clone();
-                        let opened = tokio::task::spawn_blocking(move || open_in_namespace(netns, proto, port)).await;
-                        match opened {
-                            Ok(Ok(sock)) => match start_stream(sock, f.client_id, port, proto, out_tx.clone()) {
-                                Ok(stream) => {
-                                    streams.insert(f.client_id, stream);
-                                    if ws.send(frame(FrameKind::Connected, proto, f.client_id, port, Vec::new())).await.is_err() {
-                                        break;
-                                    }
-                                }
-                                Err(e) => {
-                                    let _ = ws.send(frame(FrameKind::Error, proto, f.client_id, port, e.to_string().into_bytes())).await;
-                                }
-                            },
-                            Ok(Err(e)) => {
-                                let why = format!("cannot connect to port {port} in the container: {e}");
-                                let _ = ws.send(frame(FrameKind::Error, proto, f.client_id, port, why.into_bytes())).await;
-                            }
-                            Err(e) => {
-                                let _ = ws.send(frame(FrameKind::Error, proto, f.client_id, port, e.to_string().into_bytes())).await;
-                            }
-                        }
-                    }
-                    FrameKind::Data => {
-                        if let Some(s) = streams.get(&f.client_id) {
-                            if s.to_target.send(f.payload).await.is_err() {
-                                streams.remove(&f.client_id);
-                            }
-                        }
-                    }
-                    FrameKind::Close => {
-                        streams.remove(&f.client_id);
-                    }
-                    FrameKind::Ping => {
-                        if ws.send(frame(FrameKind::Pong, f.proto, f.client_id, f.port, f.payload)).await.is_err() {
-                            break;
-                        }
-                    }
-                    FrameKind::Pong | FrameKind::Connected | FrameKind::Error => {}
+                if !on_client_frame(&mut ws, f, &mut streams, &netns, default_port, credit, &out_tx).await {
+                    break;
                 }
             }
             out = out_rx.recv() => {
                 let Some(out) = out else { break };
-                // A stream that ended by itself says CLOSE: forget it.
+                // A stream that ended by itself says CLOSE: forget it. A WINDOW we send gives the
+                // client back the room its data took.
                 if let Message::Binary(b) = &out {
                     if let Ok(f) = Frame::decode(b) {
-                        if f.kind == FrameKind::Close {
-                            streams.remove(&f.client_id);
+                        match f.kind {
+                            FrameKind::Close => {
+                                streams.remove(&f.client_id);
+                            }
+                            FrameKind::Window => {
+                                if let (Some(s), Some(n)) = (streams.get_mut(&f.client_id), window_of(&f.payload)) {
+                                    s.client_room += u64::from(n);
+                                }
+                            }
+                            _ => {}
                         }
                     }
                 }
@@ -176,6 +192,113 @@ pub async fn serve(mut ws: WebSocket, netns: PathBuf, default_port: u16) {
     streams.clear();
 }
 
+/// Handles one frame from the client; `false` when the socket is gone.
+async fn on_client_frame(
+    ws: &mut WebSocket,
+    f: Frame,
+    streams: &mut HashMap<u32, Stream>,
+    netns: &std::path::Path,
+    default_port: u16,
+    credit: bool,
+    out_tx: &mpsc::Sender<Message>,
+) -> bool {
+    let error = |f: &Frame, why: String| {
+        frame(
+            FrameKind::Error,
+            f.proto,
+            f.client_id,
+            f.port,
+            why.into_bytes(),
+        )
+    };
+    match f.kind {
+        FrameKind::Connect => {
+            if streams.len() >= MAX_STREAMS || streams.contains_key(&f.client_id) {
+                let why = if streams.len() >= MAX_STREAMS {
+                    "too many streams"
+                } else {
+                    "client_id already in use"
+                };
+                return ws.send(error(&f, why.into())).await.is_ok();
+            }
+            let port = if f.port == 0 { default_port } else { f.port };
+            let proto = f.proto;
+            let ns = netns.to_path_buf();
+            let opened =
+                tokio::task::spawn_blocking(move || open_in_namespace(ns, proto, port)).await;
+            let reply = match opened {
+                Ok(Ok(sock)) => {
+                    match start_stream(sock, f.client_id, port, proto, out_tx.clone(), credit) {
+                        Ok(stream) => {
+                            streams.insert(f.client_id, stream);
+                            // With credit, CONNECTED carries the client's first window.
+                            let payload = if credit {
+                                INITIAL_WINDOW.to_be_bytes().to_vec()
+                            } else {
+                                Vec::new()
+                            };
+                            frame(FrameKind::Connected, proto, f.client_id, port, payload)
+                        }
+                        Err(e) => error(&f, e.to_string()),
+                    }
+                }
+                Ok(Err(e)) => error(
+                    &f,
+                    format!("cannot connect to port {port} in the container: {e}"),
+                ),
+                Err(e) => error(&f, e.to_string()),
+            };
+            ws.send(reply).await.is_ok()
+        }
+        FrameKind::Data => {
+            let Some(s) = streams.get_mut(&f.client_id) else {
+                return true;
+            };
+            let gone = match &s.to_target {
+                ToTarget::Bounded(tx) => tx.send(f.payload).await.is_err(),
+                ToTarget::Credited(tx) => {
+                    let n = f.payload.len() as u64;
+                    if n > s.client_room {
+                        let why = "flow control: more data than the window allows".to_string();
+                        let _ = ws.send(error(&f, why)).await;
+                        true
+                    } else {
+                        s.client_room -= n;
+                        tx.send(f.payload).is_err()
+                    }
+                }
+            };
+            if gone {
+                streams.remove(&f.client_id);
+            }
+            true
+        }
+        FrameKind::Window => {
+            if let (Some(s), Some(n)) = (streams.get(&f.client_id), window_of(&f.payload)) {
+                if let Some(room) = &s.our_room {
+                    room.add_permits(n as usize);
+                }
+            }
+            true
+        }
+        FrameKind::Close => {
+            streams.remove(&f.client_id);
+            true
+        }
+        FrameKind::Ping => ws
+            .send(frame(
+                FrameKind::Pong,
+                f.proto,
+                f.client_id,
+                f.port,
+                f.payload,
+            ))
+            .await
+            .is_ok(),
+        FrameKind::Pong | FrameKind::Connected | FrameKind::Error => true,
+    }
+}
+
 /// Starts the two halves of a stream: target -> client DATA, client DATA -> target.
 fn start_stream(
     sock: Socket,
@@ -183,23 +306,39 @@ fn start_stream(
     port: u16,
     proto: Proto,
     out: mpsc::Sender<Message>,
+    credit: bool,
 ) -> std::io::Result<Stream> {
-    let (to_target, mut from_client) = mpsc::channel::<Vec<u8>>(STREAM_QUEUE);
-    let tasks = match sock {
+    let (to_target, mut from_client) = if credit {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (ToTarget::Credited(tx), FromClient::Credited(rx))
+    } else {
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        (ToTarget::Bounded(tx), FromClient::Bounded(rx))
+    };
+    let our_room = credit.then(|| Arc::new(Semaphore::new(INITIAL_WINDOW as usize)));
+    let window = move |n: usize| {
+        frame(
+            FrameKind::Window,
+            proto,
+            id,
+            port,
+            (n as u32).to_be_bytes().to_vec(),
+        )
+    };
+    let data = move |b: &[u8]| frame(FrameKind::Data, proto, id, port, b.to_vec());
+    let (reader, writer) = match sock {
         Socket::Tcp(s) => {
             let s = tokio::net::TcpStream::from_std(s)?;
             let (mut rd, mut wr) = s.into_split();
-            let out2 = out.clone();
+            let (out2, room) = (out.clone(), our_room.clone());
             let reader = tokio::spawn(async move {
                 let mut buf = vec![0u8; CHUNK];
                 loop {
                     match rd.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
-                            if out2
-                                .send(frame(FrameKind::Data, proto, id, port, buf[..n].to_vec()))
-                                .await
-                                .is_err()
+                            if !room_for(&room, n).await
+                                || out2.send(data(&buf[..n])).await.is_err()
                             {
                                 return;
                             }
@@ -211,39 +350,123 @@ fn start_stream(
                     .await;
             });
             let writer = tokio::spawn(async move {
-                while let Some(data) = from_client.recv().await {
-                    if wr.write_all(&data).await.is_err() {
+                while let Some(bytes) = from_client.recv().await {
+                    if wr.write_all(&bytes).await.is_err()
+                        || (credit && out.send(window(bytes.len())).await.is_err())
+                    {
                         break;
                     }
                 }
                 let _ = wr.shutdown().await;
             });
-            vec![reader, writer]
+            (reader, writer)
         }
         Socket::Udp(s) => {
-            let s = std::sync::Arc::new(tokio::net::UdpSocket::from_std(s)?);
-            let rs = s.clone();
+            let s = Arc::new(tokio::net::UdpSocket::from_std(s)?);
+            let (rs, out2, room) = (s.clone(), out.clone(), our_room.clone());
             let reader = tokio::spawn(async move {
                 let mut buf = vec![0u8; CHUNK];
                 while let Ok(n) = rs.recv(&mut buf).await {
-                    if out
-                        .send(frame(FrameKind::Data, proto, id, port, buf[..n].to_vec()))
-                        .await
-                        .is_err()
-                    {
+                    if !room_for(&room, n).await || out2.send(data(&buf[..n])).await.is_err() {
                         return;
                     }
                 }
             });
             let writer = tokio::spawn(async move {
-                while let Some(data) = from_client.recv().await {
-                    if s.send(&data).await.is_err() {
+                while let Some(bytes) = from_client.recv().await {
+                    if s.send(&bytes).await.is_err()
+                        || (credit && out.send(window(bytes.len())).await.is_err())
+                    {
                         break;
                     }
                 }
             });
-            vec![reader, writer]
+            (reader, writer)
         }
     };
-    Ok(Stream { to_target, tasks })
+    Ok(Stream {
+        to_target,
+        client_room: u64::from(INITIAL_WINDOW),
+        our_room,
+        tasks: vec![reader, writer],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stream halves against real sockets in the test's own network namespace.
+    async fn round_trip(proto: Proto, credit: bool) {
+        let port = match proto {
+            Proto::Tcp => {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let port = l.local_addr().unwrap().port();
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let (mut c, _) = l.accept().unwrap();
+                    let mut b = [0u8; 4];
+                    c.read_exact(&mut b).unwrap();
+                    c.write_all(&b).unwrap();
+                });
+                port
+            }
+            Proto::Udp => {
+                let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                let port = s.local_addr().unwrap().port();
+                std::thread::spawn(move || {
+                    let mut b = [0u8; 16];
+                    let (n, from) = s.recv_from(&mut b).unwrap();
+                    s.send_to(&b[..n], from).unwrap();
+                });
+                port
+            }
+        };
+        let sock = tokio::task::spawn_blocking(move || {
+            open_in_namespace("/proc/self/ns/net".into(), proto, port)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        let (out_tx, mut out_rx) = mpsc::channel(16);
+        let stream = start_stream(sock, 7, port, proto, out_tx, credit).unwrap();
+        match &stream.to_target {
+            ToTarget::Bounded(tx) => tx.send(b"ping".to_vec()).await.unwrap(),
+            ToTarget::Credited(tx) => tx.send(b"ping".to_vec()).unwrap(),
+        }
+        let mut got_data = false;
+        let mut got_window = !credit;
+        while !(got_data && got_window) {
+            let msg = tokio::time::timeout(std::time::Duration::from_secs(5), out_rx.recv())
+                .await
+                .expect("a frame")
+                .expect("open");
+            let Message::Binary(b) = msg else { continue };
+            let f = Frame::decode(&b).unwrap();
+            assert_eq!(f.client_id, 7);
+            match f.kind {
+                FrameKind::Data => {
+                    assert_eq!(f.payload, b"ping");
+                    got_data = true;
+                }
+                FrameKind::Window => {
+                    assert_eq!(
+                        window_of(&f.payload),
+                        Some(4),
+                        "the room the data took comes back"
+                    );
+                    got_window = true;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn tcp_and_udp_streams_carry_data_both_ways() {
+        round_trip(Proto::Tcp, false).await;
+        round_trip(Proto::Udp, false).await;
+        round_trip(Proto::Tcp, true).await;
+        round_trip(Proto::Udp, true).await;
+    }
 }
