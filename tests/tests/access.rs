@@ -616,3 +616,38 @@ async fn with_credit_flow_control_a_stalled_stream_does_not_stop_the_others() {
         }
     }
 }
+
+#[tokio::test]
+async fn fifty_terminals_at_once_each_get_their_own_echo() {
+    let c = TestCluster::with_runner(&[]).await;
+    let id = running_task(&c).await;
+    let path = format!("/ws/task/{id}/terminal");
+    let mut sockets = Vec::new();
+    for _ in 0..50 {
+        sockets.push(c.ws(&path).await);
+    }
+    let sessions = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(n, mut ws)| async move {
+            send(&mut ws, json!({"type": "resize", "rows": 24, "cols": 80})).await;
+            let ready: Value =
+                serde_json::from_str(&ws_text(&mut ws).await.expect("ready")).unwrap();
+            assert_eq!(ready["type"], "output");
+            send(
+                &mut ws,
+                json!({"type": "input", "data": format!("echo session-$(({n}+1000))\n")}),
+            )
+            .await;
+            // Each sees its own answer (computed by its own shell), not another session's.
+            read_until(&mut ws, &format!("session-{}", n + 1000)).await;
+            ws
+        });
+    let done = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures_util::future::join_all(sessions),
+    )
+    .await
+    .expect("all 50 terminals answered within a minute");
+    assert_eq!(done.len(), 50);
+}
