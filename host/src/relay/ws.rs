@@ -13,6 +13,8 @@ pub const PING_EVERY: Duration = Duration::from_secs(20);
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest frame relayed either way.
 pub const MAX_FRAME: usize = 1 << 20;
+/// Socket buffer size on both sides of the relay.
+pub const BUFFER: usize = 1 << 20;
 
 pub type Upstream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -42,9 +44,13 @@ pub async fn dial(base: &str, path: &str, secret: &str) -> Result<Upstream, Stri
         .parse()
         .map_err(|_| "the cluster secret is not a header value".to_string())?;
     req.headers_mut().insert("authorization", auth);
-    let mut config = tungstenite::protocol::WebSocketConfig::default();
-    config.max_frame_size = Some(MAX_FRAME);
-    config.max_message_size = Some(MAX_FRAME);
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .max_frame_size(Some(MAX_FRAME))
+        .max_message_size(Some(MAX_FRAME))
+        // Forwarded streams move whole 256 KiB frames: read and write in buffers that hold them.
+        .read_buffer_size(BUFFER)
+        .write_buffer_size(BUFFER)
+        .max_write_buffer_size(4 * BUFFER);
     let dialled = tokio::time::timeout(
         DIAL_TIMEOUT,
         tokio_tungstenite::connect_async_with_config(req, Some(config), true),

@@ -16,7 +16,7 @@
 //! runner holds per stream is bounded by the window.
 
 use axum::extract::ws::{Message, WebSocket};
-use ferry_common::tunnel::{Frame, FrameKind, Proto, INITIAL_WINDOW};
+use ferry_common::tunnel::{Frame, FrameKind, Proto, HEADER, INITIAL_WINDOW};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,8 +27,8 @@ use tokio::sync::{mpsc, Semaphore};
 const MAX_STREAMS: usize = 1024;
 /// Frames queued towards one stream's target (without flow control).
 const STREAM_QUEUE: usize = 64;
-/// Largest DATA payload sent.
-const CHUNK: usize = 64 * 1024;
+/// Largest DATA payload sent (frames stay well under the relay's 1 MiB).
+const CHUNK: usize = 256 * 1024;
 
 /// Opens a TCP connection or a connected UDP socket to `127.0.0.1:port` inside the network
 /// namespace `netns`.
@@ -163,8 +163,12 @@ pub async fn serve(mut ws: WebSocket, netns: PathBuf, default_port: u16, credit:
                 let Some(out) = out else { break };
                 // A stream that ended by itself says CLOSE: forget it. A WINDOW we send gives the
                 // client back the room its data took.
+                // (Only those two are decoded: DATA passes without a copy.)
+                let control = |b: &[u8]| {
+                    matches!(b.first(), Some(k) if *k == FrameKind::Close as u8 || *k == FrameKind::Window as u8)
+                };
                 if let Message::Binary(b) = &out {
-                    if let Ok(f) = Frame::decode(b) {
+                    if let Some(f) = control(b).then(|| Frame::decode(b).ok()).flatten() {
                         match f.kind {
                             FrameKind::Close => {
                                 streams.remove(&f.client_id);
@@ -325,20 +329,28 @@ fn start_stream(
             (n as u32).to_be_bytes().to_vec(),
         )
     };
-    let data = move |b: &[u8]| frame(FrameKind::Data, proto, id, port, b.to_vec());
+    // A DATA frame built in the read buffer itself (the payload is read after room for the
+    // header): one copy from the socket to the frame.
+    let data = move |buf: &mut [u8], n: usize| {
+        buf[0] = FrameKind::Data as u8;
+        buf[1] = proto as u8;
+        buf[2..6].copy_from_slice(&id.to_be_bytes());
+        buf[6..8].copy_from_slice(&port.to_be_bytes());
+        Message::Binary(bytes::Bytes::copy_from_slice(&buf[..HEADER + n]))
+    };
     let (reader, writer) = match sock {
         Socket::Tcp(s) => {
             let s = tokio::net::TcpStream::from_std(s)?;
             let (mut rd, mut wr) = s.into_split();
             let (out2, room) = (out.clone(), our_room.clone());
             let reader = tokio::spawn(async move {
-                let mut buf = vec![0u8; CHUNK];
+                let mut buf = vec![0u8; HEADER + CHUNK];
                 loop {
-                    match rd.read(&mut buf).await {
+                    match rd.read(&mut buf[HEADER..]).await {
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
                             if !room_for(&room, n).await
-                                || out2.send(data(&buf[..n])).await.is_err()
+                                || out2.send(data(&mut buf, n)).await.is_err()
                             {
                                 return;
                             }
@@ -365,9 +377,9 @@ fn start_stream(
             let s = Arc::new(tokio::net::UdpSocket::from_std(s)?);
             let (rs, out2, room) = (s.clone(), out.clone(), our_room.clone());
             let reader = tokio::spawn(async move {
-                let mut buf = vec![0u8; CHUNK];
-                while let Ok(n) = rs.recv(&mut buf).await {
-                    if !room_for(&room, n).await || out2.send(data(&buf[..n])).await.is_err() {
+                let mut buf = vec![0u8; HEADER + CHUNK];
+                while let Ok(n) = rs.recv(&mut buf[HEADER..]).await {
+                    if !room_for(&room, n).await || out2.send(data(&mut buf, n)).await.is_err() {
                         return;
                     }
                 }
