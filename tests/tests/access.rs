@@ -651,3 +651,41 @@ async fn fifty_terminals_at_once_each_get_their_own_echo() {
     .expect("all 50 terminals answered within a minute");
     assert_eq!(done.len(), 50);
 }
+
+/// A forward frame with protocol `proto` (0 TCP, 1 UDP).
+fn fwd_frame_proto(kind: u8, proto: u8, id: u32, port: u16, payload: &[u8]) -> Message {
+    let mut b = vec![kind, proto];
+    b.extend_from_slice(&id.to_be_bytes());
+    b.extend_from_slice(&port.to_be_bytes());
+    b.extend_from_slice(payload);
+    Message::Binary(b.into())
+}
+
+#[tokio::test]
+async fn a_udp_forward_reaches_an_echo_in_the_containers_namespace() {
+    let c = TestCluster::with_runner(&[]).await;
+    let id = running_task(&c).await;
+    let container = format!("kohakuriver-task-{id}");
+    let pid = docker(&["inspect", "-f", "{{.State.Pid}}", &container]);
+    // A UDP echo on the container's loopback: the node's python3 run inside the container's
+    // network namespace (busybox has no UDP echo of its own).
+    let script = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('127.0.0.1',9999))\nwhile True:\n    d,a=s.recvfrom(65536)\n    s.sendto(d.upper(),a)\n";
+    let mut echo = std::process::Command::new("nsenter")
+        .args(["-t", &pid, "-n", "python3", "-c", script])
+        .spawn()
+        .expect("nsenter and python3");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut ws = c.ws(&format!("/ws/forward/{id}/9999?proto=udp")).await;
+    assert_eq!(ws_text(&mut ws).await.as_deref(), Some("CONNECTED"));
+    ws.send(fwd_frame_proto(1, 1, 1, 9999, b"")).await.unwrap();
+    let (kind, _, payload) = fwd_next(&mut ws).await;
+    assert_eq!(kind, 2, "{}", String::from_utf8_lossy(&payload));
+    ws.send(fwd_frame_proto(3, 1, 1, 9999, b"hello over udp"))
+        .await
+        .unwrap();
+    let (kind, sid, payload) = fwd_next(&mut ws).await;
+    let _ = echo.kill();
+    let _ = echo.wait();
+    assert_eq!((kind, sid), (3, 1));
+    assert_eq!(payload, b"HELLO OVER UDP");
+}
