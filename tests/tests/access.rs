@@ -553,12 +553,24 @@ async fn with_credit_flow_control_a_stalled_stream_does_not_stop_the_others() {
         .remove(0);
     c.wait_status(&id, &["running"], Duration::from_secs(30))
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let mut ws = c.ws(&format!("/ws/forward/{id}/8080?flow=credit")).await;
     assert_eq!(ws_text(&mut ws).await.as_deref(), Some("CONNECTED"));
-    ws.send(fwd_frame(1, 1, 7000, b"")).await.unwrap();
-    let (kind, sid, payload) = fwd_next(&mut ws).await;
-    assert_eq!((kind, sid), (2, 1), "{}", String::from_utf8_lossy(&payload));
+    // Stream 1 to the listener that never reads (retried while `nc` is not listening yet).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let payload = loop {
+        ws.send(fwd_frame(1, 1, 7000, b"")).await.unwrap();
+        let (kind, sid, payload) = fwd_next(&mut ws).await;
+        assert_eq!(sid, 1);
+        if kind == 2 {
+            break payload;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&payload)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let window = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) as usize;
     assert_eq!(window, 256 * 1024, "CONNECTED carries the first window");
     // Fill stream 1's whole window: its target never reads any of it.
@@ -674,18 +686,28 @@ async fn a_udp_forward_reaches_an_echo_in_the_containers_namespace() {
         .args(["-t", &pid, "-n", "python3", "-c", script])
         .spawn()
         .expect("nsenter and python3");
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let mut ws = c.ws(&format!("/ws/forward/{id}/9999?proto=udp")).await;
     assert_eq!(ws_text(&mut ws).await.as_deref(), Some("CONNECTED"));
     ws.send(fwd_frame_proto(1, 1, 1, 9999, b"")).await.unwrap();
     let (kind, _, payload) = fwd_next(&mut ws).await;
     assert_eq!(kind, 2, "{}", String::from_utf8_lossy(&payload));
-    ws.send(fwd_frame_proto(3, 1, 1, 9999, b"hello over udp"))
-        .await
-        .unwrap();
-    let (kind, sid, payload) = fwd_next(&mut ws).await;
+    // Datagrams sent before the echo binds are lost, as UDP's are: send until one answers.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let answer = loop {
+        ws.send(fwd_frame_proto(3, 1, 1, 9999, b"hello over udp"))
+            .await
+            .unwrap();
+        use futures_util::StreamExt;
+        if let Ok(Some(Ok(Message::Binary(b)))) =
+            tokio::time::timeout(Duration::from_millis(300), ws.next()).await
+        {
+            break b.to_vec();
+        }
+        assert!(Instant::now() < deadline, "no echo over UDP");
+    };
     let _ = echo.kill();
     let _ = echo.wait();
-    assert_eq!((kind, sid), (3, 1));
-    assert_eq!(payload, b"HELLO OVER UDP");
+    let sid = u32::from_be_bytes([answer[2], answer[3], answer[4], answer[5]]);
+    assert_eq!((answer[0], sid), (3, 1));
+    assert_eq!(&answer[8..], b"HELLO OVER UDP");
 }

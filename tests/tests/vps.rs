@@ -512,7 +512,6 @@ async fn a_vps_survives_a_runner_crash_and_a_host_restart() {
     c.runners[0].restart();
     c.wait_node_online("node-1").await;
     // Re-adopted by label: the same container, still running, still reachable.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(docker(&["inspect", "-f", "{{.Id}}", &name]), before);
     assert_eq!(c.task(&id).await["status"], "running");
     assert_eq!(

@@ -378,7 +378,14 @@ fn start_stream(
             let (rs, out2, room) = (s.clone(), out.clone(), our_room.clone());
             let reader = tokio::spawn(async move {
                 let mut buf = vec![0u8; HEADER + CHUNK];
-                while let Ok(n) = rs.recv(&mut buf[HEADER..]).await {
+                loop {
+                    let n = match rs.recv(&mut buf[HEADER..]).await {
+                        Ok(n) => n,
+                        // Nothing listened when a datagram arrived (ICMP port unreachable):
+                        // UDP has no connection to lose, so the stream stays and waits.
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                        Err(_) => return,
+                    };
                     if !room_for(&room, n).await || out2.send(data(&mut buf, n)).await.is_err() {
                         return;
                     }
@@ -386,9 +393,12 @@ fn start_stream(
             });
             let writer = tokio::spawn(async move {
                 while let Some(bytes) = from_client.recv().await {
-                    if s.send(&bytes).await.is_err()
-                        || (credit && out.send(window(bytes.len())).await.is_err())
-                    {
+                    let sent = match s.send(&bytes).await {
+                        // As above: a datagram nobody took is lost, not the stream.
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => true,
+                        other => other.is_ok(),
+                    };
+                    if !sent || (credit && out.send(window(bytes.len())).await.is_err()) {
                         break;
                     }
                 }
