@@ -162,6 +162,11 @@ pub struct TaskUpdate {
     pub attempt: Option<u32>,
 }
 
+/// Largest file the file routes write (`/api/fs/{id}/write`), on the host and the runner.
+pub const FS_MAX_WRITE: usize = 50 * 1024 * 1024;
+/// Largest write request body: [`FS_MAX_WRITE`] bytes as base64, and the JSON around them.
+pub const FS_MAX_WRITE_BODY: usize = FS_MAX_WRITE / 3 * 4 + 64 * 1024 + 8;
+
 /// `GET <runner>/api/tasks/{id}/stdout|stderr?lines=N` and the host route of the same shape.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -13,8 +13,7 @@ use ferry_common::{ErrorBody, TaskId};
 use serde::Deserialize;
 use serde_json::Value;
 
-/// Largest write body: 50 MiB of content as base64, plus the JSON around it.
-pub const MAX_WRITE_BODY: usize = fs::MAX_WRITE / 3 * 4 + 64 * 1024 + 8;
+pub use ferry_common::runner_proto::FS_MAX_WRITE_BODY as MAX_WRITE_BODY;
 
 fn fail(status: u16, detail: String) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -10,13 +10,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use ferry_common::Role;
 use std::time::Duration;
 
 /// How long a file operation may take on the runner.
 const FS_TIMEOUT: Duration = Duration::from_secs(60);
-/// Largest write body the host takes (50 MiB of content as base64, and the JSON around it).
-pub const MAX_WRITE_BODY: usize = 50 * 1024 * 1024 / 3 * 4 + 64 * 1024 + 8;
+pub use ferry_common::runner_proto::FS_MAX_WRITE_BODY as MAX_WRITE_BODY;
 
 /// One file operation, relayed.
 async fn relay(
@@ -27,18 +25,14 @@ async fn relay(
     uri: &axum::http::Uri,
     body: Option<Bytes>,
 ) -> Result<Response, ApiError> {
-    // Viewers get here only where `viewer_file_access` lets them read any task's files.
-    let task = if caller.role == Role::Viewer {
-        access::load(state, id).await
-    } else {
-        access::check_caller(state, caller, id).await
-    }
-    .map_err(|e| match e {
-        AccessError::NotFound => ApiError::not_found(format!("Task {id} not found.")),
-        AccessError::Forbidden => ApiError::forbidden(e.to_string()),
-        AccessError::Store(e) => e.into(),
-        other => ApiError::internal(other.to_string()),
-    })?;
+    let task = access::check_reader(state, caller, id)
+        .await
+        .map_err(|e| match e {
+            AccessError::NotFound => ApiError::not_found(format!("Task {id} not found.")),
+            AccessError::Forbidden => ApiError::forbidden(e.to_string()),
+            AccessError::Store(e) => e.into(),
+            other => ApiError::internal(other.to_string()),
+        })?;
     let target = access::running_target(state, task).map_err(|e| match e {
         AccessError::NotNow(_) => ApiError::bad_request(e.to_string()),
         AccessError::NodeDown(_) => ApiError::unavailable(e.to_string()),

@@ -56,13 +56,9 @@ pub async fn watch(
     uri: axum::http::Uri,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    // Viewers get here only where `viewer_file_access` lets them read any task's files.
-    let task = if caller.role == ferry_common::Role::Viewer {
-        access::load(&state, id).await
-    } else {
-        access::check_caller(&state, &caller, id).await
-    }
-    .map_err(access_error)?;
+    let task = access::check_reader(&state, &caller, id)
+        .await
+        .map_err(access_error)?;
     let target = access::running_target(&state, task);
     // The query goes on as the client encoded it (never re-spliced).
     let path = match uri.query() {

@@ -53,6 +53,20 @@ pub async fn check_caller(
     Ok(t)
 }
 
+/// The task, if the caller may read its files and watch them: as [`check_caller`], and any
+/// task for a viewer (whom the route admits only where `viewer_file_access` allows it).
+pub async fn check_reader(
+    state: &AppState,
+    caller: &Caller,
+    id: TaskId,
+) -> Result<Task, AccessError> {
+    if caller.role == ferry_common::Role::Viewer {
+        load(state, id).await
+    } else {
+        check_caller(state, caller, id).await
+    }
+}
+
 /// The task is running on an online node: where to dial.
 pub fn running_target(state: &AppState, t: Task) -> Result<Target, AccessError> {
     if t.status != TaskStatus::Running {

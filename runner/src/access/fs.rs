@@ -20,7 +20,7 @@ use std::path::Path;
 /// Largest read (the original's limit).
 pub const MAX_READ: u64 = 10 * 1024 * 1024;
 /// Largest write.
-pub const MAX_WRITE: usize = 50 * 1024 * 1024;
+pub const MAX_WRITE: usize = ferry_common::runner_proto::FS_MAX_WRITE;
 /// Most entries one listing returns.
 pub const MAX_ENTRIES: usize = 1000;
 const MAX_PATH: usize = 4096;

@@ -134,18 +134,33 @@ fn text(v: serde_json::Value) -> Message {
 
 /// Serves one watch socket for `paths` (comma-separated) on the container root `root`.
 pub async fn serve(mut ws: WebSocket, root: Root, paths: &str) {
-    let mut watcher = match Watcher::new(root) {
-        Ok(w) => w,
-        Err(e) => {
+    // Walking the trees to watch is blocking file-system work: a blocking thread does it.
+    let wanted: Vec<String> = paths
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    let setup = tokio::task::spawn_blocking(move || {
+        let mut watcher = Watcher::new(root)?;
+        let added: Vec<Result<String, FsError>> =
+            wanted.iter().map(|p| watcher.add_tree(p)).collect();
+        Ok::<_, FsError>((watcher, added))
+    })
+    .await;
+    let (mut watcher, added) = match setup {
+        Ok(Ok(w)) => w,
+        Ok(Err(e)) => {
             let _ = ws
                 .send(text(json!({"type": "error", "message": e.to_string()})))
                 .await;
             return;
         }
+        Err(_) => return,
     };
     let mut watching = Vec::new();
-    for p in paths.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        match watcher.add_tree(p) {
+    for outcome in added {
+        match outcome {
             Ok(path) => watching.push(path),
             Err(e) => {
                 let _ = ws
@@ -184,7 +199,9 @@ pub async fn serve(mut ws: WebSocket, root: Root, paths: &str) {
         tokio::select! {
             msg = ws.recv() => match msg {
                 Some(Ok(Message::Text(t))) => {
-                    if t.contains("\"ping\"") && ws.send(text(json!({"type": "pong"}))).await.is_err() {
+                    let ping = serde_json::from_str::<serde_json::Value>(&t)
+                        .is_ok_and(|v| v["type"] == "ping");
+                    if ping && ws.send(text(json!({"type": "pong"}))).await.is_err() {
                         break;
                     }
                 }
