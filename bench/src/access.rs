@@ -6,9 +6,9 @@
 //!   the difference is what the host's relay adds.
 //! - Forward: one TCP stream fetching a 256 MiB file from busybox `httpd` in the container:
 //!   straight to the container's address (direct), through the runner's socket, and through
-//!   the host's.
+//!   the host's; the three alternate, best of 5 each.
 //!
-//! Usage: `ferry-bench-access`. Prints a Markdown table.
+//! Usage: `ferry-bench-access [terminal|forward]` (default both). Prints a Markdown table.
 
 use ferry_e2e::{TestCluster, Ws};
 use futures_util::{SinkExt, StreamExt};
@@ -144,29 +144,34 @@ async fn main() -> anyhow::Result<()> {
     // httpd is up once the file is written.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let mut via_host = keystrokes(c.ws(&format!("/ws/task/{id}/terminal")).await, 1000).await?;
-    let mut via_runner = keystrokes(
-        runner_ws(&c, &format!("/ws/task/{id}/terminal")).await?,
-        1000,
-    )
-    .await?;
+    let part = std::env::args().nth(1).unwrap_or_default();
+    println!("binaries: {bin_dir}; 1000 keystrokes; one TCP stream, {FILE_MIB} MiB, best of 5\n");
+    println!("| measure | value |");
+    println!("|---|---|");
+    if part != "forward" {
+        let term = format!("/ws/task/{id}/terminal");
+        let mut via_host = keystrokes(c.ws(&term).await, 1000).await?;
+        let mut via_runner = keystrokes(runner_ws(&c, &term).await?, 1000).await?;
+        let (h50, h99) = (pct(&mut via_host, 0.5), pct(&mut via_host, 0.99));
+        let (r50, r99) = (pct(&mut via_runner, 0.5), pct(&mut via_runner, 0.99));
+        println!(
+            "| terminal echo through host and runner, p50 (p99) | {h50:.2} ms ({h99:.2} ms) |"
+        );
+        println!("| terminal echo straight to the runner, p50 (p99) | {r50:.2} ms ({r99:.2} ms) |");
+        println!("| added by the host's relay, p50 | {:+.2} ms |", h50 - r50);
+    }
+    if part == "terminal" {
+        return Ok(());
+    }
     let fwd_path = format!("/ws/forward/{id}/8080");
     let mut direct_mb = Vec::new();
     let mut runner_mb = Vec::new();
     let mut host_mb = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..5 {
         direct_mb.push(direct(&ip).await?);
         runner_mb.push(through(runner_ws(&c, &fwd_path).await?).await?);
         host_mb.push(through(c.ws(&fwd_path).await).await?);
     }
-    println!("binaries: {bin_dir}; 1000 keystrokes; one TCP stream, {FILE_MIB} MiB, best of 3\n");
-    println!("| measure | value |");
-    println!("|---|---|");
-    let (h50, h99) = (pct(&mut via_host, 0.5), pct(&mut via_host, 0.99));
-    let (r50, r99) = (pct(&mut via_runner, 0.5), pct(&mut via_runner, 0.99));
-    println!("| terminal echo through host and runner, p50 (p99) | {h50:.2} ms ({h99:.2} ms) |");
-    println!("| terminal echo straight to the runner, p50 (p99) | {r50:.2} ms ({r99:.2} ms) |");
-    println!("| added by the host's relay, p50 | {:+.2} ms |", h50 - r50);
     let best = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
     println!(
         "| forward, direct to the container | {:.0} MB/s |",

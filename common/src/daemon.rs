@@ -179,8 +179,10 @@ where
              use cluster_secret_file or FERRY_CLUSTER_SECRET instead"
         );
     }
+    // Named threads: `top -H` and profilers tell the two daemons apart.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_name(name)
         .build()
     {
         Ok(r) => r,

@@ -517,6 +517,29 @@ async fn a_forward_reaches_a_loopback_only_service_with_many_streams_at_once() {
             "stream {sid}: {body}"
         );
     }
+    // The server closed each stream, so its id is free again: stream 1 opens anew.
+    ws.send(fwd_frame(1, 1, 8080, b"")).await.unwrap();
+    let mut again = Vec::new();
+    loop {
+        let (kind, sid, payload) = fwd_next(&mut ws).await;
+        assert_eq!(sid, 1, "only stream 1 is open");
+        match kind {
+            2 => ws
+                .send(fwd_frame(3, 1, 8080, b"GET / HTTP/1.0\r\n\r\n"))
+                .await
+                .unwrap(),
+            3 => again.extend_from_slice(&payload),
+            4 => break,
+            other => panic!(
+                "reused id: frame {other}: {}",
+                String::from_utf8_lossy(&payload)
+            ),
+        }
+    }
+    assert!(
+        String::from_utf8_lossy(&again).contains("hello-from-httpd"),
+        "{again:?}"
+    );
     // A port nothing listens on: an ERROR frame naming it, the socket stays usable.
     ws.send(fwd_frame(1, 500, 9, b"")).await.unwrap();
     let (kind, sid, payload) = fwd_next(&mut ws).await;

@@ -39,9 +39,9 @@ async fn checked_target(
 fn sized(ws: WebSocketUpgrade) -> WebSocketUpgrade {
     ws.max_frame_size(relay::MAX_FRAME)
         .max_message_size(relay::MAX_FRAME)
-        .read_buffer_size(relay::BUFFER)
-        .write_buffer_size(relay::BUFFER)
-        .max_write_buffer_size(4 * relay::BUFFER)
+        .read_buffer_size(relay::READ_BUFFER)
+        .write_buffer_size(relay::WRITE_BUFFER)
+        .max_write_buffer_size(4 * relay::WRITE_BUFFER)
 }
 
 fn error_frame(text: &str) -> String {

@@ -13,8 +13,12 @@ pub const PING_EVERY: Duration = Duration::from_secs(20);
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest frame relayed either way.
 pub const MAX_FRAME: usize = 1 << 20;
-/// Socket buffer size on both sides of the relay.
-pub const BUFFER: usize = 1 << 20;
+/// Most bytes one read from either socket asks for. Tungstenite zeroes what it offers to each
+/// read (and each read attempt), so a large value costs a large memset per frame; 128 KiB
+/// measured as fast as 1 MiB (docs/performance.md).
+pub const READ_BUFFER: usize = 128 << 10;
+/// Frames are gathered up to this size before a write to either socket.
+pub const WRITE_BUFFER: usize = 1 << 20;
 
 pub type Upstream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -48,9 +52,9 @@ pub async fn dial(base: &str, path: &str, secret: &str) -> Result<Upstream, Stri
         .max_frame_size(Some(MAX_FRAME))
         .max_message_size(Some(MAX_FRAME))
         // Forwarded streams move whole 256 KiB frames: read and write in buffers that hold them.
-        .read_buffer_size(BUFFER)
-        .write_buffer_size(BUFFER)
-        .max_write_buffer_size(4 * BUFFER);
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(4 * WRITE_BUFFER);
     let dialled = tokio::time::timeout(
         DIAL_TIMEOUT,
         tokio_tungstenite::connect_async_with_config(req, Some(config), true),
@@ -95,15 +99,117 @@ fn to_client(m: tungstenite::Message) -> Option<Message> {
     })
 }
 
+type ClientTx = futures_util::stream::SplitSink<WebSocket, Message>;
+type ClientRx = futures_util::stream::SplitStream<WebSocket>;
+type UpTx = futures_util::stream::SplitSink<Upstream, tungstenite::Message>;
+type UpRx = futures_util::stream::SplitStream<Upstream>;
+
 /// Relays until either side closes; returns how the session ended (for the audit log).
+///
+/// Each direction is its own task (a pump), woken only by its own socket: polling the idle
+/// side again for every frame of the busy one costs a read attempt each time, and the two
+/// pumps use both cores. A pump that ends stops the other, which hands its sink back so both
+/// sides get a close.
 pub async fn relay(client: WebSocket, upstream: Upstream, allowed: ClientFrames) -> &'static str {
-    let (mut client_tx, mut client_rx) = client.split();
-    let (mut up_tx, mut up_rx) = upstream.split();
+    let (client_tx, client_rx) = client.split();
+    let (up_tx, up_rx) = upstream.split();
+    let (stop_down, stop_down_rx) = tokio::sync::oneshot::channel();
+    let (stop_up, stop_up_rx) = tokio::sync::oneshot::channel();
+    let mut down = tokio::spawn(pump_down(up_rx, client_tx, stop_down_rx));
+    let mut up = tokio::spawn(pump_up(client_rx, up_tx, allowed, stop_up_rx));
+    // Should this future be dropped, the pumps go with it.
+    let _pumps = [
+        AbortOnDrop(down.abort_handle()),
+        AbortOnDrop(up.abort_handle()),
+    ];
+    // A pump that panicked hands nothing back: its side just drops.
+    let (ended, mut client_tx, mut up_tx) = tokio::select! {
+        d = &mut down => {
+            let _ = stop_up.send(());
+            let u = up.await.ok();
+            match d {
+                Ok((why, tx)) => (why, Some(tx), u.map(|u| u.1)),
+                Err(_) => ("the relay failed", None, u.map(|u| u.1)),
+            }
+        }
+        u = &mut up => {
+            let _ = stop_down.send(());
+            let d = down.await.ok();
+            match u {
+                Ok((why, tx)) => (why, d.map(|d| d.1), Some(tx)),
+                Err(_) => ("the relay failed", d.map(|d| d.1), None),
+            }
+        }
+    };
+    if let Some(tx) = up_tx.as_mut() {
+        let _ = tx.send(tungstenite::Message::Close(None)).await;
+    }
+    if let Some(tx) = client_tx.as_mut() {
+        let _ = tx.send(Message::Close(None)).await;
+    }
+    ended
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runner to client, with a ping to the client every [`PING_EVERY`].
+async fn pump_down(
+    mut from: UpRx,
+    mut to: ClientTx,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> (&'static str, ClientTx) {
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let ended = loop {
         tokio::select! {
-            msg = client_rx.next() => {
+            msg = from.next() => {
+                let Some(Ok(msg)) = msg else { break "runner gone" };
+                if let tungstenite::Message::Close(frame) = &msg {
+                    let code = frame.as_ref().map(|f| u16::from(f.code)).unwrap_or(1000);
+                    let reason = frame.as_ref().map(|f| f.reason.as_str().to_string()).unwrap_or_default();
+                    let _ = to
+                        .send(Message::Close(Some(CloseFrame { code, reason: reason.into() })))
+                        .await;
+                    break "runner closed";
+                }
+                // Pongs to our pings stay here.
+                if matches!(msg, tungstenite::Message::Pong(_)) {
+                    continue;
+                }
+                let Some(m) = to_client(msg) else { continue };
+                if to.send(m).await.is_err() {
+                    break "client gone";
+                }
+            }
+            _ = ping.tick() => {
+                if to.send(Message::Ping(Default::default())).await.is_err() {
+                    break "the client stopped answering";
+                }
+            }
+            _ = &mut stop => break "stopped",
+        }
+    };
+    (ended, to)
+}
+
+/// Client to runner, with a ping to the runner every [`PING_EVERY`].
+async fn pump_up(
+    mut from: ClientRx,
+    mut to: UpTx,
+    allowed: ClientFrames,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> (&'static str, UpTx) {
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let ended = loop {
+        tokio::select! {
+            msg = from.next() => {
                 let Some(Ok(msg)) = msg else { break "client gone" };
                 let refused = matches!(
                     (&msg, allowed),
@@ -117,38 +223,17 @@ pub async fn relay(client: WebSocket, upstream: Upstream, allowed: ClientFrames)
                     continue;
                 }
                 let Some(m) = to_upstream(msg) else { break "client closed" };
-                if up_tx.send(m).await.is_err() {
+                if to.send(m).await.is_err() {
                     break "runner gone";
                 }
             }
-            msg = up_rx.next() => {
-                let Some(Ok(msg)) = msg else { break "runner gone" };
-                if let tungstenite::Message::Close(frame) = &msg {
-                    let code = frame.as_ref().map(|f| u16::from(f.code)).unwrap_or(1000);
-                    let reason = frame.as_ref().map(|f| f.reason.as_str().to_string()).unwrap_or_default();
-                    let _ = client_tx
-                        .send(Message::Close(Some(CloseFrame { code, reason: reason.into() })))
-                        .await;
-                    break "runner closed";
-                }
-                if matches!(msg, tungstenite::Message::Pong(_)) {
-                    continue;
-                }
-                let Some(m) = to_client(msg) else { continue };
-                if client_tx.send(m).await.is_err() {
-                    break "client gone";
-                }
-            }
             _ = ping.tick() => {
-                let a = client_tx.send(Message::Ping(Default::default())).await;
-                let b = up_tx.send(tungstenite::Message::Ping(Default::default())).await;
-                if a.is_err() || b.is_err() {
-                    break "a side stopped answering";
+                if to.send(tungstenite::Message::Ping(Default::default())).await.is_err() {
+                    break "the runner stopped answering";
                 }
             }
+            _ = &mut stop => break "stopped",
         }
     };
-    let _ = up_tx.send(tungstenite::Message::Close(None)).await;
-    let _ = client_tx.send(Message::Close(None)).await;
-    ended
+    (ended, to)
 }

@@ -14,14 +14,31 @@
 //! runner sends a stream's data only while the client has granted room, and grants the
 //! client room as its data reaches the target; a stream out of room waits alone, and what the
 //! runner holds per stream is bounded by the window.
+//!
+//! Each stream writes its own frames to the socket (one shared sink, taken in turn): a DATA
+//! frame lives only until it is written, so the stream reads the next one into the same
+//! allocation, and the loop reading the client's frames wakes only when the client sends.
 
 use axum::extract::ws::{Message, WebSocket};
+use bytes::{BufMut, BytesMut};
 use ferry_common::tunnel::{Frame, FrameKind, Proto, HEADER, INITIAL_WINDOW};
+use futures_util::{SinkExt, StreamExt};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Mutex, Semaphore};
+
+/// The socket's sending half, shared by the streams and the loop serving the client (boxed:
+/// the unit tests put a channel there).
+type Sink = Arc<Mutex<Pin<Box<dyn futures_util::Sink<Message, Error = axum::Error> + Send>>>>;
+
+/// Sends one frame; `false` when the socket is gone.
+async fn send(sink: &Sink, m: Message) -> bool {
+    sink.lock().await.send(m).await.is_ok()
+}
 
 /// Most streams one socket holds open.
 const MAX_STREAMS: usize = 1024;
@@ -98,18 +115,25 @@ impl FromClient {
 
 /// One open stream.
 struct Stream {
+    /// Tells this stream from a later one under the same `client_id`.
+    generation: u64,
     to_target: ToTarget,
-    /// With flow control: the room the client may still use towards the target.
-    client_room: u64,
+    /// With flow control: the room the client may still use towards the target (the stream
+    /// adds what reached the target before it says so in a WINDOW frame).
+    client_room: Arc<AtomicU64>,
     /// With flow control: the room the client granted us towards it.
     our_room: Option<Arc<Semaphore>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Target to client; `None` once it ended by itself.
+    reader: Option<tokio::task::JoinHandle<()>>,
+    /// Client to target.
+    writer: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
+        self.writer.abort();
+        if let Some(r) = &self.reader {
+            r.abort();
         }
     }
 }
@@ -131,17 +155,34 @@ async fn room_for(room: &Option<Arc<Semaphore>>, n: usize) -> bool {
 /// Serves one forward socket for the container whose network namespace is `netns`.
 /// Each CONNECT frame says the stream's protocol and port (0: the socket's `default_port`);
 /// `credit`: the `?flow=credit` flow control.
-pub async fn serve(mut ws: WebSocket, netns: PathBuf, default_port: u16, credit: bool) {
-    if ws.send(Message::Text("CONNECTED".into())).await.is_err() {
+pub async fn serve(ws: WebSocket, netns: PathBuf, default_port: u16, credit: bool) {
+    let (sink, mut from_client) = ws.split();
+    let sink: Sink = Arc::new(Mutex::new(Box::pin(sink)));
+    if !send(&sink, Message::Text("CONNECTED".into())).await {
         return;
     }
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(256);
-    let mut streams: HashMap<u32, Stream> = HashMap::new();
+    // A stream whose target closed says so here (with its generation) before its CLOSE goes
+    // out, so the id is free again before the client can reuse it.
+    let (ended_tx, mut ended) = mpsc::unbounded_channel::<(u32, u64)>();
+    let mut opened = Opened {
+        streams: HashMap::new(),
+        generations: 0,
+        ended: ended_tx,
+    };
     let mut ping = tokio::time::interval(super::terminal::PING_EVERY);
     ping.tick().await;
     loop {
         tokio::select! {
-            msg = ws.recv() => {
+            biased;
+            Some((id, generation)) = ended.recv() => {
+                if opened.streams.get(&id).is_some_and(|s| s.generation == generation) {
+                    // Its reader still has the CLOSE to send: let it finish.
+                    if let Some(mut s) = opened.streams.remove(&id) {
+                        s.reader.take();
+                    }
+                }
+            }
+            msg = from_client.next() => {
                 let bytes = match msg {
                     Some(Ok(Message::Binary(b))) => b,
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
@@ -151,61 +192,44 @@ pub async fn serve(mut ws: WebSocket, netns: PathBuf, default_port: u16, credit:
                 let f = match Frame::decode(&bytes) {
                     Ok(f) => f,
                     Err(e) => {
-                        let _ = ws.send(frame(FrameKind::Error, Proto::Tcp, 0, 0, e.to_string().into_bytes())).await;
+                        let error = frame(FrameKind::Error, Proto::Tcp, 0, 0, e.to_string().into_bytes());
+                        if !send(&sink, error).await {
+                            break;
+                        }
                         continue;
                     }
                 };
-                if !on_client_frame(&mut ws, f, &mut streams, &netns, default_port, credit, &out_tx).await {
-                    break;
-                }
-            }
-            out = out_rx.recv() => {
-                let Some(out) = out else { break };
-                // A stream that ended by itself says CLOSE: forget it. A WINDOW we send gives the
-                // client back the room its data took.
-                // (Only those two are decoded: DATA passes without a copy.)
-                let control = |b: &[u8]| {
-                    matches!(b.first(), Some(k) if *k == FrameKind::Close as u8 || *k == FrameKind::Window as u8)
-                };
-                if let Message::Binary(b) = &out {
-                    if let Some(f) = control(b).then(|| Frame::decode(b).ok()).flatten() {
-                        match f.kind {
-                            FrameKind::Close => {
-                                streams.remove(&f.client_id);
-                            }
-                            FrameKind::Window => {
-                                if let (Some(s), Some(n)) = (streams.get_mut(&f.client_id), window_of(&f.payload)) {
-                                    s.client_room += u64::from(n);
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                if ws.send(out).await.is_err() {
+                if !on_client_frame(&sink, f, &mut opened, &netns, default_port, credit).await {
                     break;
                 }
             }
             _ = ping.tick() => {
-                if ws.send(Message::Ping(Default::default())).await.is_err() {
+                if !send(&sink, Message::Ping(Default::default())).await {
                     break;
                 }
             }
         }
     }
-    streams.clear();
+    opened.streams.clear();
+}
+
+/// The streams of one socket.
+struct Opened {
+    streams: HashMap<u32, Stream>,
+    generations: u64,
+    ended: mpsc::UnboundedSender<(u32, u64)>,
 }
 
 /// Handles one frame from the client; `false` when the socket is gone.
 async fn on_client_frame(
-    ws: &mut WebSocket,
+    sink: &Sink,
     f: Frame,
-    streams: &mut HashMap<u32, Stream>,
+    opened: &mut Opened,
     netns: &std::path::Path,
     default_port: u16,
     credit: bool,
-    out_tx: &mpsc::Sender<Message>,
 ) -> bool {
+    let streams = &mut opened.streams;
     let error = |f: &Frame, why: String| {
         frame(
             FrameKind::Error,
@@ -223,16 +247,22 @@ async fn on_client_frame(
                 } else {
                     "client_id already in use"
                 };
-                return ws.send(error(&f, why.into())).await.is_ok();
+                return send(sink, error(&f, why.into())).await;
             }
             let port = if f.port == 0 { default_port } else { f.port };
             let proto = f.proto;
             let ns = netns.to_path_buf();
-            let opened =
+            let dialled =
                 tokio::task::spawn_blocking(move || open_in_namespace(ns, proto, port)).await;
-            let reply = match opened {
+            let reply = match dialled {
                 Ok(Ok(sock)) => {
-                    match start_stream(sock, f.client_id, port, proto, out_tx.clone(), credit) {
+                    opened.generations += 1;
+                    let ends = StreamEnd {
+                        generation: opened.generations,
+                        ended: opened.ended.clone(),
+                    };
+                    let id = f.client_id;
+                    match start_stream(sock, id, port, proto, sink.clone(), ends, credit) {
                         Ok(stream) => {
                             streams.insert(f.client_id, stream);
                             // With credit, CONNECTED carries the client's first window.
@@ -252,7 +282,7 @@ async fn on_client_frame(
                 ),
                 Err(e) => error(&f, e.to_string()),
             };
-            ws.send(reply).await.is_ok()
+            send(sink, reply).await
         }
         FrameKind::Data => {
             let Some(s) = streams.get_mut(&f.client_id) else {
@@ -261,13 +291,14 @@ async fn on_client_frame(
             let gone = match &s.to_target {
                 ToTarget::Bounded(tx) => tx.send(f.payload).await.is_err(),
                 ToTarget::Credited(tx) => {
+                    // Only this loop takes room away, so a check then a subtraction holds.
                     let n = f.payload.len() as u64;
-                    if n > s.client_room {
+                    if n > s.client_room.load(Ordering::Acquire) {
                         let why = "flow control: more data than the window allows".to_string();
-                        let _ = ws.send(error(&f, why)).await;
+                        let _ = send(sink, error(&f, why)).await;
                         true
                     } else {
-                        s.client_room -= n;
+                        s.client_room.fetch_sub(n, Ordering::AcqRel);
                         tx.send(f.payload).is_err()
                     }
                 }
@@ -289,18 +320,18 @@ async fn on_client_frame(
             streams.remove(&f.client_id);
             true
         }
-        FrameKind::Ping => ws
-            .send(frame(
-                FrameKind::Pong,
-                f.proto,
-                f.client_id,
-                f.port,
-                f.payload,
-            ))
-            .await
-            .is_ok(),
+        FrameKind::Ping => {
+            let pong = frame(FrameKind::Pong, f.proto, f.client_id, f.port, f.payload);
+            send(sink, pong).await
+        }
         FrameKind::Pong | FrameKind::Connected | FrameKind::Error => true,
     }
+}
+
+/// How a stream whose target closed tells the socket's loop.
+struct StreamEnd {
+    generation: u64,
+    ended: mpsc::UnboundedSender<(u32, u64)>,
 }
 
 /// Starts the two halves of a stream: target -> client DATA, client DATA -> target.
@@ -309,9 +340,12 @@ fn start_stream(
     id: u32,
     port: u16,
     proto: Proto,
-    out: mpsc::Sender<Message>,
+    sink: Sink,
+    ends: StreamEnd,
     credit: bool,
 ) -> std::io::Result<Stream> {
+    let generation = ends.generation;
+    let client_room = Arc::new(AtomicU64::new(u64::from(INITIAL_WINDOW)));
     let (to_target, mut from_client) = if credit {
         let (tx, rx) = mpsc::unbounded_channel();
         (ToTarget::Credited(tx), FromClient::Credited(rx))
@@ -329,44 +363,50 @@ fn start_stream(
             (n as u32).to_be_bytes().to_vec(),
         )
     };
-    // A DATA frame built in the read buffer itself (the payload is read after room for the
-    // header): one copy from the socket to the frame.
-    let data = move |buf: &mut [u8], n: usize| {
-        buf[0] = FrameKind::Data as u8;
-        buf[1] = proto as u8;
-        buf[2..6].copy_from_slice(&id.to_be_bytes());
-        buf[6..8].copy_from_slice(&port.to_be_bytes());
-        Message::Binary(bytes::Bytes::copy_from_slice(&buf[..HEADER + n]))
+    // DATA frames are read straight into the frame's own buffer after its header (no zeroing,
+    // no copy); once the socket task has written a frame out, its allocation is reused.
+    let mut header = [0u8; HEADER];
+    header[0] = FrameKind::Data as u8;
+    header[1] = proto as u8;
+    header[2..6].copy_from_slice(&id.to_be_bytes());
+    header[6..8].copy_from_slice(&port.to_be_bytes());
+    let start_frame = move |buf: &mut BytesMut| {
+        buf.reserve(HEADER + CHUNK);
+        buf.put_slice(&header);
     };
     let (reader, writer) = match sock {
         Socket::Tcp(s) => {
             let s = tokio::net::TcpStream::from_std(s)?;
             let (mut rd, mut wr) = s.into_split();
-            let (out2, room) = (out.clone(), our_room.clone());
+            let (sink2, room) = (sink.clone(), our_room.clone());
             let reader = tokio::spawn(async move {
-                let mut buf = vec![0u8; HEADER + CHUNK];
+                let mut buf = BytesMut::new();
                 loop {
-                    match rd.read(&mut buf[HEADER..]).await {
+                    start_frame(&mut buf);
+                    match rd.read_buf(&mut (&mut buf).limit(CHUNK)).await {
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
-                            if !room_for(&room, n).await
-                                || out2.send(data(&mut buf, n)).await.is_err()
-                            {
+                            let frame = Message::Binary(buf.split().freeze());
+                            if !room_for(&room, n).await || !send(&sink2, frame).await {
                                 return;
                             }
                         }
                     }
                 }
-                let _ = out2
-                    .send(frame(FrameKind::Close, proto, id, port, Vec::new()))
-                    .await;
+                let _ = ends.ended.send((id, ends.generation));
+                send(&sink2, frame(FrameKind::Close, proto, id, port, Vec::new())).await;
             });
+            let room = client_room.clone();
             let writer = tokio::spawn(async move {
                 while let Some(bytes) = from_client.recv().await {
-                    if wr.write_all(&bytes).await.is_err()
-                        || (credit && out.send(window(bytes.len())).await.is_err())
-                    {
+                    if wr.write_all(&bytes).await.is_err() {
                         break;
+                    }
+                    if credit {
+                        room.fetch_add(bytes.len() as u64, Ordering::AcqRel);
+                        if !send(&sink, window(bytes.len())).await {
+                            break;
+                        }
                     }
                 }
                 let _ = wr.shutdown().await;
@@ -375,22 +415,26 @@ fn start_stream(
         }
         Socket::Udp(s) => {
             let s = Arc::new(tokio::net::UdpSocket::from_std(s)?);
-            let (rs, out2, room) = (s.clone(), out.clone(), our_room.clone());
+            let (rs, sink2, room) = (s.clone(), sink.clone(), our_room.clone());
             let reader = tokio::spawn(async move {
-                let mut buf = vec![0u8; HEADER + CHUNK];
+                let mut buf = BytesMut::new();
                 loop {
-                    let n = match rs.recv(&mut buf[HEADER..]).await {
+                    buf.clear();
+                    start_frame(&mut buf);
+                    let n = match rs.recv_buf(&mut (&mut buf).limit(CHUNK)).await {
                         Ok(n) => n,
                         // Nothing listened when a datagram arrived (ICMP port unreachable):
                         // UDP has no connection to lose, so the stream stays and waits.
                         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
                         Err(_) => return,
                     };
-                    if !room_for(&room, n).await || out2.send(data(&mut buf, n)).await.is_err() {
+                    let frame = Message::Binary(buf.split().freeze());
+                    if !room_for(&room, n).await || !send(&sink2, frame).await {
                         return;
                     }
                 }
             });
+            let room = client_room.clone();
             let writer = tokio::spawn(async move {
                 while let Some(bytes) = from_client.recv().await {
                     let sent = match s.send(&bytes).await {
@@ -398,8 +442,14 @@ fn start_stream(
                         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => true,
                         other => other.is_ok(),
                     };
-                    if !sent || (credit && out.send(window(bytes.len())).await.is_err()) {
+                    if !sent {
                         break;
+                    }
+                    if credit {
+                        room.fetch_add(bytes.len() as u64, Ordering::AcqRel);
+                        if !send(&sink, window(bytes.len())).await {
+                            break;
+                        }
                     }
                 }
             });
@@ -407,10 +457,12 @@ fn start_stream(
         }
     };
     Ok(Stream {
+        generation,
         to_target,
-        client_room: u64::from(INITIAL_WINDOW),
+        client_room,
         our_room,
-        tasks: vec![reader, writer],
+        reader: Some(reader),
+        writer,
     })
 }
 
@@ -450,8 +502,18 @@ mod tests {
         .await
         .unwrap()
         .unwrap();
-        let (out_tx, mut out_rx) = mpsc::channel(16);
-        let stream = start_stream(sock, 7, port, proto, out_tx, credit).unwrap();
+        let (out_tx, mut out_rx) = mpsc::channel::<Message>(16);
+        let sink = futures_util::sink::unfold(out_tx, |tx, m: Message| async move {
+            tx.send(m).await.map_err(axum::Error::new)?;
+            Ok::<_, axum::Error>(tx)
+        });
+        let sink: Sink = Arc::new(Mutex::new(Box::pin(sink)));
+        let (ended, _ended_rx) = mpsc::unbounded_channel();
+        let ends = StreamEnd {
+            generation: 1,
+            ended,
+        };
+        let stream = start_stream(sock, 7, port, proto, sink, ends, credit).unwrap();
         match &stream.to_target {
             ToTarget::Bounded(tx) => tx.send(b"ping".to_vec()).await.unwrap(),
             ToTarget::Credited(tx) => tx.send(b"ping".to_vec()).unwrap(),
