@@ -235,13 +235,17 @@ async fn terminal(
     Path(task_id): Path<String>,
     ws: axum::extract::ws::WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    use crate::access::terminal;
+    use ferry_access::terminal;
     let id = task_id_of(&task_id)?;
     let target = state.supervisor.running_container(id);
     Ok(ws.on_upgrade(move |socket| async move {
         match target {
             Ok(container) => {
-                terminal::serve(socket, state.supervisor.engine(), &container).await;
+                let engine = state.supervisor.engine();
+                let open: terminal::Opener<'_, _> = Box::new(|rows, cols| {
+                    engine.open_tty(&container, terminal::SHELLS, rows, cols)
+                });
+                terminal::serve(socket, open).await;
             }
             Err(why) => {
                 terminal::refuse(socket, terminal::CLOSE_POLICY, &format!("task {id} {why}")).await;
@@ -262,7 +266,7 @@ async fn watch(
     Query(q): Query<WatchQuery>,
     ws: axum::extract::ws::WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    use crate::access::{fs::Root, watch};
+    use ferry_access::{fs::Root, watch};
     let id = task_id_of(&task_id)?;
     let paths = q
         .paths
@@ -303,7 +307,7 @@ async fn forward(
     Query(q): Query<ForwardQuery>,
     ws: axum::extract::ws::WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    use crate::access::forward;
+    use ferry_access::forward;
     let id = task_id_of(&task_id)?;
     let port: u16 = port
         .parse()

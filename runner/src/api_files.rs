@@ -1,14 +1,14 @@
 //! The file routes the host relays (`/api/fs/{task_id}/<op>`): the task must be running
-//! here; the work is done by [`crate::access::fs`] in a blocking thread, on the container's
+//! here; the work is done by [`ferry_access::fs`] in a blocking thread, on the container's
 //! root as the node sees it.
 
-use crate::access::fs::{self, FsError, Owner, Root};
 use crate::RunnerState;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
+use ferry_access::fs::{self, FsError, Owner, Root};
 use ferry_common::{ErrorBody, TaskId};
 use serde::Deserialize;
 use serde_json::Value;

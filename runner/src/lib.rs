@@ -7,7 +7,6 @@
 //! memory, usage), `limits` (what every container is held to), `scratch` (a task's own
 //! directories), `config`.
 
-pub mod access;
 pub mod api;
 pub mod api_files;
 pub mod config;

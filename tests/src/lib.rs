@@ -793,6 +793,11 @@ pub async fn relay_answer(relay_port: u16, line: &str) -> String {
 /// Runs `command` in a VPS over SSH (`ssh -p port root@127.0.0.1`, no agent, no prompts),
 /// with `key` as the identity (none: no key at all). Exit status and stdout.
 pub async fn ssh_run(port: u16, key: Option<&Path>, command: &str) -> (i32, String) {
+    let (code, out, _) = ssh_output(ssh_command(port, key, command)).await;
+    (code, out)
+}
+
+fn ssh_command(port: u16, key: Option<&Path>, command: &str) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new("ssh");
     cmd.args([
         "-F",
@@ -821,25 +826,37 @@ pub async fn ssh_run(port: u16, key: Option<&Path>, command: &str) -> (i32, Stri
         }
     }
     cmd.arg("root@127.0.0.1").arg(command);
+    cmd
+}
+
+async fn ssh_output(mut cmd: tokio::process::Command) -> (i32, String, String) {
     let out = cmd.output().await.expect("ssh client");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
     )
 }
 
-/// `ssh_run` retried until it exits 0 (sshd may take a moment after the start), at most 20 s.
+/// `ssh_run` retried until it exits 0 (sshd may take a moment after the start, longer on a
+/// loaded machine), at most 45 s; the failure names ssh's own last complaint.
 pub async fn ssh_until_ok(port: u16, key: Option<&Path>, command: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(45);
     loop {
         let (code, out) = ssh_run(port, key, command).await;
         if code == 0 {
             return out;
         }
-        assert!(
-            Instant::now() < deadline,
-            "ssh kept failing ({code}): {out}"
-        );
+        if Instant::now() >= deadline {
+            let mut verbose = ssh_command(port, key, command);
+            verbose.arg("-v");
+            let (_, _, err) = ssh_output(verbose).await;
+            let tail: Vec<&str> = err.lines().rev().take(15).collect();
+            panic!(
+                "ssh kept failing ({code}): {out}\nssh -v, last lines:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

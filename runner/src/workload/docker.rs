@@ -669,26 +669,17 @@ impl Workload for Engine {
     }
     fn net_namespace<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, PathBuf> {
         Box::pin(async move {
-            let (root, _) = Workload::fs_root(self, name).await?;
-            // `/proc/<pid>/root` -> `/proc/<pid>/ns/net`: the same init process.
-            let proc_dir = root.parent().map(PathBuf::from).unwrap_or_default();
-            Ok(proc_dir.join("ns").join("net"))
+            let (pid, _) = ferry_access::docker::init_process(&self.docker, name)
+                .await
+                .map_err(enter_error)?;
+            Ok(PathBuf::from(format!("/proc/{pid}/ns/net")))
         })
     }
     fn fs_root<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, (PathBuf, String)> {
         Box::pin(async move {
-            let info = self
-                .docker
-                .inspect_container(name, None)
+            ferry_access::docker::fs_root(&self.docker, name)
                 .await
-                .map_err(engine_error)?;
-            let state = info.state.unwrap_or_default();
-            let pid = state
-                .pid
-                .filter(|p| *p > 0)
-                .ok_or_else(|| WorkloadError::Engine(format!("{name} is not running")))?;
-            let user = info.config.and_then(|c| c.user).unwrap_or_default();
-            Ok((PathBuf::from(format!("/proc/{pid}/root")), user))
+                .map_err(enter_error)
         })
     }
     fn open_tty<'a>(
@@ -699,22 +690,15 @@ impl Workload for Engine {
         cols: u16,
     ) -> WorkloadResult<'a, super::TtySession> {
         Box::pin(async move {
-            let mut shell = None;
-            for s in shells {
-                if Engine::path_exists(self, name, s).await? {
-                    shell = Some(*s);
-                    break;
-                }
-            }
-            let shell = shell.ok_or_else(|| {
-                WorkloadError::Engine(format!(
-                    "no shell in the container (tried {})",
-                    shells.join(", ")
-                ))
-            })?;
-            super::docker_tty::open(&self.docker, name, shell, rows, cols).await
+            ferry_access::docker::open_first_shell(&self.docker, name, shells, rows, cols)
+                .await
+                .map_err(|e| WorkloadError::Engine(e.to_string()))
         })
     }
+}
+
+fn enter_error(e: ferry_access::docker::EnterError) -> WorkloadError {
+    WorkloadError::Engine(e.to_string())
 }
 
 /// Writes a container's output stream into two capped files until the stream ends (or both

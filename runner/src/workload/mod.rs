@@ -6,7 +6,6 @@
 //! has a name, a spec of what to run, labels that say whose it is, and an exit.
 
 pub mod docker;
-mod docker_tty;
 #[cfg(test)]
 pub mod fake;
 pub mod logcap;
@@ -118,20 +117,8 @@ pub enum State {
     Exited(Exit),
 }
 
-/// An interactive shell on a TTY inside a running workload: its output, its input, and the
-/// handle that resizes and ends it.
-pub struct TtySession {
-    pub output: futures_util::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>,
-    pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
-    pub control: Box<dyn TtyControl>,
-}
-
-/// Resizing and ending a [`TtySession`].
-pub trait TtyControl: Send + Sync {
-    fn resize(&self, rows: u16, cols: u16) -> WorkloadResult<'_, ()>;
-    /// Ends the shell and everything it started (hang-up, then kill).
-    fn close(&self) -> BoxFuture<'_, ()>;
-}
+/// An interactive shell on a TTY inside a running workload (the shared access crate's seam).
+pub use ferry_access::tty::TtySession;
 
 /// A workload found by its labels: its name and all its labels.
 pub type Found = (String, HashMap<String, String>);

@@ -1,16 +1,99 @@
-//! A shell on a TTY inside a container, through the engine's exec API (no `docker` CLI): the
-//! Docker side of [`Workload::open_tty`](super::Workload::open_tty).
+//! Docker's side of going into a container, through the engine's API (no `docker` CLI, no
+//! shell line): a shell on a TTY through the exec API, and where a running container's root
+//! and network namespace are on this machine.
 
-use super::{TtyControl, TtySession, WorkloadError, WorkloadResult};
+use crate::tty::{TtyControl, TtyError, TtySession};
 use bollard::container::LogOutput;
+use bollard::errors::Error as BollardError;
 use bollard::exec::{CreateExecOptions, ResizeExecOptions, StartExecOptions, StartExecResults};
+use bollard::query_parameters::ContainerArchiveInfoOptionsBuilder;
 use bollard::Docker;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
+use std::path::PathBuf;
 use std::time::Duration;
 
-fn engine(e: bollard::errors::Error) -> WorkloadError {
-    WorkloadError::Engine(e.to_string())
+fn engine(e: BollardError) -> TtyError {
+    TtyError::Engine(e.to_string())
+}
+
+/// Why a container cannot be entered.
+#[derive(Debug, thiserror::Error)]
+pub enum EnterError {
+    #[error("container {0} not found")]
+    NotFound(String),
+    #[error("container {0} is not running")]
+    NotRunning(String),
+    #[error("{0}")]
+    Engine(String),
+}
+
+/// A running container's init process as this machine sees it, and the image's default
+/// user (`""` when none is set).
+pub async fn init_process(docker: &Docker, name: &str) -> Result<(i64, String), EnterError> {
+    let info = docker
+        .inspect_container(name, None)
+        .await
+        .map_err(|e| match e {
+            BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            } => EnterError::NotFound(name.to_string()),
+            other => EnterError::Engine(other.to_string()),
+        })?;
+    let pid = info
+        .state
+        .unwrap_or_default()
+        .pid
+        .filter(|p| *p > 0)
+        .ok_or_else(|| EnterError::NotRunning(name.to_string()))?;
+    let user = info.config.and_then(|c| c.user).unwrap_or_default();
+    Ok((pid, user))
+}
+
+/// The running container's root filesystem (`/proc/<pid>/root`) and its default user.
+pub async fn fs_root(docker: &Docker, name: &str) -> Result<(PathBuf, String), EnterError> {
+    let (pid, user) = init_process(docker, name).await?;
+    Ok((PathBuf::from(format!("/proc/{pid}/root")), user))
+}
+
+/// Whether `path` exists in container `name` (asked through the archive API, so nothing runs
+/// in the container).
+pub async fn path_exists(docker: &Docker, name: &str, path: &str) -> Result<bool, EnterError> {
+    let opts = ContainerArchiveInfoOptionsBuilder::default()
+        .path(path)
+        .build();
+    match docker.get_container_archive_info(name, Some(opts)).await {
+        Ok(_) => Ok(true),
+        Err(BollardError::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {
+            // The container itself missing is an error, a missing path an answer.
+            match docker.inspect_container(name, None).await {
+                Ok(_) => Ok(false),
+                Err(_) => Err(EnterError::NotFound(name.to_string())),
+            }
+        }
+        Err(e) => Err(EnterError::Engine(e.to_string())),
+    }
+}
+
+/// Opens the first of `shells` that exists in container `name` on a TTY of `rows` x `cols`.
+pub async fn open_first_shell(
+    docker: &Docker,
+    name: &str,
+    shells: &[&str],
+    rows: u16,
+    cols: u16,
+) -> Result<TtySession, TtyError> {
+    for shell in shells {
+        let exists = path_exists(docker, name, shell)
+            .await
+            .map_err(|e| TtyError::Engine(e.to_string()))?;
+        if exists {
+            return open(docker, name, shell, rows, cols).await;
+        }
+    }
+    Err(TtyError::NoShell(shells.join(", ")))
 }
 
 /// Starts `shell` with a TTY in container `name`, sized `rows` x `cols`.
@@ -20,7 +103,7 @@ pub async fn open(
     shell: &str,
     rows: u16,
     cols: u16,
-) -> Result<TtySession, WorkloadError> {
+) -> Result<TtySession, TtyError> {
     let exec = docker
         .create_exec(
             name,
@@ -48,7 +131,7 @@ pub async fn open(
         .await
         .map_err(engine)?;
     let StartExecResults::Attached { output, input } = started else {
-        return Err(WorkloadError::Engine("exec did not attach".into()));
+        return Err(TtyError::Engine("exec did not attach".into()));
     };
     let control = DockerTty {
         docker: docker.clone(),
@@ -80,7 +163,7 @@ struct DockerTty {
 }
 
 impl DockerTty {
-    async fn resize_now(&self, rows: u16, cols: u16) -> Result<(), WorkloadError> {
+    async fn resize_now(&self, rows: u16, cols: u16) -> Result<(), TtyError> {
         self.docker
             .resize_exec(
                 &self.exec,
@@ -106,7 +189,7 @@ impl DockerTty {
 }
 
 impl TtyControl for DockerTty {
-    fn resize(&self, rows: u16, cols: u16) -> WorkloadResult<'_, ()> {
+    fn resize(&self, rows: u16, cols: u16) -> BoxFuture<'_, Result<(), TtyError>> {
         Box::pin(self.resize_now(rows, cols))
     }
 

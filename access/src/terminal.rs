@@ -5,8 +5,9 @@
 //! `{"type":"error","data"}`. Closing the socket ends the shell and its process group.
 
 use super::utf8::{chunks, Utf8Stream};
-use crate::workload::{TtySession, Workload};
+use crate::tty::TtySession;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use std::time::Duration;
@@ -57,8 +58,13 @@ pub async fn refuse(mut ws: WebSocket, code: u16, why: &str) {
         .await;
 }
 
-/// Serves one terminal on `container` until either side ends it.
-pub async fn serve(mut ws: WebSocket, engine: &dyn Workload, container: &str) {
+/// Opens the session once the client's size is known: given rows and columns (a shell from
+/// [`SHELLS`], e.g. [`crate::docker::open_first_shell`]).
+pub type Opener<'a, E> =
+    Box<dyn FnOnce(u16, u16) -> BoxFuture<'a, Result<TtySession, E>> + Send + 'a>;
+
+/// Serves one terminal, opened by `open`, until either side ends it.
+pub async fn serve<E: std::fmt::Display>(mut ws: WebSocket, open: Opener<'_, E>) {
     // The first frame should be the size; input that comes first is kept for the shell.
     let mut size = (24u16, 80u16);
     let mut early_input: Vec<String> = Vec::new();
@@ -69,7 +75,7 @@ pub async fn serve(mut ws: WebSocket, engine: &dyn Workload, container: &str) {
             _ => {}
         }
     }
-    let session = match engine.open_tty(container, SHELLS, size.0, size.1).await {
+    let session = match open(size.0, size.1).await {
         Ok(s) => s,
         Err(e) => {
             refuse(ws, CLOSE_ERROR, &format!("cannot open a terminal: {e}")).await;
