@@ -28,6 +28,12 @@ pub enum EnterError {
     Engine(String),
 }
 
+/// A listed container's name (the engine lists `/name`).
+pub fn listed_name(c: &bollard::models::ContainerSummary) -> Option<String> {
+    let first = c.names.as_ref()?.first()?;
+    Some(first.trim_start_matches('/').to_string())
+}
+
 /// A running container's init process as this machine sees it, and the image's default
 /// user (`""` when none is set).
 pub async fn init_process(docker: &Docker, name: &str) -> Result<(i64, String), EnterError> {

@@ -134,6 +134,15 @@ pub struct HostArgs {
     #[arg(long, env = "FERRY_VPS_START_WAIT", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
     pub vps_start_wait: Option<Duration>,
+    /// Where environment tarballs are kept [default: <shared_dir>/kohakuriver-containers, else <data_dir>/environments]
+    #[arg(long, env = "FERRY_ENV_DIR")]
+    pub env_dir: Option<PathBuf>,
+    /// Versions of each environment kept; older ones are pruned after a new one is packaged [default: 2]
+    #[arg(long, env = "FERRY_ENV_KEEP")]
+    pub env_keep: Option<usize>,
+    /// Most bytes all environment tarballs may take; packaging beyond it is refused, e.g. 200G [default: unlimited]
+    #[arg(long, env = "FERRY_MAX_ENV_STORE")]
+    pub max_env_store: Option<String>,
 }
 
 /// The effective configuration.
@@ -180,6 +189,12 @@ pub struct HostConfig {
     pub viewer_file_access: bool,
     #[serde(serialize_with = "ser_duration")]
     pub vps_start_wait: Duration,
+    pub env_dir: PathBuf,
+    pub env_keep: usize,
+    pub max_env_store: Option<String>,
+    /// `max_env_store` in bytes; 0: unlimited.
+    #[serde(skip)]
+    pub max_env_store_bytes: u64,
     /// The Host and cross-site checks built from the keys above.
     #[serde(skip)]
     pub origin: OriginPolicy,
@@ -349,7 +364,36 @@ impl HostArgs {
                 message: "must differ from listen and runner_listen".into(),
             });
         }
+        let data_dir: PathBuf = m
+            .pick(|a| a.data_dir.clone())
+            .unwrap_or_else(|| "/var/lib/ferry/host".into());
+        let shared_dir = m.pick(|a| a.shared_dir.clone());
+        let env_dir = m
+            .pick(|a| a.env_dir.clone())
+            .unwrap_or_else(|| match &shared_dir {
+                Some(shared) => shared.join("kohakuriver-containers"),
+                None => data_dir.join("environments"),
+            });
+        let env_keep = m.pick(|a| a.env_keep).unwrap_or(2);
+        if env_keep == 0 {
+            return Err(ConfigError::Value {
+                key: "env_keep",
+                message: "must be at least 1".into(),
+            });
+        }
+        let max_env_store = m.pick(|a| a.max_env_store.clone());
+        let max_env_store_bytes = match &max_env_store {
+            None => 0,
+            Some(v) => ferry_common::units::parse_size(v).map_err(|e| ConfigError::Value {
+                key: "max_env_store",
+                message: e.to_string(),
+            })?,
+        };
         Ok(HostConfig {
+            env_dir,
+            env_keep,
+            max_env_store,
+            max_env_store_bytes,
             ssh_relay_listen,
             allow_passwordless_vps: m.pick(|a| a.allow_passwordless_vps).unwrap_or(false),
             user_vps: m.pick(|a| a.user_vps).unwrap_or(false),
@@ -370,16 +414,14 @@ impl HostArgs {
             trusted_proxies,
             origin,
             listen,
-            data_dir: m
-                .pick(|a| a.data_dir.clone())
-                .unwrap_or_else(|| "/var/lib/ferry/host".into()),
+            data_dir,
             cluster_secret: secret,
             cluster_secret_file: secret_file,
             node_timeout,
             runner_timeout: m
                 .pick(|a| a.runner_timeout)
                 .unwrap_or(Duration::from_secs(10)),
-            shared_dir: m.pick(|a| a.shared_dir.clone()),
+            shared_dir,
             default_container_name,
             max_body,
             max_body_bytes,

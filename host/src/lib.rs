@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod envs;
 pub mod ids;
 pub mod relay;
 pub mod runner_client;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub user_slots: Arc<tokio::sync::Semaphore>,
     /// Task output reads in progress (`max_log_reads`).
     pub log_slots: Arc<tokio::sync::Semaphore>,
+    /// The host's Docker engine, for environment containers.
+    pub envs: envs::Envs,
 }
 
 /// Reads the cluster secret from the config, or from `<data_dir>/cluster-secret`, generating
@@ -131,6 +134,10 @@ pub async fn run(
     let state = AppState {
         user_slots: Arc::new(tokio::sync::Semaphore::new(config.max_user_requests)),
         log_slots: Arc::new(tokio::sync::Semaphore::new(config.max_log_reads)),
+        envs: envs::Envs::connect(
+            envs::store::Store::new(config.env_dir.clone(), config.env_keep),
+            config.max_env_store_bytes,
+        ),
         db,
         cluster,
         scheduler: handle,

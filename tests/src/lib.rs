@@ -171,6 +171,8 @@ pub struct Opts {
     pub host_args: Vec<String>,
     /// The URL runners reach the host at, when not the user port (`--runner-listen`).
     pub runner_host_url: Option<String>,
+    /// More environment for the host (e.g. `DOCKER_HOST`).
+    pub host_env: Vec<(&'static str, String)>,
 }
 
 impl Default for Opts {
@@ -182,6 +184,7 @@ impl Default for Opts {
             heartbeat: "500ms",
             host_args: Vec::new(),
             runner_host_url: None,
+            host_env: Vec::new(),
         }
     }
 }
@@ -219,6 +222,13 @@ impl TestCluster {
     }
 
     /// A running host plus one runner `node-1` that has registered.
+    /// A host alone, default options.
+    pub async fn with_host() -> TestCluster {
+        let mut c = TestCluster::new(Opts::default());
+        c.start_host().await;
+        c
+    }
+
     pub async fn with_runner(extra_runner_args: &[&str]) -> TestCluster {
         let mut c = TestCluster::new(Opts::default());
         c.start_host().await;
@@ -329,10 +339,11 @@ impl TestCluster {
             args.push(format!("127.0.0.1:{}", self.relay_port));
         }
         args.extend(self.opts.host_args.iter().cloned());
-        let env = vec![
+        let mut env = vec![
             ("FERRY_CLUSTER_SECRET", self.opts.secret.clone()),
             ("FERRY_ADMIN_PASSWORD", self.opts.admin_password.clone()),
         ];
+        env.extend(self.opts.host_env.iter().cloned());
         self.host = Some(Daemon::start(
             "ferry-host",
             args,
@@ -518,6 +529,16 @@ impl TestCluster {
             .await
             .expect("GET");
         (r.status().as_u16(), r.text().await.unwrap_or_default())
+    }
+
+    pub async fn delete_json(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .request(reqwest::Method::DELETE, path)
+            .send()
+            .await
+            .expect("DELETE");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
@@ -892,6 +913,32 @@ impl TestCluster {
             .await
             .unwrap_or_else(|status| panic!("websocket {path} refused: {status}"))
     }
+}
+
+/// Sends `v` as a text frame.
+pub async fn send_json(ws: &mut Ws, v: serde_json::Value) {
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        v.to_string().into(),
+    ))
+    .await
+    .expect("send");
+}
+
+/// Reads a terminal's output frames until their text contains `needle`; all output read.
+pub async fn read_output_until(ws: &mut Ws, needle: &str) -> String {
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !seen.contains(needle) {
+        assert!(Instant::now() < deadline, "no {needle:?} in {seen:?}");
+        let Some(text) = ws_text(ws).await else {
+            panic!("socket closed before {needle:?}; got {seen:?}")
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).expect("a JSON frame");
+        assert_eq!(v["type"], "output", "{v}");
+        seen.push_str(v["data"].as_str().unwrap_or_default());
+    }
+    seen
 }
 
 /// The next text frame (pings and pongs skipped), or `None` when the socket closed; panics

@@ -2,33 +2,12 @@
 //! runner), and who may open it.
 
 use ferry_e2e::*;
+use ferry_e2e::{read_output_until as read_until, send_json as send};
 use futures_util::SinkExt;
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::Text(v.to_string().into()))
-        .await
-        .expect("send");
-}
-
-/// Reads output frames until their text contains `needle`; all output read.
-async fn read_until(ws: &mut Ws, needle: &str) -> String {
-    let mut seen = String::new();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !seen.contains(needle) {
-        assert!(Instant::now() < deadline, "no {needle:?} in {seen:?}");
-        let Some(text) = ws_text(ws).await else {
-            panic!("socket closed before {needle:?}; got {seen:?}")
-        };
-        let v: Value = serde_json::from_str(&text).expect("a JSON frame");
-        assert_eq!(v["type"], "output", "{v}");
-        seen.push_str(v["data"].as_str().unwrap_or_default());
-    }
-    seen
-}
 
 /// Processes in a container, as the node sees them.
 fn processes(container: &str) -> usize {

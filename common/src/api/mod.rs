@@ -1,14 +1,16 @@
 //! Wire types of the host's user-facing API (`/api/*`), shaped like KohakuRiver's so its clients
 //! keep working: the body and reply of every route. Field order follows the original's
 //! responses. Tasks and control here; accounts in [`auth`]; nodes and health in [`cluster`]; VPS
-//! sessions, assignments and snapshots in [`vps`].
+//! sessions, assignments and snapshots in [`vps`]; environments in [`envs`].
 
 pub mod auth;
 pub mod cluster;
+pub mod envs;
 pub mod vps;
 
 pub use auth::*;
 pub use cluster::*;
+pub use envs::*;
 pub use vps::*;
 
 use crate::task::{ApprovalStatus, TaskKind, VpsBackend};

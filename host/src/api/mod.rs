@@ -7,6 +7,7 @@
 mod approval;
 mod audit;
 mod auth;
+mod envs;
 pub mod error;
 mod files;
 mod nodes;
@@ -419,6 +420,84 @@ pub const ROUTES: &[RouteSpec] = &[
         "Delete a path in a running task (?path=&recursive=false)",
         || delete(files::read_op),
     ),
+    // Environments: containers an operator prepares on the host.
+    RouteSpec::at(
+        "GET",
+        "/api/docker/host/containers",
+        OPERATOR,
+        "The host's environment containers",
+        || get(envs::list),
+    )
+    .list_of::<EnvContainer>(),
+    RouteSpec::at(
+        "POST",
+        "/api/docker/host/create",
+        OPERATOR,
+        "Create and start an environment container from a local image",
+        || post(envs::create),
+    )
+    .body::<EnvCreateRequest>()
+    .json::<EnvCreateResponse>(),
+    RouteSpec::at(
+        "POST",
+        "/api/docker/host/start/{name}",
+        OPERATOR,
+        "Start an environment container",
+        || post(envs::start),
+    ),
+    RouteSpec::at(
+        "POST",
+        "/api/docker/host/stop/{name}",
+        OPERATOR,
+        "Stop an environment container",
+        || post(envs::stop),
+    ),
+    RouteSpec::at(
+        "POST",
+        "/api/docker/host/delete/{name}",
+        OPERATOR,
+        "Delete an environment container",
+        || post(envs::delete),
+    ),
+    RouteSpec::at(
+        "GET",
+        "/api/docker/list",
+        OPERATOR,
+        "Every environment's tarballs, newest first",
+        || get(envs::tarballs),
+    )
+    .json::<std::collections::BTreeMap<String, EnvVersions>>(),
+    RouteSpec::at(
+        "POST",
+        "/api/docker/create_tar/{name}",
+        OPERATOR,
+        "Package an environment into a new tarball (in the background; 202)",
+        || post(envs::package),
+    )
+    .accepted::<EnvPackageResponse>(),
+    RouteSpec::at(
+        "GET",
+        "/api/docker/env/{name}",
+        OPERATOR,
+        "An environment: its container, versions and packaging progress",
+        || get(envs::view),
+    )
+    .json::<EnvView>(),
+    RouteSpec::at(
+        "DELETE",
+        "/api/docker/container/{name}",
+        OPERATOR,
+        "Delete every tarball of an environment",
+        || delete(envs::delete_tarballs),
+    ),
+    RouteSpec::at(
+        "GET",
+        "/ws/docker/host/containers/{name}/terminal",
+        OPERATOR,
+        "A terminal in a running environment container (WebSocket; JSON frames)",
+        || get(envs::terminal),
+    )
+    .text("websocket"),
     // VPS sessions.
     RouteSpec::at(
         "POST",

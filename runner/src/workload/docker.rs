@@ -356,12 +356,7 @@ impl Engine {
         Ok(list
             .into_iter()
             .filter_map(|c| {
-                let name = c
-                    .names?
-                    .into_iter()
-                    .next()?
-                    .trim_start_matches('/')
-                    .to_string();
+                let name = ferry_access::docker::listed_name(&c)?;
                 Some((name, c.labels.unwrap_or_default()))
             })
             .collect())

@@ -1,0 +1,363 @@
+//! Environments on the host: environment containers made from a local image on the host's
+//! own Docker engine, their lifecycle and terminal, bad names, and a host without Docker.
+
+use ferry_e2e::*;
+use serde_json::{json, Value};
+
+/// Removes the environment's container when the test ends, however it ends.
+struct EnvGuard(String);
+
+impl Drop for EnvGuard {
+    fn drop(&mut self) {
+        docker(&["rm", "-f", &format!("kohakuriver-env-{}", self.0)]);
+        docker(&["rmi", "-f", &format!("kohakuriver/{}:base", self.0)]);
+    }
+}
+
+/// Waits until the environment's packaging job has ended; its view then.
+async fn packaged(c: &TestCluster, env: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let (status, view) = c.get_json(&format!("/api/docker/env/{env}")).await;
+        assert_eq!(status, 200, "{view}");
+        match view["packaging"]["state"].as_str() {
+            Some("done") => return view,
+            Some("failed") => panic!("packaging failed: {view}"),
+            _ => {}
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still packaging: {view}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+fn sha256_of(path: &str) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn packaging_saves_a_checked_tarball_in_the_background_and_keeps_two_versions() {
+    let c = TestCluster::with_host().await;
+    let (env, _guard) = env_name("pack");
+    create_env(&c, &env).await;
+    // Prepared through the host's terminal, as an operator would.
+    let mut ws = c
+        .ws(&format!("/ws/docker/host/containers/{env}/terminal"))
+        .await;
+    send_json(&mut ws, json!({"type": "resize", "rows": 24, "cols": 80})).await;
+    ws_text(&mut ws).await;
+    send_json(
+        &mut ws,
+        json!({"type": "input", "data": "echo v1 > /root/marker && echo written\n"}),
+    )
+    .await;
+    read_output_until(&mut ws, "written").await;
+    drop(ws);
+
+    let (status, v) = c
+        .post_json(&format!("/api/docker/create_tar/{env}"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(v["env_name"], env.as_str());
+    let path = v["tarball_path"].as_str().unwrap_or_default().to_string();
+    assert!(
+        path.ends_with(".tar") && path.contains(&format!("/{env}-")),
+        "{v}"
+    );
+    let view = packaged(&c, &env).await;
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 100_000, "{path}: {size} bytes");
+    assert_eq!(view["packaging"]["bytes_written"], size, "{view}");
+    assert_eq!(view["versions"][0]["tarball"], path.as_str());
+    // The checksum beside it is the file's.
+    let recorded = std::fs::read_to_string(format!("{path}.sha256")).unwrap_or_default();
+    assert_eq!(
+        recorded.split_whitespace().next(),
+        Some(sha256_of(&path).as_str())
+    );
+    // The tarball holds the environment: an untagged image whose files include the marker.
+    let listing = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&path)
+        .output()
+        .expect("tar");
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    assert!(listing.contains("manifest.json"), "{listing}");
+    // Running again, as it was.
+    assert_eq!(
+        container_state(&format!("kohakuriver-env-{env}")),
+        "running"
+    );
+    let (_, list) = c.get_json("/api/docker/list").await;
+    assert_eq!(list[&env]["latest_tarball"], path.as_str(), "{list}");
+
+    // Packaging twice more keeps the newest two.
+    for _ in 0..2 {
+        let (status, v) = c
+            .post_json(&format!("/api/docker/create_tar/{env}"), &json!({}))
+            .await;
+        assert_eq!(status, 202, "{v}");
+        packaged(&c, &env).await;
+    }
+    let (_, list) = c.get_json("/api/docker/list").await;
+    let versions = list[&env]["all_versions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(versions.len(), 2, "{list}");
+    assert!(
+        !std::path::Path::new(&path).exists(),
+        "the oldest was pruned"
+    );
+    assert!(versions[0]["timestamp"].as_i64() > versions[1]["timestamp"].as_i64());
+
+    let (status, v) = c.delete_json(&format!("/api/docker/container/{env}")).await;
+    assert_eq!(status, 200, "{v}");
+    let (_, list) = c.get_json("/api/docker/list").await;
+    assert!(list.get(&env).is_none(), "{list}");
+    let (status, _) = c.delete_json(&format!("/api/docker/container/{env}")).await;
+    assert_eq!(status, 404);
+    // Packaging what does not exist.
+    let (status, v) = c
+        .post_json("/api/docker/create_tar/no-such-env", &json!({}))
+        .await;
+    assert_eq!(status, 404, "{v}");
+}
+
+#[tokio::test]
+async fn a_store_at_its_cap_refuses_new_tarballs_with_the_reason() {
+    let mut c = TestCluster::new(Opts {
+        host_args: vec!["--max-env-store".into(), "1".into()],
+        ..Default::default()
+    });
+    c.start_host().await;
+    let (env, _guard) = env_name("cap");
+    create_env(&c, &env).await;
+    let (status, v) = c
+        .post_json(&format!("/api/docker/create_tar/{env}"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "an empty store takes the first: {v}");
+    packaged(&c, &env).await;
+    let (status, v) = c
+        .post_json(&format!("/api/docker/create_tar/{env}"), &json!({}))
+        .await;
+    assert_eq!(status, 507, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap_or("").contains("max_env_store"),
+        "{v}"
+    );
+}
+
+/// A name no other test (or run) uses.
+fn env_name(what: &str) -> (String, EnvGuard) {
+    let name = format!("t{}-{what}", std::process::id());
+    (name.clone(), EnvGuard(name))
+}
+
+/// Creates environment `env` from the test image; the create's reply.
+async fn create_env(c: &TestCluster, env: &str) -> Value {
+    let (status, made) = c
+        .post_json(
+            "/api/docker/host/create",
+            &json!({"image_name": TEST_IMAGE, "container_name": env}),
+        )
+        .await;
+    assert_eq!(status, 200, "{made}");
+    made
+}
+
+fn listed(list: &Value, env: &str) -> Option<Value> {
+    list.as_array()?
+        .iter()
+        .find(|c| c["env_name"] == env)
+        .cloned()
+}
+
+#[tokio::test]
+async fn an_environment_container_is_created_entered_stopped_started_and_deleted() {
+    let c = TestCluster::with_host().await;
+    let (env, _guard) = env_name("life");
+    let made = create_env(&c, &env).await;
+    assert_eq!(made["container_name"], format!("kohakuriver-env-{env}"));
+    assert_eq!(made["env_name"], env.as_str());
+    assert_eq!(made["status"], "running");
+    assert_eq!(
+        container_state(&format!("kohakuriver-env-{env}")),
+        "running"
+    );
+    // Capped at a share of the host.
+    let cpus = docker(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.NanoCpus}}",
+        &format!("kohakuriver-env-{env}"),
+    ]);
+    assert!(cpus.parse::<i64>().unwrap_or(0) > 0, "NanoCpus {cpus}");
+
+    let (status, list) = c.get_json("/api/docker/host/containers").await;
+    assert_eq!(status, 200, "{list}");
+    let item = listed(&list, &env).unwrap_or_else(|| panic!("{env} not in {list}"));
+    assert_eq!(item["status"], "running");
+    assert_eq!(item["image"], TEST_IMAGE);
+    assert_eq!(item["id"].as_str().map(str::len), Some(12), "{item}");
+
+    // The same name again: 409, and nothing changes.
+    let (status, again) = c
+        .post_json(
+            "/api/docker/host/create",
+            &json!({"image_name": TEST_IMAGE, "container_name": env}),
+        )
+        .await;
+    assert_eq!(status, 409, "{again}");
+
+    // A terminal served by the host itself.
+    let mut ws = c
+        .ws(&format!("/ws/docker/host/containers/{env}/terminal"))
+        .await;
+    send_json(&mut ws, json!({"type": "resize", "rows": 30, "cols": 90})).await;
+    let ready: Value = serde_json::from_str(&ws_text(&mut ws).await.unwrap()).unwrap();
+    assert_eq!(ready, json!({"type": "output", "data": ""}));
+    send_json(
+        &mut ws,
+        json!({"type": "input", "data": "echo env-$((6*7)); stty size\n"}),
+    )
+    .await;
+    let seen = read_output_until(&mut ws, "30 90").await;
+    assert!(seen.contains("env-42"), "{seen}");
+    drop(ws);
+
+    let (status, v) = c
+        .post_json(&format!("/api/docker/host/stop/{env}"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["message"],
+        format!("Environment '{env}' stopped successfully.")
+    );
+    assert_eq!(container_state(&format!("kohakuriver-env-{env}")), "exited");
+    // A stopped environment has no terminal: an error frame, then close.
+    let mut ws = c
+        .ws(&format!("/ws/docker/host/containers/{env}/terminal"))
+        .await;
+    let frame: Value = serde_json::from_str(&ws_text(&mut ws).await.unwrap()).unwrap();
+    assert_eq!(frame["type"], "error", "{frame}");
+    assert!(
+        frame["data"].as_str().unwrap_or("").contains("not running"),
+        "{frame}"
+    );
+    assert_eq!(ws_text(&mut ws).await, None);
+
+    let (status, v) = c
+        .post_json(
+            &format!("/api/docker/host/start/kohakuriver-env-{env}"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "the prefixed name works too: {v}");
+    assert_eq!(
+        container_state(&format!("kohakuriver-env-{env}")),
+        "running"
+    );
+
+    let (status, v) = c
+        .post_json(&format!("/api/docker/host/delete/{env}"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(container_state(&format!("kohakuriver-env-{env}")), "");
+    let (_, list) = c.get_json("/api/docker/host/containers").await;
+    assert!(listed(&list, &env).is_none(), "{list}");
+    let (_, audit) = c.get_json("/api/audit?limit=50").await;
+    assert!(audit.to_string().contains("env.create"), "{audit}");
+}
+
+#[tokio::test]
+async fn bad_names_unknown_environments_and_missing_images_are_refused_with_the_reason() {
+    let c = TestCluster::with_host().await;
+    for bad in ["a/b", "..", "../etc", "x..y", "UPPER", ""] {
+        let (status, v) = c
+            .post_json(
+                "/api/docker/host/create",
+                &json!({"image_name": TEST_IMAGE, "container_name": bad}),
+            )
+            .await;
+        assert_eq!(status, 422, "{bad:?}: {v}");
+        assert!(
+            v["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("container_name"),
+            "{v}"
+        );
+    }
+    let (status, v) = c
+        .post_json("/api/docker/host/start/no-such-env", &json!({}))
+        .await;
+    assert_eq!(status, 404, "{v}");
+    assert_eq!(v["detail"], "Environment 'no-such-env' not found.");
+    let (status, v) = c.post_json("/api/docker/host/stop/x..y", &json!({})).await;
+    assert_eq!(status, 422, "{v}");
+    let (env, _guard) = env_name("noimage");
+    let (status, v) = c
+        .post_json(
+            "/api/docker/host/create",
+            &json!({"image_name": "ferry-test/absent:none", "container_name": env}),
+        )
+        .await;
+    assert_eq!(status, 404, "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ferry-test/absent:none"),
+        "{v}"
+    );
+    assert_eq!(container_state(&format!("kohakuriver-env-{env}")), "");
+    // Not a container of the host daemon outside the environments: a task's container is
+    // never reached through these routes.
+    let (status, _) = c
+        .post_json("/api/docker/host/stop/kohakuriver-task-1", &json!({}))
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_host_without_docker_says_so_on_environment_routes_and_serves_the_rest() {
+    let mut c = TestCluster::new(Opts {
+        host_env: vec![("DOCKER_HOST", "unix:///nonexistent/docker.sock".into())],
+        ..Default::default()
+    });
+    c.start_host().await;
+    let (status, v) = c.get_json("/api/docker/host/containers").await;
+    assert_eq!(status, 503, "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Docker is not reachable on the host"),
+        "{v}"
+    );
+    let (status, v) = c.get_json("/api/nodes").await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = c.get_json("/api/tasks").await;
+    assert_eq!(status, 200, "{v}");
+    let mut ws = c.ws("/ws/docker/host/containers/dev/terminal").await;
+    let frame: Value = serde_json::from_str(&ws_text(&mut ws).await.unwrap()).unwrap();
+    assert_eq!(frame["type"], "error", "{frame}");
+    assert!(
+        frame["data"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Docker is not reachable"),
+        "{frame}"
+    );
+}
