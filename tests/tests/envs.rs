@@ -121,6 +121,73 @@ async fn packaging_saves_a_checked_tarball_in_the_background_and_keeps_two_versi
     );
     assert!(versions[0]["timestamp"].as_i64() > versions[1]["timestamp"].as_i64());
 
+    // Downloads: whole, a range, and by a runner with the cluster secret.
+    let newest = versions[0]["tarball"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let on_disk = std::fs::read(&newest).expect("the newest tarball");
+    let r = c
+        .request(
+            reqwest::Method::GET,
+            &format!("/api/docker/container/{env}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.content_length(), Some(on_disk.len() as u64));
+    let sum = r.headers()["x-ferry-sha256"]
+        .to_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(r.headers()["content-disposition"]
+        .to_str()
+        .unwrap_or_default()
+        .contains("attachment"));
+    let body = r.bytes().await.unwrap();
+    assert!(body == on_disk, "the download is the file");
+    assert_eq!(sum, sha256_of(&newest));
+    let r = c
+        .request(
+            reqwest::Method::GET,
+            &format!("/api/docker/container/{env}"),
+        )
+        .header("range", "bytes=1000-1999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 206);
+    assert!(
+        r.bytes().await.unwrap() == on_disk[1000..2000],
+        "the range is that slice"
+    );
+    let runner_route = format!("{}/api/runner/environments/{env}", c.url());
+    let http = reqwest::Client::new();
+    let r = http
+        .get(&runner_route)
+        .bearer_auth(&c.opts.secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.content_length(), Some(on_disk.len() as u64));
+    let r = http.get(&runner_route).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "no secret, no tarball");
+    let old = versions[1]["timestamp"].as_i64().unwrap_or_default();
+    let r = c
+        .request(
+            reqwest::Method::GET,
+            &format!("/api/docker/container/{env}?timestamp={old}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["x-ferry-timestamp"].to_str().ok(),
+        Some(old.to_string().as_str())
+    );
+
     let (status, v) = c.delete_json(&format!("/api/docker/container/{env}")).await;
     assert_eq!(status, 200, "{v}");
     let (_, list) = c.get_json("/api/docker/list").await;

@@ -8,7 +8,7 @@ use crate::envs::store::Store;
 use crate::envs::{names, EnvError};
 use crate::AppState;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::{Extension, Json};
@@ -285,4 +285,60 @@ pub async fn delete_tarballs(
     )
     .await;
     Ok(message(format!("Container '{env}' deleted.")))
+}
+
+/// `?timestamp=`: one version rather than the newest.
+#[derive(Debug, serde::Deserialize)]
+pub struct VersionQuery {
+    timestamp: Option<i64>,
+}
+
+/// `GET /api/docker/container/{name}` (operators) and `GET /api/runner/environments/{name}`
+/// (runners): the newest tarball, or `?timestamp=` that version, streamed with
+/// `Content-Length`, `Range` and the recorded checksum (`X-Ferry-Sha256`).
+pub async fn download(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<VersionQuery>,
+    req: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    use axum::http::header::{HeaderValue, CONTENT_DISPOSITION};
+    use tower::ServiceExt;
+    let env = names::env_of(&name)?;
+    let found = {
+        let env = env.clone();
+        on_store(&state, move |s| {
+            let versions = s.versions(&env)?;
+            let pick = match q.timestamp {
+                Some(ts) => versions.into_iter().find(|t| t.timestamp == ts),
+                None => versions.into_iter().next(),
+            };
+            Ok(pick.map(|t| {
+                let sum = s.sha256(&t);
+                (t, sum)
+            }))
+        })
+        .await?
+    };
+    let Some((tarball, sha256)) = found else {
+        return Err(ApiError::not_found(match q.timestamp {
+            Some(ts) => format!("No tarball of environment '{env}' numbered {ts}."),
+            None => format!("No tarball of environment '{env}'."),
+        }));
+    };
+    let served = tower_http::services::ServeFile::new(&tarball.path)
+        .oneshot(req)
+        .await
+        .map_err(|e| ApiError::internal(format!("serving {}: {e}", tarball.path.display())))?;
+    let mut resp = served.map(axum::body::Body::new);
+    let headers = resp.headers_mut();
+    let disposition = format!("attachment; filename=\"{}\"", tarball.file_name());
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        headers.insert(CONTENT_DISPOSITION, v);
+    }
+    if let Some(v) = sha256.and_then(|s| HeaderValue::from_str(&s).ok()) {
+        headers.insert("x-ferry-sha256", v);
+    }
+    headers.insert("x-ferry-timestamp", HeaderValue::from(tarball.timestamp));
+    Ok(resp)
 }

@@ -262,6 +262,14 @@ pub const ROUTES: &[RouteSpec] = &[
     .body::<RegisterRequest>()
     .json::<RegisterResponse>(),
     RouteSpec::at(
+        "GET",
+        "/api/runner/environments/{name}",
+        ClusterSecret,
+        "A runner fetches an environment's tarball (?timestamp=; Range)",
+        || get(envs::download),
+    )
+    .text("application/x-tar"),
+    RouteSpec::at(
         "PUT",
         "/api/heartbeat/{hostname}",
         ClusterSecret,
@@ -483,6 +491,14 @@ pub const ROUTES: &[RouteSpec] = &[
         || get(envs::view),
     )
     .json::<EnvView>(),
+    RouteSpec::at(
+        "GET",
+        "/api/docker/container/{name}",
+        OPERATOR,
+        "Download an environment's newest tarball (?timestamp= for one version; Range)",
+        || get(envs::download),
+    )
+    .text("application/x-tar"),
     RouteSpec::at(
         "DELETE",
         "/api/docker/container/{name}",
