@@ -4,6 +4,7 @@
 //! either daemon's task model: it is given a container's root, its network namespace or a
 //! way to open a TTY.
 //!
+//! [`files`]: the file routes' operations, parsed and run on a root with [`fs`].
 //! [`terminal`]: a shell on a TTY, as JSON frames over a WebSocket ([`tty`] is the seam,
 //! [`docker`] opens one through Docker's exec API). [`fs`]: file operations on the
 //! container's root, never leaving it. [`watch`]: inotify on the container's directories, as
@@ -11,6 +12,7 @@
 //! its network namespace. [`utf8`]: output cut on character boundaries.
 
 pub mod docker;
+pub mod files;
 pub mod forward;
 pub mod fs;
 pub mod terminal;

@@ -95,21 +95,21 @@ pub fn router(state: RunnerState) -> Router {
         .route("/ws/task/{task_id}/terminal", get(terminal))
         .route("/ws/fs/{task_id}/watch", get(watch))
         .route("/ws/forward/{task_id}/{port}", get(forward))
-        .route("/api/fs/{task_id}/list", get(crate::api_files::list))
-        .route("/api/fs/{task_id}/read", get(crate::api_files::read))
-        .route("/api/fs/{task_id}/stat", get(crate::api_files::stat))
+        .route("/api/fs/{task_id}/list", get(crate::api_files::op))
+        .route("/api/fs/{task_id}/read", get(crate::api_files::op))
+        .route("/api/fs/{task_id}/stat", get(crate::api_files::op))
         .route(
             "/api/fs/{task_id}/delete",
-            axum::routing::delete(crate::api_files::delete),
+            axum::routing::delete(crate::api_files::op),
         )
         .route(
             "/api/fs/{task_id}/write",
-            post(crate::api_files::write).layer(axum::extract::DefaultBodyLimit::max(
+            post(crate::api_files::op).layer(axum::extract::DefaultBodyLimit::max(
                 crate::api_files::MAX_WRITE_BODY,
             )),
         )
-        .route("/api/fs/{task_id}/mkdir", post(crate::api_files::mkdir))
-        .route("/api/fs/{task_id}/rename", post(crate::api_files::rename))
+        .route("/api/fs/{task_id}/mkdir", post(crate::api_files::op))
+        .route("/api/fs/{task_id}/rename", post(crate::api_files::op))
         .route("/api/vps/stop/{task_id}", post(vps_stop))
         .route("/api/vps/pause/{task_id}", post(vps_pause))
         .route("/api/vps/resume/{task_id}", post(vps_resume))

@@ -915,6 +915,18 @@ impl TestCluster {
     }
 }
 
+/// Percent-encodes a query value (slashes kept, as paths read better).
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// Sends `v` as a text frame.
 pub async fn send_json(ws: &mut Ws, v: serde_json::Value) {
     use futures_util::SinkExt;

@@ -177,17 +177,6 @@ fn q(path: &str) -> String {
     format!("path={}", urlencode(path))
 }
 
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn files_round_trip_and_never_leave_the_container() {
     use base64::Engine as _;

@@ -428,3 +428,108 @@ async fn a_host_without_docker_says_so_on_environment_routes_and_serves_the_rest
         "{frame}"
     );
 }
+
+#[tokio::test]
+async fn files_in_an_environment_round_trip_and_never_leave_its_container() {
+    let c = TestCluster::with_host().await;
+    let (env, _guard) = env_name("files");
+    create_env(&c, &env).await;
+    let base = format!("/api/fs/container/{env}");
+    let data: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    let b64 = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(&data)
+    };
+    let (status, v) = c
+        .post_json(
+            &format!("{base}/write"),
+            &json!({"path": "/root/in/data.bin", "content": b64, "encoding": "base64"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["success"], true, "{v}");
+    let (status, v) = c
+        .get_json(&format!(
+            "{base}/read?path=/root/in/data.bin&encoding=base64"
+        ))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["content"], b64.as_str(), "binary-safe");
+    let (status, v) = c.get_json(&format!("{base}/list?path=/root/in")).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["entries"][0]["name"], "data.bin", "{v}");
+    assert_eq!(v["entries"][0]["size"], 70_000, "{v}");
+    let (status, v) = c
+        .post_json(
+            &format!("{base}/rename"),
+            &json!({"source": "/root/in/data.bin", "destination": "/root/in/moved.bin"}),
+        )
+        .await;
+    assert_eq!((status, v["success"].clone()), (200, json!(true)), "{v}");
+    let (status, v) = c
+        .get_json(&format!("{base}/stat?path=/root/in/moved.bin"))
+        .await;
+    assert_eq!((status, v["type"].clone()), (200, json!("file")), "{v}");
+    // The file is really in the container.
+    assert_eq!(
+        docker(&[
+            "exec",
+            &format!("kohakuriver-env-{env}"),
+            "wc",
+            "-c",
+            "/root/in/moved.bin"
+        ]),
+        "70000 /root/in/moved.bin"
+    );
+
+    // A marker on the host machine, and links inside the container pointing out of it.
+    let marker = format!("/tmp/ferry-env-marker-{}", std::process::id());
+    std::fs::write(&marker, "host secret").unwrap();
+    let name = format!("kohakuriver-env-{env}");
+    docker(&["exec", &name, "ln", "-s", "/", "/root/up"]);
+    docker(&["exec", &name, "ln", "-s", &marker, "/root/direct"]);
+    for path in [
+        format!("/../../../..{marker}"),
+        format!("/root/up{marker}"),
+        "/root/direct".to_string(),
+        format!("/proc/self/root{marker}"),
+    ] {
+        let (status, v) = c
+            .get_json(&format!("{base}/read?path={}", urlencode(&path)))
+            .await;
+        assert!(
+            !v.to_string().contains("host secret"),
+            "{path}: the host's file leaked: {v}"
+        );
+        assert_ne!(status, 200, "{path}: {v}");
+    }
+    let (status, v) = c
+        .delete_json(&format!(
+            "{base}/delete?path={}&recursive=true",
+            urlencode("/root/up")
+        ))
+        .await;
+    assert_eq!(status, 200, "a link is removed, never followed: {v}");
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        "host secret",
+        "untouched"
+    );
+    let _ = std::fs::remove_file(&marker);
+
+    // Bad input and a stopped environment.
+    let (status, v) = c
+        .get_json(&format!("{base}/read?path=/x&encoding=latin1"))
+        .await;
+    assert_eq!(status, 422, "{v}");
+    let (status, v) = c.get_json("/api/fs/container/no-such/list").await;
+    assert_eq!(status, 404, "{v}");
+    c.post_json(&format!("/api/docker/host/stop/{env}"), &json!({}))
+        .await;
+    let (status, v) = c.get_json(&format!("{base}/list")).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap_or("").contains("not running"),
+        "{v}"
+    );
+}

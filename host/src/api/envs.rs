@@ -342,3 +342,42 @@ pub async fn download(
     headers.insert("x-ferry-timestamp", HeaderValue::from(tarball.timestamp));
     Ok(resp)
 }
+
+/// `/api/fs/container/{name}/<op>`: the file routes in a running environment container,
+/// done by the host itself with the same code (and the same escape-proof rules) as the
+/// runner's for tasks. Changing operations answer the runner's shape plus `"success": true`,
+/// which the original's clients of these routes read.
+pub async fn file_op(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use ferry_access::files::{FileOp, Refused};
+    let env = names::env_of(&name)?;
+    let op_name = uri.path().rsplit('/').next().unwrap_or_default();
+    if matches!(op_name, "write" | "mkdir" | "rename") {
+        super::error::require_json(&headers)?;
+    }
+    let refused = |Refused { status, detail }| {
+        ApiError::new(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            detail,
+        )
+    };
+    let op = FileOp::parse(op_name, uri.query().unwrap_or(""), &bytes).map_err(refused)?;
+    let container = state.envs.running(&env).await?;
+    let docker = state.envs.docker()?;
+    let (dir, user) = ferry_access::docker::fs_root(docker, &container)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("Environment '{env}': {e}")))?;
+    let writes = op.writes();
+    let mut v = op.run_on(dir, user).await.map_err(refused)?;
+    if writes {
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("success".into(), serde_json::Value::Bool(true));
+        }
+    }
+    Ok(Json(v))
+}
