@@ -533,3 +533,58 @@ async fn files_in_an_environment_round_trip_and_never_leave_its_container() {
         "{v}"
     );
 }
+
+#[tokio::test]
+async fn a_container_made_before_the_naming_rule_is_adopted_with_its_files() {
+    let c = TestCluster::with_host().await;
+    let (env, _guard) = env_name("legacy");
+    // The bare container, as an older host made it.
+    struct Bare(String);
+    impl Drop for Bare {
+        fn drop(&mut self) {
+            docker(&["rm", "-f", &self.0]);
+        }
+    }
+    let _bare = Bare(env.clone());
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &env,
+        TEST_IMAGE,
+        "tail",
+        "-f",
+        "/dev/null",
+    ]);
+    docker(&["exec", &env, "sh", "-c", "echo kept > /root/old-work"]);
+    // Not reachable by its bare name before it is adopted.
+    let (status, _) = c.get_json(&format!("/api/fs/container/{env}/list")).await;
+    assert_eq!(status, 404);
+    let (status, v) = c
+        .post_json(&format!("/api/docker/host/migrate/{env}"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["new_name"], format!("kohakuriver-env-{env}"));
+    assert_eq!(v["image"], format!("kohakuriver/{env}:base"));
+    assert_eq!(container_state(&env), "", "the old container is gone");
+    assert_eq!(
+        docker(&[
+            "exec",
+            &format!("kohakuriver-env-{env}"),
+            "cat",
+            "/root/old-work"
+        ]),
+        "kept"
+    );
+    let (status, v) = c
+        .post_json(&format!("/api/docker/host/migrate/{env}"), &json!({}))
+        .await;
+    assert_eq!(status, 404, "{v}");
+    let (status, v) = c
+        .post_json(
+            &format!("/api/docker/host/migrate/kohakuriver-env-{env}"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+}

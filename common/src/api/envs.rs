@@ -95,3 +95,14 @@ pub struct EnvView {
     pub versions: Vec<EnvVersion>,
     pub packaging: Option<EnvPackaging>,
 }
+
+/// Reply of `POST /api/docker/host/migrate/{old}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EnvMigrateResponse {
+    pub message: String,
+    pub old_name: String,
+    pub new_name: String,
+    pub env_name: String,
+    pub image: String,
+}

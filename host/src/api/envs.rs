@@ -14,8 +14,8 @@ use axum::response::Response;
 use axum::{Extension, Json};
 use ferry_access::terminal;
 use ferry_common::api::{
-    EnvContainer, EnvCreateRequest, EnvCreateResponse, EnvPackageResponse, EnvPackaging,
-    EnvVersion, EnvVersions, EnvView, MessageResponse,
+    EnvContainer, EnvCreateRequest, EnvCreateResponse, EnvMigrateResponse, EnvPackageResponse,
+    EnvPackaging, EnvVersion, EnvVersions, EnvView, MessageResponse,
 };
 use std::collections::BTreeMap;
 
@@ -26,7 +26,7 @@ impl From<EnvError> for ApiError {
             EnvError::BadName(_) => ApiError::unprocessable(detail),
             EnvError::NotFound(_) => ApiError::not_found(detail),
             EnvError::Conflict(_) => ApiError::conflict(detail),
-            EnvError::NotRunning(_) => ApiError::bad_request(detail),
+            EnvError::NotRunning(_) | EnvError::Refused(_) => ApiError::bad_request(detail),
             EnvError::NoDocker(_) => ApiError::unavailable(detail),
             EnvError::Engine(_) => ApiError::bad_gateway(detail),
             EnvError::Store(_) => ApiError::internal(detail),
@@ -93,6 +93,23 @@ pub async fn delete(
     )
     .await;
     Ok(message(done))
+}
+
+pub async fn migrate(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(old): Path<String>,
+) -> Result<Json<EnvMigrateResponse>, ApiError> {
+    let done = state.envs.migrate(&old).await?;
+    crate::auth::service::audit(
+        &state,
+        Some(&caller),
+        "env.migrate",
+        Some(format!("env {old}")),
+        None,
+    )
+    .await;
+    Ok(Json(done))
 }
 
 /// `/ws/docker/host/containers/{name}/terminal`: a shell in a running environment container,

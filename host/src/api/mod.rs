@@ -468,6 +468,14 @@ pub const ROUTES: &[RouteSpec] = &[
         || post(envs::delete),
     ),
     RouteSpec::at(
+        "POST",
+        "/api/docker/host/migrate/{name}",
+        OPERATOR,
+        "Adopt a container made before the naming rule as kohakuriver-env-<name>",
+        || post(envs::migrate),
+    )
+    .json::<EnvMigrateResponse>(),
+    RouteSpec::at(
         "GET",
         "/api/docker/list",
         OPERATOR,

@@ -5,12 +5,12 @@
 
 use super::names;
 use super::{EnvError, Envs};
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerConfig, ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CommitContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
-use ferry_common::api::{EnvContainer, EnvCreateResponse};
+use ferry_common::api::{EnvContainer, EnvCreateResponse, EnvMigrateResponse};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 
@@ -83,6 +83,20 @@ impl Envs {
             )));
         }
         self.ensure_image(image).await?;
+        let id = self.create_container(image, env).await?;
+        Ok(EnvCreateResponse {
+            message: format!("Environment '{env}' created from {image}."),
+            container_id: id,
+            container_name: name,
+            env_name: env.to_string(),
+            status: "running".into(),
+        })
+    }
+
+    /// Creates and starts `kohakuriver-env-<env>` from a local `image`; its short id.
+    async fn create_container(&self, image: &str, env: &str) -> Result<String, EnvError> {
+        let docker = self.docker()?;
+        let name = names::container(env);
         let (cores, memory) = host_size();
         let host_config = HostConfig {
             nano_cpus: Some(((cores as f64) * HOST_SHARE * 1e9) as i64),
@@ -106,13 +120,7 @@ impl Envs {
             .start_container(&name, None)
             .await
             .map_err(|e| EnvError::from_docker(e, "starting the container"))?;
-        Ok(EnvCreateResponse {
-            message: format!("Environment '{env}' created from {image}."),
-            container_id: created.id.chars().take(12).collect(),
-            container_name: name,
-            env_name: env.to_string(),
-            status: "running".into(),
-        })
+        Ok(created.id.chars().take(12).collect())
     }
 
     /// A local image, else a pull (which fails fast where no registry is reachable).
@@ -187,6 +195,68 @@ impl Envs {
             .await
             .map_err(|e| EnvError::from_docker(e, "removing the container"))?;
         Ok(format!("Environment '{env}' deleted successfully."))
+    }
+
+    /// Adopts a container made before the naming rule (a bare `<old>`, e.g. by an older
+    /// KohakuRiver): it is stopped, committed to `kohakuriver/<old>:base`, re-created as
+    /// `kohakuriver-env-<old>` from that image and removed. The one route that reaches a
+    /// container by its bare name, and only to bring it under the rule.
+    pub async fn migrate(&self, old: &str) -> Result<EnvMigrateResponse, EnvError> {
+        if old.starts_with(names::CONTAINER_PREFIX) {
+            return Err(EnvError::Refused(format!(
+                "{old} already carries the {} prefix",
+                names::CONTAINER_PREFIX
+            )));
+        }
+        names::check("name", old)?;
+        let docker = self.docker()?;
+        let new_name = names::container(old);
+        match docker.inspect_container(old, None).await {
+            Ok(_) => {}
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Err(EnvError::NotFound(format!("Container '{old}' not found."))),
+            Err(e) => return Err(EnvError::from_docker(e, "looking up the container")),
+        }
+        if docker.inspect_container(&new_name, None).await.is_ok() {
+            return Err(EnvError::Conflict(format!(
+                "Environment '{old}' already exists ({new_name})."
+            )));
+        }
+        let opts = StopContainerOptionsBuilder::default().t(STOP_GRACE).build();
+        match docker.stop_container(old, Some(opts)).await {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => {}
+            Err(e) => return Err(EnvError::from_docker(e, "stopping the container")),
+        }
+        let image = names::image(old);
+        let (repo, tag) = image.rsplit_once(':').unwrap_or((&image, "base"));
+        let commit = CommitContainerOptionsBuilder::default()
+            .container(old)
+            .repo(repo)
+            .tag(tag)
+            .author("ferry-host")
+            .pause(false)
+            .build();
+        docker
+            .commit_container(commit, ContainerConfig::default())
+            .await
+            .map_err(|e| EnvError::from_docker(e, "committing the container"))?;
+        self.create_container(&image, old).await?;
+        let remove = RemoveContainerOptionsBuilder::default().force(true).build();
+        docker
+            .remove_container(old, Some(remove))
+            .await
+            .map_err(|e| EnvError::from_docker(e, "removing the old container"))?;
+        Ok(EnvMigrateResponse {
+            message: format!("Container '{old}' migrated to environment '{old}' ({new_name})."),
+            old_name: old.to_string(),
+            new_name,
+            env_name: old.to_string(),
+            image,
+        })
     }
 
     /// The running container of `env`, for its terminal and files.

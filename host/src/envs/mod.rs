@@ -29,6 +29,9 @@ pub enum EnvError {
     Conflict(String),
     #[error("{0}")]
     NotRunning(String),
+    /// A request that cannot apply (e.g. adopting what is already adopted).
+    #[error("{0}")]
+    Refused(String),
     /// No Docker engine answers on the host.
     #[error("Docker is not reachable on the host: {0}")]
     NoDocker(String),
