@@ -408,9 +408,15 @@ pub fn write(
     let (dir, name) = root.parent(&path)?;
     let create = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
     let how = |flags: OFlag| {
+        // A mode only with O_CREAT: openat2 refuses one otherwise (EINVAL).
+        let mode = if flags.contains(OFlag::O_CREAT) {
+            Mode::from_bits_truncate(0o644)
+        } else {
+            Mode::empty()
+        };
         OpenHow::new()
             .flags(flags | OFlag::O_CLOEXEC)
-            .mode(Mode::from_bits_truncate(0o644))
+            .mode(mode)
             .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS)
     };
     let (fd, created) = match openat2(dir.as_raw_fd(), name, how(create)) {
@@ -607,6 +613,17 @@ mod tests {
     }
 
     const ME: Owner = Owner { uid: 0, gid: 0 };
+
+    #[test]
+    fn a_file_is_written_in_an_existing_directory_and_overwritten() {
+        let (d, root) = root_with(&[("/root/.keep", "")]);
+        write(&root, "/root/marker", b"one", true, ME).unwrap();
+        write(&root, "/root/marker", b"two!", true, ME).unwrap();
+        assert_eq!(
+            std::fs::read(d.path().join("root/marker")).unwrap(),
+            b"two!"
+        );
+    }
 
     #[test]
     fn the_image_user_is_looked_up_in_the_container() {

@@ -12,6 +12,7 @@
 pub mod api;
 #[cfg(feature = "daemon")]
 pub mod daemon;
+pub mod envs;
 pub mod error;
 pub mod ids;
 pub mod logtail;

@@ -11,6 +11,7 @@ pub mod api;
 pub mod api_files;
 pub mod config;
 pub mod durable;
+pub mod envsync;
 pub mod gpu;
 pub mod host_link;
 pub mod limits;

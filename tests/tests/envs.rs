@@ -588,3 +588,152 @@ async fn a_container_made_before_the_naming_rule_is_adopted_with_its_files() {
         .await;
     assert_eq!(status, 400, "{v}");
 }
+
+/// Writes `text` to /root/marker in the environment, packages it and waits until done.
+async fn package_with_marker(c: &TestCluster, env: &str, text: &str) {
+    let (status, v) = c
+        .post_json(
+            &format!("/api/fs/container/{env}/write"),
+            &json!({"path": "/root/marker", "content": text}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = c
+        .post_json(&format!("/api/docker/create_tar/{env}"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{v}");
+    packaged(c, env).await;
+    // Host and runner share this machine's engine: take away the image the packaging left,
+    // so the runner must load the tarball itself.
+    docker(&["rmi", "-f", &format!("kohakuriver/{env}:base")]);
+}
+
+/// Runs `cat /root/marker` in the environment; the final record and its output.
+async fn marker_task(c: &TestCluster, env: &str) -> (Value, String) {
+    let id = c
+        .submit(json!({"command": "cat /root/marker", "container_name": env}))
+        .await
+        .remove(0);
+    let t = c.wait_final(&id).await;
+    let (_, out) = c.get_text(&format!("/api/tasks/{id}/stdout")).await;
+    (t, out)
+}
+
+fn loads_in(c: &TestCluster) -> usize {
+    c.logs().matches("environment loaded").count()
+}
+
+#[tokio::test]
+async fn a_runner_without_a_shared_dir_fetches_checks_and_loads_the_newest_version_once() {
+    let mut c = TestCluster::new(Opts {
+        host_args: vec!["--env-keep".into(), "1".into()],
+        ..Default::default()
+    });
+    c.start_host().await;
+    c.start_runner("node-1", &[]);
+    c.wait_node_online("node-1").await;
+    let (env, _guard) = env_name("sync");
+    create_env(&c, &env).await;
+    package_with_marker(&c, &env, "version-one").await;
+    let (t, out) = marker_task(&c, &env).await;
+    assert_eq!(t["status"], "completed", "{t}\n{}", c.logs());
+    assert_eq!(out.trim(), "version-one");
+    assert_eq!(loads_in(&c), 1, "one load");
+
+    // A new version: the next task sees it, and the old tarball is gone (env_keep 1).
+    let (_, before) = c.get_json("/api/docker/list").await;
+    let first = before[&env]["latest_tarball"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    package_with_marker(&c, &env, "version-two").await;
+    assert!(!std::path::Path::new(&first).exists(), "{first} pruned");
+    // Three tasks at once: one load between them.
+    let ids: Vec<String> = futures_util::future::join_all(
+        (0..3).map(|_| c.submit(json!({"command": "cat /root/marker", "container_name": env}))),
+    )
+    .await
+    .into_iter()
+    .map(|mut v| v.remove(0))
+    .collect();
+    for id in &ids {
+        let t = c.wait_final(id).await;
+        assert_eq!(t["status"], "completed", "{t}");
+        let (_, out) = c.get_text(&format!("/api/tasks/{id}/stdout")).await;
+        assert_eq!(out.trim(), "version-two");
+    }
+    assert_eq!(loads_in(&c), 2, "one more load for the three tasks");
+}
+
+#[tokio::test]
+async fn a_damaged_tarball_fails_the_task_clearly_and_tags_nothing() {
+    let c = TestCluster::with_runner(&[]).await;
+    let (env, _guard) = env_name("cut");
+    create_env(&c, &env).await;
+    package_with_marker(&c, &env, "whole").await;
+    let (_, list) = c.get_json("/api/docker/list").await;
+    let path = list[&env]["latest_tarball"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(len / 2).unwrap();
+    drop(f);
+    let (t, _) = marker_task(&c, &env).await;
+    assert_eq!(t["status"], "failed", "{t}");
+    let why = t["error_message"].as_str().unwrap_or_default().to_string();
+    assert!(why.contains("damaged") && why.contains(&env), "{t}");
+    assert_eq!(
+        docker(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{.Id}}",
+            &format!("kohakuriver/{env}:base")
+        ]),
+        "",
+        "no image under the environment's name"
+    );
+    // A good version again: the next task runs.
+    package_with_marker(&c, &env, "mended").await;
+    let (t, out) = marker_task(&c, &env).await;
+    assert_eq!(t["status"], "completed", "{t}");
+    assert_eq!(out.trim(), "mended");
+}
+
+#[tokio::test]
+async fn with_a_shared_dir_the_runner_reads_the_tarball_where_the_host_wrote_it() {
+    let mut c = TestCluster::new(Opts::default());
+    let shared = c.dir.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    c.opts.host_args = vec!["--shared-dir".into(), shared.display().to_string()];
+    c.start_host().await;
+    c.start_runner("node-1", &["--shared-dir", shared.to_str().unwrap()]);
+    c.wait_node_online("node-1").await;
+    let (env, _guard) = env_name("nfs");
+    create_env(&c, &env).await;
+    package_with_marker(&c, &env, "from-nfs").await;
+    let (_, list) = c.get_json("/api/docker/list").await;
+    let path = list[&env]["latest_tarball"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        path.starts_with(&format!("{}/kohakuriver-containers/", shared.display())),
+        "{path}"
+    );
+    let (t, out) = marker_task(&c, &env).await;
+    assert_eq!(t["status"], "completed", "{t}");
+    assert_eq!(out.trim(), "from-nfs");
+    let logs = c.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("loading environment") && l.contains("the shared dir")),
+        "{logs}"
+    );
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "read in place, not moved"
+    );
+}

@@ -6,24 +6,14 @@ use super::EnvError;
 
 pub const CONTAINER_PREFIX: &str = "kohakuriver-env-";
 
-/// Longest environment name (Docker allows more; a tarball name carries it too).
-const MAX_LEN: usize = 64;
-
-/// Checks an environment name: lower-case letters, digits, `.`, `_` and `-`, starting with a
-/// letter or digit, never `..`, so it is a valid container and image name and a safe file
-/// name.
+/// Checks an environment name ([`ferry_common::envs::is_valid_name`]); the error names
+/// `field`.
 pub fn check(field: &str, name: &str) -> Result<(), EnvError> {
-    let ok_chars = name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
-    let starts_well = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if name.is_empty() || name.len() > MAX_LEN || !ok_chars || !starts_well || name.contains("..") {
+    if !ferry_common::envs::is_valid_name(name) {
         return Err(EnvError::BadName(format!(
-            "{field}: {name:?} is not an environment name (1 to {MAX_LEN} lower-case letters, \
-             digits, '.', '_' or '-', starting with a letter or digit, no '..')"
+            "{field}: {name:?} is not an environment name (1 to {} lower-case letters, \
+             digits, '.', '_' or '-', starting with a letter or digit, no '..')",
+            ferry_common::envs::MAX_NAME_LEN
         )));
     }
     Ok(())

@@ -25,19 +25,7 @@ impl Tarball {
     }
 }
 
-pub fn file_name(env: &str, timestamp: i64) -> String {
-    format!("{env}-{timestamp}.tar")
-}
-
-/// `<env>-<10 or more digits>.tar` -> (env, timestamp).
-pub fn parse_name(name: &str) -> Option<(String, i64)> {
-    let stem = name.strip_suffix(".tar")?;
-    let (env, digits) = stem.rsplit_once('-')?;
-    if env.is_empty() || digits.len() < 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some((env.to_string(), digits.parse().ok()?))
-}
+pub use ferry_common::envs::{parse_tarball_name as parse_name, tarball_name as file_name};
 
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -179,24 +167,6 @@ fn remove(t: &Tarball) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_are_the_originals_and_nothing_else() {
-        assert_eq!(
-            parse_name("my-env-1733200000.tar"),
-            Some(("my-env".into(), 1733200000))
-        );
-        for bad in [
-            "env-123.tar",
-            "env-1733200000.tar.sha256",
-            ".env-1733200000.tar.partial",
-            "-1733200000.tar",
-            "env-17332000x0.tar",
-            "env.tar",
-        ] {
-            assert_eq!(parse_name(bad), None, "{bad}");
-        }
-    }
 
     fn put(store: &Store, env: &str, ts: i64, bytes: &[u8]) -> Tarball {
         std::fs::write(store.partial_path(env, ts), bytes).unwrap();

@@ -101,6 +101,8 @@ pub struct Supervisor {
     killed: Mutex<HashMap<TaskId, Option<u32>>>,
     /// Snapshots are taken one at a time (distinct tags, bounded engine load).
     snapshot_lock: tokio::sync::Mutex<()>,
+    /// Environments: the newest packaged version loaded before a task uses it.
+    pub envs: crate::envsync::EnvSync,
 }
 
 const KILLED_MESSAGE: &str = "Kill requested by user.";
@@ -183,6 +185,7 @@ impl Supervisor {
         durable::private_dir(&records_dir)?;
         let instance_id = instance_id(&config.data_dir)?;
         Ok(Arc::new(Supervisor {
+            envs: crate::envsync::EnvSync::new(engine.clone(), config.clone()),
             engine,
             outbox,
             config,
@@ -700,6 +703,28 @@ impl Supervisor {
         };
         if let Some(image) = &restored {
             tracing::info!(task_id = %id, %image, "VPS starts from its newest snapshot");
+        }
+        // An environment's newest version (not for a VPS restored from its snapshot).
+        let env = match (&req.definition.image, &restored) {
+            (
+                ferry_common::task::Image {
+                    registry_image: Some(r),
+                    ..
+                },
+                _,
+            ) if !r.is_empty() => None,
+            (_, Some(_)) => None,
+            (ferry_common::task::Image { container_name, .. }, None) => Some(
+                container_name
+                    .clone()
+                    .unwrap_or_else(|| "kohakuriver-base".into()),
+            ),
+        };
+        if let Some(env) = env {
+            if let Err(e) = self.envs.ensure(&env).await {
+                self.report_failed(id, e).await;
+                return None;
+            }
         }
         let spec = self.spec(req, shared.as_deref(), restored);
         let name = spec.name.clone();

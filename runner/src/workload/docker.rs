@@ -662,6 +662,93 @@ impl Workload for Engine {
     fn remove_snapshot<'a>(&'a self, repository: &'a str, tag: &'a str) -> WorkloadResult<'a, ()> {
         Box::pin(async move { self.remove_image(&format!("{repository}:{tag}")).await })
     }
+    fn image_created<'a>(&'a self, image: &'a str) -> WorkloadResult<'a, Option<i64>> {
+        Box::pin(async move {
+            match self.docker.inspect_image(image).await {
+                Ok(info) => Ok(info
+                    .created
+                    .as_deref()
+                    .and_then(|c| humantime::parse_rfc3339_weak(c).ok())
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs() as i64)),
+                Err(BollardError::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(None),
+                Err(e) => Err(engine_error(e)),
+            }
+        })
+    }
+
+    fn load_image<'a>(
+        &'a self,
+        path: &'a std::path::Path,
+        sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> WorkloadResult<'a, String> {
+        Box::pin(async move {
+            let file = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| WorkloadError::Engine(format!("{}: {e}", path.display())))?;
+            // Streamed in 1 MiB pieces: never the whole archive in memory.
+            let chunks = futures_util::stream::unfold(file, move |mut f| {
+                let sent = sent.clone();
+                async move {
+                    use tokio::io::AsyncReadExt;
+                    let mut buf = bytes::BytesMut::with_capacity(1 << 20);
+                    match f.read_buf(&mut buf).await {
+                        Ok(0) => None,
+                        Ok(n) => {
+                            sent.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                            Some((Ok::<_, std::io::Error>(buf.freeze()), f))
+                        }
+                        Err(e) => Some((Err(e), f)),
+                    }
+                }
+            });
+            let opts = bollard::query_parameters::ImportImageOptionsBuilder::default()
+                .quiet(true)
+                .build();
+            let mut loaded = String::new();
+            let mut out = self.docker.import_image_stream(opts, chunks, None);
+            while let Some(step) = out.next().await {
+                let info = step.map_err(engine_error)?;
+                if let Some(line) = info.stream {
+                    for l in line.lines() {
+                        if let Some(id) = l.strip_prefix("Loaded image ID: ") {
+                            loaded = id.trim().to_string();
+                        } else if let Some(r) = l.strip_prefix("Loaded image: ") {
+                            loaded = r.trim().to_string();
+                        }
+                    }
+                }
+            }
+            if loaded.is_empty() {
+                return Err(WorkloadError::Engine(format!(
+                    "{}: the engine loaded no image from it",
+                    path.display()
+                )));
+            }
+            Ok(loaded)
+        })
+    }
+
+    fn tag_image<'a>(
+        &'a self,
+        source: &'a str,
+        repository: &'a str,
+        tag: &'a str,
+    ) -> WorkloadResult<'a, ()> {
+        Box::pin(async move {
+            let opts = bollard::query_parameters::TagImageOptionsBuilder::default()
+                .repo(repository)
+                .tag(tag)
+                .build();
+            self.docker
+                .tag_image(source, Some(opts))
+                .await
+                .map_err(engine_error)
+        })
+    }
+
     fn net_namespace<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, PathBuf> {
         Box::pin(async move {
             let (pid, _) = ferry_access::docker::init_process(&self.docker, name)

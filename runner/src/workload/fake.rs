@@ -426,6 +426,32 @@ impl Workload for FakeWorkload {
         Box::pin(async { Ok(()) })
     }
 
+    fn image_created<'a>(&'a self, _image: &'a str) -> WorkloadResult<'a, Option<i64>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn load_image<'a>(
+        &'a self,
+        path: &'a std::path::Path,
+        _sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> WorkloadResult<'a, String> {
+        let path = path.display().to_string();
+        Box::pin(async move {
+            Err(WorkloadError::Engine(format!(
+                "{path}: the fake loads no images"
+            )))
+        })
+    }
+
+    fn tag_image<'a>(
+        &'a self,
+        _source: &'a str,
+        _repository: &'a str,
+        _tag: &'a str,
+    ) -> WorkloadResult<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
     fn net_namespace<'a>(&'a self, name: &'a str) -> WorkloadResult<'a, PathBuf> {
         let name = name.to_string();
         Box::pin(async move {

@@ -209,4 +209,21 @@ pub trait Workload: Send + Sync + 'static {
     ) -> WorkloadResult<'a, TtySession>;
     /// Deletes one snapshot; deleting one that is gone succeeds.
     fn remove_snapshot<'a>(&'a self, repository: &'a str, tag: &'a str) -> WorkloadResult<'a, ()>;
+    /// When a local image was made (Unix seconds); `None` when there is no such image.
+    fn image_created<'a>(&'a self, image: &'a str) -> WorkloadResult<'a, Option<i64>>;
+    /// Loads an image archive (`docker save` format) streamed from `path`, counting the bytes
+    /// sent in `sent`; the loaded image (its id, or the reference the archive names). Nothing
+    /// is tagged here.
+    fn load_image<'a>(
+        &'a self,
+        path: &'a std::path::Path,
+        sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> WorkloadResult<'a, String>;
+    /// Tags `source` (an id or reference) as `repository:tag`.
+    fn tag_image<'a>(
+        &'a self,
+        source: &'a str,
+        repository: &'a str,
+        tag: &'a str,
+    ) -> WorkloadResult<'a, ()>;
 }
