@@ -87,12 +87,12 @@ async fn main() -> anyhow::Result<()> {
         mb / package_s
     );
     println!(
-        "| HTTP transfer host -> runner (with SHA-256 check) | {:.1} s, {:.0} MB/s |",
+        "| HTTP transfer host -> runner | {:.1} s, {:.0} MB/s |",
         fetch_ms / 1000.0,
         mb / (fetch_ms / 1000.0)
     );
     println!(
-        "| load into the runner's engine (check + docker load) | {:.1} s, {:.0} MB/s |",
+        "| SHA-256 check and load into the runner's engine | {:.1} s, {:.0} MB/s |",
         load_ms / 1000.0,
         mb / (load_ms / 1000.0)
     );
