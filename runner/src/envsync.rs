@@ -202,7 +202,12 @@ impl EnvSync {
     /// checksum; the complete file.
     async fn fetch(&self, env: &str, v: &Newest) -> Result<PathBuf, String> {
         let dir = self.cache_dir();
-        crate::durable::private_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let made = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || crate::durable::private_dir(&dir)).await
+        };
+        made.map_err(|e| e.to_string())?
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
         let name = tarball_name(env, v.timestamp);
         let partial = dir.join(format!("{name}.partial"));
         let mut have = tokio::fs::metadata(&partial)
