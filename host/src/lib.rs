@@ -147,6 +147,20 @@ pub async fn run(
         health,
         limiter: Arc::new(auth::ratelimit::LoginLimiter::default()),
     };
+    {
+        // A packaging cut off by the last stop left a partial tarball: nobody finishes it.
+        // Done before serving, so no new packaging's partial is taken for an old one.
+        let store = state.envs.store.clone();
+        match tokio::task::spawn_blocking(move || store.remove_partials()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(
+                removed = n,
+                "partial environment tarballs of an interrupted packaging removed"
+            ),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot clean the environment store"),
+            Err(e) => tracing::warn!(error = %e, "cannot clean the environment store"),
+        }
+    }
     tokio::spawn(auth::service::expire_audit_forever(
         state.db.clone(),
         state.config.audit_retention,

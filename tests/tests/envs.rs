@@ -737,3 +737,23 @@ async fn with_a_shared_dir_the_runner_reads_the_tarball_where_the_host_wrote_it(
         "read in place, not moved"
     );
 }
+
+#[tokio::test]
+async fn a_packaging_cut_off_by_a_stop_leaves_no_partial_tarball_after_the_next_start() {
+    let mut c = TestCluster::new(Opts::default());
+    let store = c.dir.path().join("host").join("environments");
+    std::fs::create_dir_all(&store).unwrap();
+    let partial = store.join(".dev-1733200000.tar.partial");
+    let kept = store.join("dev-1733200000.tar");
+    std::fs::write(&partial, b"half of a tarball").unwrap();
+    std::fs::write(&kept, b"a finished one").unwrap();
+    c.start_host().await;
+    assert!(!partial.exists(), "the partial is removed at start");
+    assert!(kept.exists(), "finished tarballs stay");
+    let (_, list) = c.get_json("/api/docker/list").await;
+    assert_eq!(
+        list["dev"]["all_versions"].as_array().map(Vec::len),
+        Some(1),
+        "{list}"
+    );
+}

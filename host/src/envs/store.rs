@@ -104,6 +104,24 @@ impl Store {
             .create(&self.dir)
     }
 
+    /// Removes partial files a packaging cut off by a stop or crash left (none runs at start).
+    pub fn remove_partials(&self) -> std::io::Result<usize> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(".tar.partial") {
+                std::fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Puts a complete, synced partial file in place with its checksum beside it.
     pub fn finish(&self, env: &str, timestamp: i64, sha256: &str) -> std::io::Result<Tarball> {
         let partial = self.partial_path(env, timestamp);
@@ -195,6 +213,8 @@ mod tests {
         assert!(!dir.path().join("envs/dev-1700000001.tar.sha256").exists());
         assert_eq!(store.versions("dev").unwrap().len(), 2);
         assert_eq!(store.versions("other").unwrap().len(), 1);
+        assert_eq!(store.remove_partials().unwrap(), 1);
+        assert!(!store.partial_path("dev", 1_700_000_009).exists());
         assert_eq!(store.delete_all("dev").unwrap(), 2);
         assert!(store.newest("dev").unwrap().is_none());
     }
