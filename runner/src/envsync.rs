@@ -112,11 +112,14 @@ impl EnvSync {
         tracing::info!(%env, tarball = %name, bytes = newest.size, from, "loading environment");
         let started = std::time::Instant::now();
         let path = match &newest.shared {
-            Some(p) => p.clone(),
-            None => self.fetch(env, &newest).await?,
+            Some(p) => {
+                self.verify(p, &newest).await?;
+                p.clone()
+            }
+            None => self.fetch_checked(env, &newest).await?,
         };
         let fetch_ms = started.elapsed().as_millis() as u64;
-        let loaded = self.load(&path, &newest).await;
+        let loaded = self.load(&path).await;
         let load_ms = started.elapsed().as_millis() as u64 - fetch_ms;
         if newest.shared.is_none() {
             // The image holds it now; the copy would only take disk.
@@ -198,9 +201,30 @@ impl EnvSync {
         }))
     }
 
-    /// Downloads the version into the cache, resuming a partial download, checking the
-    /// checksum; the complete file.
-    async fn fetch(&self, env: &str, v: &Newest) -> Result<PathBuf, String> {
+    /// Downloads the version and checks it. A resumed download that does not match (its
+    /// first part from a different or damaged copy) is fetched again whole, once.
+    async fn fetch_checked(&self, env: &str, v: &Newest) -> Result<PathBuf, String> {
+        let (path, resumed) = self.fetch(env, v).await?;
+        let why = match self.verify(&path, v).await {
+            Ok(()) => return Ok(path),
+            Err(why) => why,
+        };
+        let _ = tokio::fs::remove_file(&path).await;
+        if !resumed {
+            return Err(why);
+        }
+        tracing::warn!(%env, %why, "a resumed download does not match its checksum; fetching it whole");
+        let (path, _) = self.fetch(env, v).await?;
+        if let Err(why) = self.verify(&path, v).await {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(why);
+        }
+        Ok(path)
+    }
+
+    /// Downloads the version into the cache, resuming a partial download; the complete file
+    /// and whether it was resumed.
+    async fn fetch(&self, env: &str, v: &Newest) -> Result<(PathBuf, bool), String> {
         let dir = self.cache_dir();
         let made = {
             let dir = dir.clone();
@@ -232,6 +256,9 @@ impl EnvSync {
             .await
             .map_err(|e| format!("environment {env}: cannot fetch {name}: {e}"))?;
         let resumed = resp.status() == reqwest::StatusCode::PARTIAL_CONTENT;
+        if resumed {
+            tracing::info!(%env, tarball = %name, from_byte = have, "resuming a download");
+        }
         if !resp.status().is_success() {
             return Err(format!(
                 "environment {env}: the host answered {} for {name}",
@@ -263,11 +290,11 @@ impl EnvSync {
         tokio::fs::rename(&partial, &complete)
             .await
             .map_err(|e| format!("{}: {e}", complete.display()))?;
-        Ok(complete)
+        Ok((complete, resumed))
     }
 
-    /// Checks the file against its recorded checksum, then streams it into the engine.
-    async fn load(&self, path: &Path, v: &Newest) -> Result<String, String> {
+    /// Checks the file against its recorded checksum (when the host recorded one).
+    async fn verify(&self, path: &Path, v: &Newest) -> Result<(), String> {
         let name = path.display().to_string();
         if let Some(want) = &v.sha256 {
             let p = path.to_path_buf();
@@ -281,6 +308,12 @@ impl EnvSync {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Streams a checked tarball into the engine; the loaded image.
+    async fn load(&self, path: &Path) -> Result<String, String> {
+        let name = path.display().to_string();
         let sent = Arc::new(AtomicU64::new(0));
         self.engine
             .load_image(path, sent)

@@ -757,3 +757,46 @@ async fn a_packaging_cut_off_by_a_stop_leaves_no_partial_tarball_after_the_next_
         "{list}"
     );
 }
+
+#[tokio::test]
+async fn a_broken_off_download_is_resumed_and_a_stale_partial_is_fetched_again_whole() {
+    let c = TestCluster::with_runner(&[]).await;
+    let (env, _guard) = env_name("resume");
+    create_env(&c, &env).await;
+    package_with_marker(&c, &env, "resumed").await;
+    let (_, list) = c.get_json("/api/docker/list").await;
+    let tarball = list[&env]["latest_tarball"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let bytes = std::fs::read(&tarball).expect("the tarball");
+    let file = std::path::Path::new(&tarball)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let cache = c.dir.path().join("runner-node-1").join("environments");
+    std::fs::create_dir_all(&cache).unwrap();
+    let partial = cache.join(format!("{file}.partial"));
+
+    // The first half already here, as a download cut off by a runner restart leaves it.
+    std::fs::write(&partial, &bytes[..bytes.len() / 2]).unwrap();
+    let (t, out) = marker_task(&c, &env).await;
+    assert_eq!(t["status"], "completed", "{t}\n{}", c.logs());
+    assert_eq!(out.trim(), "resumed");
+    let logs = c.logs();
+    let from = format!("from_byte={}", bytes.len() / 2);
+    assert!(
+        logs.contains("resuming a download") && logs.contains(&from),
+        "the rest was fetched, not all of it: {logs}"
+    );
+    assert!(!logs.contains("fetching it whole"), "{logs}");
+
+    // A partial of some other copy: the resumed file fails its checksum, is fetched whole.
+    docker(&["rmi", "-f", &format!("kohakuriver/{env}:base")]);
+    std::fs::write(&partial, vec![0u8; bytes.len() / 2]).unwrap();
+    let (t, out) = marker_task(&c, &env).await;
+    assert_eq!(t["status"], "completed", "{t}\n{}", c.logs());
+    assert_eq!(out.trim(), "resumed");
+    assert!(c.logs().contains("fetching it whole"), "{}", c.logs());
+    assert!(!partial.exists(), "nothing left in the cache");
+}
