@@ -2,6 +2,14 @@
 //! is the image `kohakuriver/<env>:base` and the tarballs `<env>-<unix seconds>.tar`, as the
 //! original names them.
 
+/// Where a runner fetches an environment's tarball from the host (`{RUNNER_TARBALL_PATH}/<env>`,
+/// `?timestamp=` for one version; `HEAD` for the newest's headers).
+pub const RUNNER_TARBALL_PATH: &str = "/api/runner/environments";
+/// Header of a tarball download: its SHA-256 as the host recorded it (hex).
+pub const HEADER_SHA256: &str = "x-ferry-sha256";
+/// Header of a tarball download: its number (Unix seconds).
+pub const HEADER_TIMESTAMP: &str = "x-ferry-timestamp";
+
 /// Longest environment name (Docker allows more; a tarball name carries it too).
 pub const MAX_NAME_LEN: usize = 64;
 

@@ -12,7 +12,10 @@
 
 use crate::config::RunnerConfig;
 use crate::workload::Workload;
-use ferry_common::envs::{is_valid_name, parse_tarball_name, tarball_name};
+use ferry_common::envs::{
+    is_valid_name, parse_tarball_name, tarball_name, HEADER_SHA256, HEADER_TIMESTAMP,
+    RUNNER_TARBALL_PATH,
+};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -164,7 +167,7 @@ impl EnvSync {
 
     async fn ask_host(&self, env: &str) -> Result<Option<Newest>, String> {
         let url = format!(
-            "{}/api/runner/environments/{env}",
+            "{}{RUNNER_TARBALL_PATH}/{env}",
             self.config.host_url.trim_end_matches('/')
         );
         let resp = self
@@ -187,7 +190,7 @@ impl EnvSync {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
-        let timestamp = header("x-ferry-timestamp")
+        let timestamp = header(HEADER_TIMESTAMP)
             .and_then(|t| t.parse().ok())
             .ok_or("the host named no version")?;
         let size = header("content-length")
@@ -196,7 +199,7 @@ impl EnvSync {
         Ok(Some(Newest {
             timestamp,
             size,
-            sha256: header("x-ferry-sha256"),
+            sha256: header(HEADER_SHA256),
             shared: None,
         }))
     }
@@ -243,7 +246,7 @@ impl EnvSync {
             have = 0;
         }
         let url = format!(
-            "{}/api/runner/environments/{env}?timestamp={}",
+            "{}{RUNNER_TARBALL_PATH}/{env}?timestamp={}",
             self.config.host_url.trim_end_matches('/'),
             v.timestamp
         );

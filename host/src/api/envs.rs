@@ -354,9 +354,12 @@ pub async fn download(
         headers.insert(CONTENT_DISPOSITION, v);
     }
     if let Some(v) = sha256.and_then(|s| HeaderValue::from_str(&s).ok()) {
-        headers.insert("x-ferry-sha256", v);
+        headers.insert(ferry_common::envs::HEADER_SHA256, v);
     }
-    headers.insert("x-ferry-timestamp", HeaderValue::from(tarball.timestamp));
+    headers.insert(
+        ferry_common::envs::HEADER_TIMESTAMP,
+        HeaderValue::from(tarball.timestamp),
+    );
     Ok(resp)
 }
 

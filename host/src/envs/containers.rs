@@ -97,7 +97,7 @@ impl Envs {
     async fn create_container(&self, image: &str, env: &str) -> Result<String, EnvError> {
         let docker = self.docker()?;
         let name = names::container(env);
-        let (cores, memory) = host_size();
+        let (cores, memory) = self.host_size;
         let host_config = HostConfig {
             nano_cpus: Some(((cores as f64) * HOST_SHARE * 1e9) as i64),
             memory: (memory > 0).then_some(((memory as f64) * HOST_SHARE) as i64),
@@ -277,7 +277,7 @@ impl Envs {
 }
 
 /// The host's cores and memory (bytes; 0 when unknown).
-fn host_size() -> (usize, u64) {
+pub(super) fn host_size() -> (usize, u64) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let memory = nix::sys::sysinfo::sysinfo()
         .map(|i| i.ram_total())

@@ -74,6 +74,9 @@ pub struct Envs {
     /// 0: no cap.
     max_store_bytes: u64,
     jobs: Arc<Mutex<HashMap<String, Arc<package::Job>>>>,
+    /// The host's cores and memory (bytes; 0 unknown), read once at start: what an
+    /// environment container's share is taken of.
+    host_size: (usize, u64),
 }
 
 impl Envs {
@@ -85,6 +88,7 @@ impl Envs {
             store,
             max_store_bytes,
             jobs: Arc::default(),
+            host_size: containers::host_size(),
         }
     }
 
