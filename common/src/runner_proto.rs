@@ -71,6 +71,36 @@ pub struct Heartbeat {
     pub vm_capable: bool,
     pub vfio_gpus: Option<Vec<serde_json::Value>>,
     pub runner_version: Option<String>,
+    /// Ferry: the tasks the runner has accepted but not started yet, with what each waits for.
+    pub preparing: Option<Vec<TaskPreparing>>,
+    /// Ferry: the node's disk taken by environments and snapshots (refreshed every few
+    /// heartbeats; `None` until first measured).
+    pub disk_usage: Option<RunnerDiskUsage>,
+}
+
+/// One task in [`Heartbeat::preparing`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskPreparing {
+    pub task_id: TaskId,
+    #[serde(flatten)]
+    pub progress: crate::api::Preparing,
+}
+
+/// What environments and snapshots take on a runner's disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default)]
+pub struct RunnerDiskUsage {
+    /// Environment images (`kohakuriver/<env>:base`), each at its full size as the engine
+    /// reports it (layers shared between environments count once per environment).
+    pub environment_images_bytes: u64,
+    pub environment_images: u32,
+    /// Environment tarballs being downloaded (partial files in the runner's data dir).
+    pub environment_downloads_bytes: u64,
+    /// VPS snapshots: the layer each snapshot adds to the image it was taken from.
+    pub snapshot_bytes: u64,
+    pub snapshots: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

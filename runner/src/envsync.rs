@@ -7,17 +7,23 @@
 //! then tagged. Only a complete, checked load is tagged, so a corrupt tarball leaves no image
 //! under that name. Tasks needing the same environment at once wait for one load.
 //!
+//! While a task waits, [`EnvSync::waiting`] says what for (the stage and bytes done of its
+//! environment's load), which the heartbeat carries to the host's task record.
+//!
 //! A host that cannot be asked (an outage) does not stop a task: it runs what is local, with
 //! a warning, and the host is not asked again for a few seconds.
 
 use crate::config::RunnerConfig;
 use crate::workload::Workload;
+use ferry_common::api::{PrepareStage, Preparing};
 use ferry_common::envs::{
     is_valid_name, parse_tarball_name, tarball_name, HEADER_SHA256, HEADER_TIMESTAMP,
     RUNNER_TARBALL_PATH,
 };
+use ferry_common::TaskId;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,6 +39,54 @@ struct Newest {
     shared: Option<PathBuf>,
 }
 
+/// How far one environment's load is; every task waiting for it shows the same.
+struct Progress {
+    stage: Mutex<PrepareStage>,
+    done: Arc<AtomicU64>,
+    total: AtomicU64,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            stage: Mutex::new(PrepareStage::Checking),
+            done: Arc::default(),
+            total: AtomicU64::new(0),
+        }
+    }
+
+    /// Enters `stage`, with `done` of `total` bytes already behind it.
+    fn enter(&self, stage: PrepareStage, done: u64, total: u64) {
+        *self.stage.lock().unwrap_or_else(|p| p.into_inner()) = stage;
+        self.done.store(done, Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
+    }
+}
+
+/// An entry of a map for as long as this lives (also when the future holding it is dropped).
+struct Listed<'a, K: Hash + Eq, V> {
+    map: &'a Mutex<HashMap<K, V>>,
+    key: K,
+}
+
+impl<'a, K: Hash + Eq + Clone, V> Listed<'a, K, V> {
+    fn new(map: &'a Mutex<HashMap<K, V>>, key: K, value: V) -> Self {
+        map.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), value);
+        Listed { map, key }
+    }
+}
+
+impl<K: Hash + Eq, V> Drop for Listed<'_, K, V> {
+    fn drop(&mut self) {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
+}
+
 pub struct EnvSync {
     engine: Arc<dyn Workload>,
     config: Arc<RunnerConfig>,
@@ -42,6 +96,10 @@ pub struct EnvSync {
     /// When the host last failed to answer: for a while after, tasks run what is local
     /// without asking, so a host that hangs delays one task, not each.
     host_silent_since: Mutex<Option<std::time::Instant>>,
+    /// The load under way for each environment being loaded.
+    progress: Mutex<HashMap<String, Arc<Progress>>>,
+    /// The environment each task waits for.
+    waiting: Mutex<HashMap<TaskId, String>>,
     /// Loads done since start (for the log and the tests).
     pub loads: AtomicU64,
 }
@@ -59,6 +117,8 @@ impl EnvSync {
             http: reqwest::Client::new(),
             locks: Mutex::default(),
             host_silent_since: Mutex::default(),
+            progress: Mutex::default(),
+            waiting: Mutex::default(),
             loads: AtomicU64::new(0),
         }
     }
@@ -71,17 +131,44 @@ impl EnvSync {
     }
 
     fn cache_dir(&self) -> PathBuf {
-        self.config.data_dir.join("environments")
+        downloads_dir(&self.config)
     }
 
-    /// Makes sure the newest version of `env` is the local image; an error says why the
-    /// task cannot run.
-    pub async fn ensure(&self, env: &str) -> Result<(), String> {
+    /// What each task waiting for an environment waits for, and how far along it is.
+    pub fn waiting(&self) -> HashMap<TaskId, Preparing> {
+        let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        waiting
+            .iter()
+            .map(|(id, env)| {
+                let shown = match progress.get(env) {
+                    Some(p) => Preparing {
+                        stage: *p.stage.lock().unwrap_or_else(|p| p.into_inner()),
+                        environment: Some(env.clone()),
+                        bytes_done: p.done.load(Ordering::Relaxed),
+                        bytes_total: Some(p.total.load(Ordering::Relaxed)),
+                    },
+                    None => Preparing {
+                        stage: PrepareStage::Checking,
+                        environment: Some(env.clone()),
+                        bytes_done: 0,
+                        bytes_total: None,
+                    },
+                };
+                (*id, shown)
+            })
+            .collect()
+    }
+
+    /// Makes sure the newest version of `env` is the local image before `task` uses it; an
+    /// error says why the task cannot run.
+    pub async fn ensure(&self, task: TaskId, env: &str) -> Result<(), String> {
         if !is_valid_name(env) {
             return Err(format!(
                 "container_name: {env:?} is not an environment name"
             ));
         }
+        let _waiting = Listed::new(&self.waiting, task, env.to_string());
         let image = ferry_common::environment_image(env);
         let lock = {
             let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
@@ -113,16 +200,19 @@ impl EnvSync {
             None => "the host",
         };
         tracing::info!(%env, tarball = %name, bytes = newest.size, from, "loading environment");
+        let progress = Arc::new(Progress::new());
+        let _shown = Listed::new(&self.progress, env.to_string(), progress.clone());
         let started = std::time::Instant::now();
         let path = match &newest.shared {
             Some(p) => {
-                self.verify(p, &newest).await?;
+                self.verify(p, &newest, &progress).await?;
                 p.clone()
             }
-            None => self.fetch_checked(env, &newest).await?,
+            None => self.fetch_checked(env, &newest, &progress).await?,
         };
         let fetch_ms = started.elapsed().as_millis() as u64;
-        let loaded = self.load(&path).await;
+        progress.enter(PrepareStage::Loading, 0, newest.size);
+        let loaded = self.load(&path, progress.done.clone()).await;
         let load_ms = started.elapsed().as_millis() as u64 - fetch_ms;
         if newest.shared.is_none() {
             // The image holds it now; the copy would only take disk.
@@ -206,9 +296,14 @@ impl EnvSync {
 
     /// Downloads the version and checks it. A resumed download that does not match (its
     /// first part from a different or damaged copy) is fetched again whole, once.
-    async fn fetch_checked(&self, env: &str, v: &Newest) -> Result<PathBuf, String> {
-        let (path, resumed) = self.fetch(env, v).await?;
-        let why = match self.verify(&path, v).await {
+    async fn fetch_checked(
+        &self,
+        env: &str,
+        v: &Newest,
+        progress: &Progress,
+    ) -> Result<PathBuf, String> {
+        let (path, resumed) = self.fetch(env, v, progress).await?;
+        let why = match self.verify(&path, v, progress).await {
             Ok(()) => return Ok(path),
             Err(why) => why,
         };
@@ -217,8 +312,8 @@ impl EnvSync {
             return Err(why);
         }
         tracing::warn!(%env, %why, "a resumed download does not match its checksum; fetching it whole");
-        let (path, _) = self.fetch(env, v).await?;
-        if let Err(why) = self.verify(&path, v).await {
+        let (path, _) = self.fetch(env, v, progress).await?;
+        if let Err(why) = self.verify(&path, v, progress).await {
             let _ = tokio::fs::remove_file(&path).await;
             return Err(why);
         }
@@ -227,7 +322,12 @@ impl EnvSync {
 
     /// Downloads the version into the cache, resuming a partial download; the complete file
     /// and whether it was resumed.
-    async fn fetch(&self, env: &str, v: &Newest) -> Result<(PathBuf, bool), String> {
+    async fn fetch(
+        &self,
+        env: &str,
+        v: &Newest,
+        progress: &Progress,
+    ) -> Result<(PathBuf, bool), String> {
         let dir = self.cache_dir();
         let made = {
             let dir = dir.clone();
@@ -259,6 +359,11 @@ impl EnvSync {
             .await
             .map_err(|e| format!("environment {env}: cannot fetch {name}: {e}"))?;
         let resumed = resp.status() == reqwest::StatusCode::PARTIAL_CONTENT;
+        progress.enter(
+            PrepareStage::Downloading,
+            if resumed { have } else { 0 },
+            v.size,
+        );
         if resumed {
             tracing::info!(%env, tarball = %name, from_byte = have, "resuming a download");
         }
@@ -284,6 +389,9 @@ impl EnvSync {
             file.write_all(&chunk)
                 .await
                 .map_err(|e| format!("{}: {e}", partial.display()))?;
+            progress
+                .done
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
         }
         file.flush()
             .await
@@ -297,11 +405,13 @@ impl EnvSync {
     }
 
     /// Checks the file against its recorded checksum (when the host recorded one).
-    async fn verify(&self, path: &Path, v: &Newest) -> Result<(), String> {
+    async fn verify(&self, path: &Path, v: &Newest, progress: &Progress) -> Result<(), String> {
         let name = path.display().to_string();
         if let Some(want) = &v.sha256 {
+            progress.enter(PrepareStage::Verifying, 0, v.size);
             let p = path.to_path_buf();
-            let got = tokio::task::spawn_blocking(move || sha256_file(&p))
+            let hashed = progress.done.clone();
+            let got = tokio::task::spawn_blocking(move || sha256_file(&p, &hashed))
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| format!("{name}: {e}"))?;
@@ -315,14 +425,18 @@ impl EnvSync {
     }
 
     /// Streams a checked tarball into the engine; the loaded image.
-    async fn load(&self, path: &Path) -> Result<String, String> {
+    async fn load(&self, path: &Path, sent: Arc<AtomicU64>) -> Result<String, String> {
         let name = path.display().to_string();
-        let sent = Arc::new(AtomicU64::new(0));
         self.engine
             .load_image(path, sent)
             .await
             .map_err(|e| format!("environment tarball {name} could not be loaded: {e}"))
     }
+}
+
+/// Where tarballs fetched from the host are kept while they download.
+pub fn downloads_dir(config: &RunnerConfig) -> PathBuf {
+    config.data_dir.join("environments")
 }
 
 /// The newest `<env>-<ts>.tar` in `dir`, with the checksum beside it.
@@ -353,7 +467,8 @@ fn newest_in(dir: &Path, env: &str) -> Option<Newest> {
     })
 }
 
-fn sha256_file(path: &Path) -> std::io::Result<String> {
+/// The file's SHA-256, counting the bytes read into `hashed`.
+fn sha256_file(path: &Path, hashed: &AtomicU64) -> std::io::Result<String> {
     use std::io::Read;
     let mut f = std::fs::File::open(path)?;
     let mut hash = Sha256::new();
@@ -364,6 +479,7 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
             break;
         }
         hash.update(&buf[..n]);
+        hashed.fetch_add(n as u64, Ordering::Relaxed);
     }
     Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -195,6 +195,8 @@ impl HostLink {
                 gpu_info: gpus.gpus,
                 gpu_error: gpus.error,
                 runner_version: Some(ferry_common::VERSION.to_string()),
+                preparing: Some(supervisor.preparing()),
+                disk_usage: supervisor.disk.latest(),
                 ..Default::default()
             };
             let path = format!("/api/heartbeat/{}", self.config.name);

@@ -4,12 +4,14 @@
 //! forwards into a running workload), `supervisor` (sole owner of the task table and each
 //! task's lifecycle), `workload` (the seam to what runs tasks; Docker through bollard behind it), `host_link` (registration,
 //! heartbeats, report delivery), `outbox` (reports awaiting the host), `resources` (cores,
-//! memory, usage), `limits` (what every container is held to), `scratch` (a task's own
+//! memory, usage), `envsync` (environments' newest versions), `disk_usage` (what they and
+//! snapshots take), `limits` (what every container is held to), `scratch` (a task's own
 //! directories), `config`.
 
 pub mod api;
 pub mod api_files;
 pub mod config;
+pub mod disk_usage;
 pub mod durable;
 pub mod envsync;
 pub mod gpu;
@@ -75,6 +77,7 @@ pub async fn run(
         tracing::warn!(error = %e, "cannot recover tasks from the previous run yet; retrying in 2s");
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
+    tokio::spawn(supervisor.disk.clone().run());
     let link = host_link::HostLink::new(config.clone(), url.clone(), resources);
     tokio::spawn(link.clone().run(supervisor.clone()));
     tokio::spawn(

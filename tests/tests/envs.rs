@@ -201,20 +201,47 @@ async fn packaging_saves_a_checked_tarball_in_the_background_and_keeps_two_versi
     assert_eq!(status, 404, "{v}");
 }
 
-#[tokio::test]
-async fn a_store_at_its_cap_refuses_new_tarballs_with_the_reason() {
-    let mut c = TestCluster::new(Opts {
-        host_args: vec!["--max-env-store".into(), "1".into()],
-        ..Default::default()
-    });
+/// Waits until the environment's packaging job has ended, however it ended; its view then.
+async fn packaging_ended(c: &TestCluster, env: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let (status, view) = c.get_json(&format!("/api/docker/env/{env}")).await;
+        assert_eq!(status, 200, "{view}");
+        if matches!(view["packaging"]["state"].as_str(), Some("done" | "failed")) {
+            return view;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still packaging: {view}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Stops the host and starts it again with `args`.
+async fn restart_host_with(c: &mut TestCluster, args: Vec<String>) {
+    c.host_mut().terminate();
+    c.host = None;
+    c.opts.host_args = args;
     c.start_host().await;
+}
+
+#[tokio::test]
+async fn a_store_at_its_cap_refuses_new_tarballs_and_one_outgrowing_it_is_stopped() {
+    let mut c = TestCluster::with_host().await;
     let (env, _guard) = env_name("cap");
     create_env(&c, &env).await;
     let (status, v) = c
         .post_json(&format!("/api/docker/create_tar/{env}"), &json!({}))
         .await;
-    assert_eq!(status, 202, "an empty store takes the first: {v}");
+    assert_eq!(status, 202, "{v}");
     packaged(&c, &env).await;
+    let (_, store) = c.get_json("/api/docker/store").await;
+    let size = store["used_bytes"].as_u64().unwrap_or(0);
+    assert!(size > 0, "{store}");
+
+    // A store already at its cap refuses at once.
+    restart_host_with(&mut c, vec!["--max-env-store".into(), size.to_string()]).await;
     let (status, v) = c
         .post_json(&format!("/api/docker/create_tar/{env}"), &json!({}))
         .await;
@@ -222,6 +249,35 @@ async fn a_store_at_its_cap_refuses_new_tarballs_with_the_reason() {
     assert!(
         v["detail"].as_str().unwrap_or("").contains("max_env_store"),
         "{v}"
+    );
+
+    // Room for half a tarball: the packaging starts, is stopped when it outgrows the room,
+    // and leaves nothing behind.
+    let cap = size + size / 2;
+    restart_host_with(&mut c, vec!["--max-env-store".into(), cap.to_string()]).await;
+    let (status, v) = c
+        .post_json(&format!("/api/docker/create_tar/{env}"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{v}");
+    let view = packaging_ended(&c, &env).await;
+    assert_eq!(view["packaging"]["state"], "failed", "{view}");
+    let why = view["packaging"]["error"].as_str().unwrap_or_default();
+    assert!(why.contains("max_env_store"), "{view}");
+    let (_, store) = c.get_json("/api/docker/store").await;
+    assert_eq!(store["used_bytes"].as_u64(), Some(size), "{store}");
+    assert_eq!(store["tarballs"], 1, "{store}");
+    assert_eq!(store["limit_bytes"].as_u64(), Some(cap), "{store}");
+    assert_eq!(store["packaging_bytes"], 0, "{store}");
+    let dir = store["path"].as_str().unwrap_or_default();
+    let leftovers: Vec<String> = std::fs::read_dir(dir)
+        .expect("store dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".partial"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "no partial tarball left: {leftovers:?}"
     );
 }
 
@@ -799,4 +855,198 @@ async fn a_broken_off_download_is_resumed_and_a_stale_partial_is_fetched_again_w
     assert_eq!(out.trim(), "resumed");
     assert!(c.logs().contains("fetching it whole"), "{}", c.logs());
     assert!(!partial.exists(), "nothing left in the cache");
+}
+
+/// A TCP proxy in front of the host for a runner's calls that, once the runner asks for an
+/// environment tarball, passes the first `pass` bytes of the reply and holds the rest until
+/// `release` is sent; everything else passes at once.
+struct TarballHoldingProxy {
+    port: u16,
+    /// Where it passes calls to (set once the host's port is known).
+    upstream: std::sync::Arc<std::sync::Mutex<String>>,
+    release: tokio::sync::watch::Sender<bool>,
+}
+
+impl TarballHoldingProxy {
+    /// Started before the cluster is made, so the cluster never picks the proxy's port.
+    async fn start(pass: usize) -> TarballHoldingProxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let port = listener.local_addr().expect("proxy addr").port();
+        let (release, released) = tokio::sync::watch::channel(false);
+        let upstream = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let to = upstream.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let upstream = to.lock().expect("upstream").clone();
+                let mut released = released.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_server, mut to_server) = server.into_split();
+                    // Set once the tarball's GET went up: what comes down after it is its reply.
+                    let (asked, mut asked_rx) = tokio::sync::watch::channel(false);
+                    let up = async move {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match from_client.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            let text = String::from_utf8_lossy(&buf[..n]);
+                            if text.contains("GET /api/runner/environments/") {
+                                let _ = asked.send(true);
+                            }
+                            if to_server.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to_server.shutdown().await;
+                    };
+                    let down = async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        let mut passed_after_ask = 0usize;
+                        loop {
+                            let n = match from_server.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            let mut chunk = &buf[..n];
+                            if *asked_rx.borrow_and_update() && !*released.borrow() {
+                                let room = pass.saturating_sub(passed_after_ask).min(chunk.len());
+                                if to_client.write_all(&chunk[..room]).await.is_err() {
+                                    break;
+                                }
+                                passed_after_ask += room;
+                                chunk = &chunk[room..];
+                                if !chunk.is_empty() {
+                                    let _ = released.wait_for(|r| *r).await;
+                                }
+                            }
+                            if to_client.write_all(chunk).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to_client.shutdown().await;
+                    };
+                    tokio::join!(up, down);
+                });
+            }
+        });
+        TarballHoldingProxy {
+            port,
+            upstream,
+            release,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// The task's record once `ok` holds for it (or a panic naming what it last was).
+async fn task_when(c: &TestCluster, id: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let t = c.task(id).await;
+        if ok(&t) {
+            return t;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "task never {what}: {t}\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_task_waiting_for_its_environment_shows_the_download_and_the_node_shows_the_disk_it_takes(
+) {
+    let proxy = TarballHoldingProxy::start(64 * 1024).await;
+    let mut c = TestCluster::new(Opts::default());
+    *proxy.upstream.lock().expect("upstream") = format!("127.0.0.1:{}", c.host_port);
+    c.opts.runner_host_url = Some(proxy.url());
+    c.start_host().await;
+    c.start_runner("node-1", &[]);
+    c.wait_node_online("node-1").await;
+    let (env, _guard) = env_name("progress");
+    create_env(&c, &env).await;
+    package_with_marker(&c, &env, "worth-the-wait").await;
+    let (_, list) = c.get_json("/api/docker/list").await;
+    let size = list[&env]["all_versions"][0]["size_bytes"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        size > 128 * 1024,
+        "a tarball bigger than what passes: {list}"
+    );
+
+    // The host's store says what it holds.
+    let (status, store) = c.get_json("/api/docker/store").await;
+    assert_eq!(status, 200, "{store}");
+    assert_eq!(store["used_bytes"].as_u64(), Some(size), "{store}");
+    assert_eq!(store["tarballs"], 1, "{store}");
+    assert_eq!(store["environments"], 1, "{store}");
+    assert!(store["limit_bytes"].is_null(), "no cap by default: {store}");
+
+    let id = c
+        .submit(json!({"command": "cat /root/marker", "container_name": env}))
+        .await
+        .remove(0);
+    let waiting = task_when(&c, &id, "showed its download", |t| {
+        t["preparing"]["stage"] == "downloading" && t["preparing"]["bytes_done"].as_u64() > Some(0)
+    })
+    .await;
+    assert_eq!(waiting["status"], "assigning", "{waiting}");
+    assert_eq!(
+        waiting["preparing"]["environment"],
+        env.as_str(),
+        "{waiting}"
+    );
+    assert_eq!(
+        waiting["preparing"]["bytes_total"].as_u64(),
+        Some(size),
+        "{waiting}"
+    );
+    let done = waiting["preparing"]["bytes_done"].as_u64().unwrap_or(0);
+    assert!(done <= 64 * 1024, "no more than passed: {waiting}");
+
+    proxy.release.send(true).expect("release");
+    let t = c.wait_final(&id).await;
+    assert_eq!(t["status"], "completed", "{t}");
+    assert!(
+        t.get("preparing").is_none(),
+        "nothing left to wait for: {t}"
+    );
+    let (_, out) = c.get_text(&format!("/api/tasks/{id}/stdout")).await;
+    assert_eq!(out.trim(), "worth-the-wait");
+
+    // The node view counts the loaded environment image (other tests' may be there too:
+    // host and runner share this machine's engine).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, nodes) = c.get_json("/api/nodes").await;
+        let disk = &nodes[0]["disk_usage"];
+        if disk["environment_images"].as_u64() >= Some(1)
+            && disk["environment_images_bytes"].as_u64() >= Some(size / 2)
+        {
+            assert_eq!(
+                disk["environment_downloads_bytes"], 0,
+                "the downloaded tarball is removed once loaded: {disk}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node view never counted the environment: {nodes}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

@@ -182,6 +182,18 @@ async fn snapshots_are_taken_listed_pruned_and_restored_on_restart() {
         vec![v3["tag"].as_str().unwrap(), v2["tag"].as_str().unwrap()]
     );
     assert!(!tags.contains(&first.as_str()), "the oldest was dropped");
+    // The node view counts them (other tests' snapshots may be on this engine too). Each
+    // adds at least the file written before it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, nodes) = c.get_json("/api/nodes").await;
+        let disk = &nodes[0]["disk_usage"];
+        if disk["snapshots"].as_u64() >= Some(2) && disk["snapshot_bytes"].as_u64() > Some(0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "snapshots not counted: {nodes}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let (_, latest) = c.get_json(&format!("{path}/latest")).await;
     assert_eq!(latest["tag"], v3["tag"]);
     // Delete the newest one: the restart comes back to the one before (holding "two").

@@ -32,6 +32,10 @@ pub struct NodeInfo {
     /// Ferry extensions: memory booked by tasks on the node, and tasks holding resources there.
     pub memory_reserved_bytes: u64,
     pub tasks_holding: u32,
+    /// Ferry: the node's disk taken by environments and snapshots, as its runner last
+    /// measured it (absent until measured, and from runners that do not report it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_usage: Option<crate::runner_proto::RunnerDiskUsage>,
 }
 
 /// One node in `GET /api/health`.

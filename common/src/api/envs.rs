@@ -106,3 +106,19 @@ pub struct EnvMigrateResponse {
     pub env_name: String,
     pub image: String,
 }
+
+/// Reply of `GET /api/docker/store` (Ferry's): what the host's environment store holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EnvStoreUsage {
+    /// The store's directory on the host.
+    pub path: String,
+    /// Bytes the finished tarballs take.
+    pub used_bytes: u64,
+    /// The cap (`max_env_store`); absent: none.
+    pub limit_bytes: Option<u64>,
+    pub tarballs: u32,
+    pub environments: u32,
+    /// Bytes written so far by packagings under way (not in `used_bytes` yet).
+    pub packaging_bytes: u64,
+}

@@ -119,6 +119,43 @@ pub struct TaskResponse {
     /// after its runner never received it).
     #[serde(default)]
     pub attempt: u32,
+    /// Ferry: while the task is `assigning` and its runner prepares it (an environment being
+    /// fetched or loaded), what it waits for and how far along that is; else absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preparing: Option<Preparing>,
+}
+
+/// What a task accepted by its runner but not started yet is waiting for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Preparing {
+    pub stage: PrepareStage,
+    /// The environment being made ready, when that is what the task waits for.
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// Bytes of the stage's work done so far, of `bytes_total` (when known).
+    #[serde(default)]
+    pub bytes_done: u64,
+    #[serde(default)]
+    pub bytes_total: Option<u64>,
+}
+
+/// A stage of getting a task ready on its runner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum PrepareStage {
+    /// Learning the environment's newest version, or waiting while another task's load of
+    /// the same environment finishes.
+    Checking,
+    /// Fetching the environment's tarball from the host.
+    Downloading,
+    /// Checking the tarball against its recorded SHA-256.
+    Verifying,
+    /// Streaming the tarball into the container engine.
+    Loading,
+    /// Making the task's container (image, directories, start).
+    Starting,
 }
 
 /// `{"message": ...}` replies of control routes.

@@ -15,7 +15,7 @@ use axum::{Extension, Json};
 use ferry_access::terminal;
 use ferry_common::api::{
     EnvContainer, EnvCreateRequest, EnvCreateResponse, EnvMigrateResponse, EnvPackageResponse,
-    EnvPackaging, EnvVersion, EnvVersions, EnvView, MessageResponse,
+    EnvPackaging, EnvStoreUsage, EnvVersion, EnvVersions, EnvView, MessageResponse,
 };
 use std::collections::BTreeMap;
 
@@ -203,6 +203,11 @@ pub async fn tarballs(
         })
         .collect();
     Ok(Json(out))
+}
+
+/// `GET /api/docker/store`: what the environment store holds, and its cap.
+pub async fn store_usage(State(state): State<AppState>) -> Result<Json<EnvStoreUsage>, ApiError> {
+    Ok(Json(state.envs.store_usage().await?))
 }
 
 /// `POST /api/docker/create_tar/{env}`: starts packaging; 202 at once.

@@ -484,6 +484,14 @@ pub const ROUTES: &[RouteSpec] = &[
     )
     .json::<std::collections::BTreeMap<String, EnvVersions>>(),
     RouteSpec::at(
+        "GET",
+        "/api/docker/store",
+        OPERATOR,
+        "What the environment store holds, and its cap",
+        || get(envs::store_usage),
+    )
+    .json::<EnvStoreUsage>(),
+    RouteSpec::at(
         "POST",
         "/api/docker/create_tar/{name}",
         OPERATOR,

@@ -251,6 +251,14 @@ mod tests {
 
     fn sample_task() -> ferry_common::api::TaskResponse {
         let t = crate::tasks::model::tests::sample(1);
-        crate::tasks::views::task(&t, &Default::default(), None)
+        let mut shown = crate::tasks::views::task(&t, &Default::default(), None);
+        // Present only while a runner prepares the task: set, so the comparison covers it.
+        shown.preparing = Some(ferry_common::api::Preparing {
+            stage: ferry_common::api::PrepareStage::Loading,
+            environment: Some("env".into()),
+            bytes_done: 1,
+            bytes_total: Some(2),
+        });
+        shown
     }
 }

@@ -13,7 +13,10 @@ use crate::store::nodes::{self, NodeRow};
 use crate::store::tasks;
 use crate::store::{Db, StoreError};
 use crate::tasks::model::Change;
-use ferry_common::runner_proto::{Heartbeat, HeartbeatResponse, RegisterRequest, TaskAttempt};
+use ferry_common::api::Preparing;
+use ferry_common::runner_proto::{
+    Heartbeat, HeartbeatResponse, RegisterRequest, TaskAttempt, TaskPreparing,
+};
 use ferry_common::time::now_ms;
 use ferry_common::{TaskId, TaskStatus};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -57,6 +60,9 @@ pub struct Cluster {
     absent: Mutex<HashMap<TaskId, u32>>,
     /// Numbers node events in the order the registry changed (see [`NodeEvent`]).
     epoch: AtomicU64,
+    /// What each task its runner prepares waits for, with that runner's name, as its last
+    /// heartbeat said (in memory only: the next heartbeat says it again).
+    preparing: RwLock<HashMap<TaskId, (String, Preparing)>>,
 }
 
 /// Heartbeats a task may be missing from its runner's known tasks before it is given up.
@@ -131,6 +137,7 @@ impl Cluster {
             node_timeout,
             absent: Mutex::new(HashMap::new()),
             epoch: AtomicU64::new(1),
+            preparing: RwLock::default(),
         }))
     }
 
@@ -324,6 +331,7 @@ impl Cluster {
             "vm_capable": hb.vm_capable,
             "vfio_gpus": hb.vfio_gpus,
             "gpu_error": hb.gpu_error,
+            "disk_usage": hb.disk_usage,
         });
         let news = {
             let mut map = self.write_nodes();
@@ -352,6 +360,7 @@ impl Cluster {
             }
             (was_offline || changed).then(|| self.up_event(&entry.row))
         };
+        self.note_preparing(hostname, hb.preparing.as_deref().unwrap_or_default());
         let host = hostname.to_string();
         let gpus = hb.gpu_info.clone();
         self.db
@@ -366,6 +375,26 @@ impl Cluster {
             kill_tasks,
             kill_attempts,
         })
+    }
+
+    /// Replaces what `hostname`'s tasks were waiting for with what its runner says now.
+    fn note_preparing(&self, hostname: &str, now: &[TaskPreparing]) {
+        let mut map = self.preparing.write().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, (host, _)| host != hostname);
+        for p in now {
+            map.insert(p.task_id, (hostname.to_string(), p.progress.clone()));
+        }
+    }
+
+    /// What a task waits for on `node` (its runner's last word), while that node is online.
+    pub fn preparing_of(&self, task: TaskId, node: &str) -> Option<Preparing> {
+        if !self.is_online(node) {
+            return None;
+        }
+        let map = self.preparing.read().unwrap_or_else(|p| p.into_inner());
+        map.get(&task)
+            .filter(|(host, _)| host == node)
+            .map(|(_, p)| p.clone())
     }
 
     /// Squares the host's view of a node's tasks with what its runner reports:
@@ -786,6 +815,28 @@ mod tests {
                 other.len()
             ),
         }
+    }
+
+    #[tokio::test]
+    async fn what_a_task_waits_for_is_the_runners_last_word_and_only_its_nodes() {
+        let h = harness().await;
+        let downloading = ferry_common::api::Preparing {
+            stage: ferry_common::api::PrepareStage::Downloading,
+            environment: Some("torch".into()),
+            bytes_done: 10,
+            bytes_total: Some(100),
+        };
+        let mut hb = running(&[], &[4]);
+        hb.preparing = Some(vec![TaskPreparing {
+            task_id: TaskId(4),
+            progress: downloading.clone(),
+        }]);
+        h.beat(hb).await;
+        assert_eq!(h.cluster.preparing_of(TaskId(4), "n1"), Some(downloading));
+        assert_eq!(h.cluster.preparing_of(TaskId(4), "n2"), None, "not n2's");
+        // The next beat no longer lists it: nothing to wait for any more.
+        h.beat(running(&[4], &[4])).await;
+        assert_eq!(h.cluster.preparing_of(TaskId(4), "n1"), None);
     }
 
     #[tokio::test]

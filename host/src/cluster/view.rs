@@ -44,5 +44,10 @@ pub fn node(n: &NodeRow, view: &View) -> NodeInfo {
         runner_version: n.runner_version.clone(),
         memory_reserved_bytes: usage.memory,
         tasks_holding: usage.tasks,
+        disk_usage: n
+            .metrics
+            .as_ref()
+            .and_then(|m| m.get("disk_usage"))
+            .and_then(|d| serde_json::from_value(d.clone()).ok()),
     }
 }

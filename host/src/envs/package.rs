@@ -9,6 +9,7 @@ use super::store::{self, Tarball};
 use super::{names, EnvError, Envs};
 use bollard::models::ContainerConfig;
 use bollard::query_parameters::{CommitContainerOptionsBuilder, StopContainerOptionsBuilder};
+use ferry_common::api::envs::EnvStoreUsage;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,6 +51,9 @@ pub struct Job {
     pub timestamp: i64,
     pub started_ms: i64,
     pub bytes_written: AtomicU64,
+    /// Bytes the store's cap leaves this tarball (`u64::MAX`: no cap); a save that outgrows
+    /// it stops, so the cap holds even for an image bigger than what was free.
+    room: u64,
     phase: Mutex<Phase>,
 }
 
@@ -104,6 +108,7 @@ impl Envs {
             timestamp,
             started_ms: ferry_common::time::now_ms(),
             bytes_written: AtomicU64::new(0),
+            room: if cap > 0 { cap - used } else { u64::MAX },
             phase: Mutex::new(Phase::Stopping),
         });
         {
@@ -139,6 +144,33 @@ impl Envs {
             }
         });
         Ok(job)
+    }
+
+    /// What the store holds: tarballs' bytes and count, environments, packaging under way.
+    pub async fn store_usage(&self) -> Result<EnvStoreUsage, EnvError> {
+        let st = self.store.clone();
+        let list = tokio::task::spawn_blocking(move || st.list())
+            .await
+            .map_err(|e| EnvError::Store(e.to_string()))?
+            .map_err(|e| EnvError::Store(format!("the environment store: {e}")))?;
+        let packaging_bytes = self
+            .jobs
+            .lock()
+            .map(|jobs| {
+                jobs.values()
+                    .filter(|j| !j.phase().finished())
+                    .map(|j| j.bytes_written.load(Ordering::Relaxed))
+                    .sum()
+            })
+            .unwrap_or(0);
+        Ok(EnvStoreUsage {
+            path: self.store.dir().display().to_string(),
+            used_bytes: list.values().flatten().map(|t| t.size_bytes).sum(),
+            limit_bytes: (self.max_store_bytes > 0).then_some(self.max_store_bytes),
+            tarballs: list.values().map(|v| v.len() as u32).sum(),
+            environments: list.len() as u32,
+            packaging_bytes,
+        })
     }
 
     /// The newest packaging job of `env`, if any ran since the host started.
@@ -219,8 +251,17 @@ impl Envs {
             file.write_all(&chunk)
                 .await
                 .map_err(|e| EnvError::Store(format!("{}: {e}", partial.display())))?;
-            job.bytes_written
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            let written = job
+                .bytes_written
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed)
+                + chunk.len() as u64;
+            if written > job.room {
+                return Err(EnvError::Full(format!(
+                    "the tarball outgrew the room the environment store's cap (max_env_store, \
+                     {}) leaves: {} bytes; stopped and removed; delete old environments first",
+                    self.max_store_bytes, job.room
+                )));
+            }
         }
         file.flush()
             .await

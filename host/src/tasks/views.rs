@@ -10,7 +10,7 @@ use crate::AppState;
 use ferry_common::api::TaskResponse;
 use ferry_common::task::{TaskSpec, VpsBackend};
 use ferry_common::time::format_ms;
-use ferry_common::{Role, TaskId};
+use ferry_common::{Role, TaskId, TaskStatus};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +87,7 @@ pub fn task(t: &Task, view: &View, shared_dir: Option<&Path>) -> TaskResponse {
         working_dir,
         queue_position: view.queue.get(&t.id).copied(),
         attempt: t.attempt,
+        preparing: None,
     }
 }
 
@@ -103,6 +104,12 @@ pub fn shown_to(state: &AppState, caller: &Caller, t: &Task) -> TaskResponse {
         &state.scheduler.view(),
         state.config.shared_dir.as_deref(),
     );
+    if t.status == TaskStatus::Assigning {
+        shown.preparing = t
+            .assigned_node
+            .as_deref()
+            .and_then(|node| state.cluster.preparing_of(t.id, node));
+    }
     if !caller.may_touch(t.owner_id) {
         for v in shown.env_vars.values_mut() {
             *v = "[hidden]".into();

@@ -13,7 +13,8 @@ use crate::durable;
 use crate::outbox::Outbox;
 use crate::scratch;
 use crate::workload::{Exit, State, Workload, WorkloadError, WorkloadSpec};
-use ferry_common::runner_proto::{ExecuteRequest, TaskAttempt, TaskUpdate};
+use ferry_common::api::{PrepareStage, Preparing};
+use ferry_common::runner_proto::{ExecuteRequest, TaskAttempt, TaskPreparing, TaskUpdate};
 use ferry_common::task::{CommandSpec, TaskDefinition, TaskSpec};
 use ferry_common::time::{format_ms, now_ms};
 use ferry_common::{
@@ -103,6 +104,8 @@ pub struct Supervisor {
     snapshot_lock: tokio::sync::Mutex<()>,
     /// Environments: the newest packaged version loaded before a task uses it.
     pub envs: crate::envsync::EnvSync,
+    /// What environments and snapshots take on disk, for the node view.
+    pub disk: Arc<crate::disk_usage::DiskUsage>,
 }
 
 const KILLED_MESSAGE: &str = "Kill requested by user.";
@@ -186,6 +189,10 @@ impl Supervisor {
         let instance_id = instance_id(&config.data_dir)?;
         Ok(Arc::new(Supervisor {
             envs: crate::envsync::EnvSync::new(engine.clone(), config.clone()),
+            disk: Arc::new(crate::disk_usage::DiskUsage::new(
+                engine.clone(),
+                crate::envsync::downloads_dir(&config),
+            )),
             engine,
             outbox,
             config,
@@ -227,6 +234,25 @@ impl Supervisor {
     /// Every task this runner holds any state for.
     pub fn known_tasks(&self) -> Vec<TaskId> {
         self.table().keys().copied().collect()
+    }
+
+    /// The tasks accepted but not started yet, with what each waits for: what heartbeats
+    /// report, so the host's task record shows an environment's load instead of silence.
+    pub fn preparing(&self) -> Vec<TaskPreparing> {
+        let mut waiting = self.envs.waiting();
+        self.table()
+            .iter()
+            .filter(|(_, e)| e.phase == Phase::Preparing && !e.record.finished)
+            .map(|(id, _)| TaskPreparing {
+                task_id: *id,
+                progress: waiting.remove(id).unwrap_or(Preparing {
+                    stage: PrepareStage::Starting,
+                    environment: None,
+                    bytes_done: 0,
+                    bytes_total: None,
+                }),
+            })
+            .collect()
     }
 
     /// The placement attempt held for each task that has one: what heartbeats report.
@@ -721,7 +747,9 @@ impl Supervisor {
             ),
         };
         if let Some(env) = env {
-            if let Err(e) = self.envs.ensure(&env).await {
+            let ready = self.envs.ensure(id, &env).await;
+            self.disk.changed();
+            if let Err(e) = ready {
                 self.report_failed(id, e).await;
                 return None;
             }

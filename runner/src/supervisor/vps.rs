@@ -255,6 +255,7 @@ impl Supervisor {
             .await?;
         tracing::info!(task_id = %id, %tag, "snapshot taken");
         self.prune_snapshots(id).await;
+        self.disk.changed();
         Ok(format!("{repository}:{tag}"))
     }
 
@@ -289,6 +290,7 @@ impl Supervisor {
         self.engine
             .remove_snapshot(&snapshot_repository(id), &timestamp.to_string())
             .await?;
+        self.disk.changed();
         Ok(true)
     }
 
@@ -301,6 +303,7 @@ impl Supervisor {
                 .remove_snapshot(&repository, &s.timestamp.to_string())
                 .await?;
         }
+        self.disk.changed();
         Ok(list.len())
     }
 

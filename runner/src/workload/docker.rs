@@ -2,8 +2,8 @@
 //! CLI). Each method is one engine operation with errors that say what failed.
 
 use super::{
-    logcap, Exit, FileEntry, Found, SnapshotImage, State, Workload, WorkloadError, WorkloadResult,
-    WorkloadSpec,
+    logcap, Exit, FileEntry, Found, ImageUsage, SnapshotImage, State, Workload, WorkloadError,
+    WorkloadResult, WorkloadSpec,
 };
 use futures_util::future::BoxFuture;
 
@@ -527,6 +527,31 @@ impl Engine {
             .collect())
     }
 
+    /// Environment images at their full size; snapshots at what they add to their parent
+    /// (a snapshot of a snapshot shares every layer but its newest).
+    pub async fn image_usage(&self) -> Result<ImageUsage, DockerError> {
+        let images = self
+            .docker
+            .list_images(None::<bollard::query_parameters::ListImagesOptions>)
+            .await
+            .map_err(engine_error)?;
+        let size_of: HashMap<&str, i64> = images.iter().map(|i| (i.id.as_str(), i.size)).collect();
+        let mut usage = ImageUsage::default();
+        for img in &images {
+            let is = |prefix: &str| img.repo_tags.iter().any(|t| t.starts_with(prefix));
+            let size = img.size.max(0) as u64;
+            if is("kohakuriver-snapshot/") {
+                let parent = size_of.get(img.parent_id.as_str()).copied().unwrap_or(0);
+                usage.snapshot_bytes += size.saturating_sub(parent.max(0) as u64);
+                usage.snapshots += 1;
+            } else if is("kohakuriver/") {
+                usage.environment_bytes += size;
+                usage.environments += 1;
+            }
+        }
+        Ok(usage)
+    }
+
     /// Removes a tag. One still used by a container (a VPS running from that snapshot) is
     /// untagged only; its image goes with the container (see [`Self::remove`]).
     pub async fn remove_image(&self, reference: &str) -> Result<(), DockerError> {
@@ -662,6 +687,10 @@ impl Workload for Engine {
     fn remove_snapshot<'a>(&'a self, repository: &'a str, tag: &'a str) -> WorkloadResult<'a, ()> {
         Box::pin(async move { self.remove_image(&format!("{repository}:{tag}")).await })
     }
+    fn image_usage(&self) -> WorkloadResult<'_, ImageUsage> {
+        Box::pin(Engine::image_usage(self))
+    }
+
     fn image_created<'a>(&'a self, image: &'a str) -> WorkloadResult<'a, Option<i64>> {
         Box::pin(async move {
             match self.docker.inspect_image(image).await {

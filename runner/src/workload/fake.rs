@@ -3,8 +3,8 @@
 //! exit, or plant workloads as if a previous run had left them.
 
 use super::{
-    Exit, FileEntry, Found, SnapshotImage, State, Workload, WorkloadError, WorkloadResult,
-    WorkloadSpec,
+    Exit, FileEntry, Found, ImageUsage, SnapshotImage, State, Workload, WorkloadError,
+    WorkloadResult, WorkloadSpec,
 };
 use futures_util::future::BoxFuture;
 use std::collections::HashMap;
@@ -424,6 +424,10 @@ impl Workload for FakeWorkload {
             list.retain(|s| s.tag != tag);
         }
         Box::pin(async { Ok(()) })
+    }
+
+    fn image_usage(&self) -> WorkloadResult<'_, ImageUsage> {
+        Box::pin(async { Ok(ImageUsage::default()) })
     }
 
     fn image_created<'a>(&'a self, _image: &'a str) -> WorkloadResult<'a, Option<i64>> {

@@ -219,6 +219,9 @@ pub trait Workload: Send + Sync + 'static {
         path: &'a std::path::Path,
         sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
     ) -> WorkloadResult<'a, String>;
+    /// What environment images (`kohakuriver/*`) and VPS snapshots
+    /// (`kohakuriver-snapshot/*`) take in the engine.
+    fn image_usage(&self) -> WorkloadResult<'_, ImageUsage>;
     /// Tags `source` (an id or reference) as `repository:tag`.
     fn tag_image<'a>(
         &'a self,
@@ -226,4 +229,15 @@ pub trait Workload: Send + Sync + 'static {
         repository: &'a str,
         tag: &'a str,
     ) -> WorkloadResult<'a, ()>;
+}
+
+/// Disk taken by images Ferry made, by kind (see [`Workload::image_usage`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImageUsage {
+    /// Full size of each environment image.
+    pub environment_bytes: u64,
+    pub environments: u32,
+    /// What each snapshot adds to the image it was committed from.
+    pub snapshot_bytes: u64,
+    pub snapshots: u32,
 }
