@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod envs;
+pub mod events;
 pub mod ids;
 pub mod relay;
 pub mod runner_client;

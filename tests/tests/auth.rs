@@ -66,7 +66,15 @@ async fn call(c: &TestCluster, method: &str, path: &str, bearer: Option<&str>) -
     }
     let r = rb.send().await.unwrap();
     let status = r.status().as_u16();
-    let body: Value = r.json().await.unwrap_or(Value::Null);
+    // An event stream never ends: its status is the answer.
+    let streams = r
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let body: Value = match streams {
+        true => Value::Null,
+        false => r.json().await.unwrap_or(Value::Null),
+    };
     (
         status,
         body["detail"].as_str().unwrap_or_default().to_string(),

@@ -6,11 +6,13 @@
 pub mod auth;
 pub mod cluster;
 pub mod envs;
+pub mod events;
 pub mod vps;
 
 pub use auth::*;
 pub use cluster::*;
 pub use envs::*;
+pub use events::*;
 pub use vps::*;
 
 use crate::task::{ApprovalStatus, TaskKind, VpsBackend};

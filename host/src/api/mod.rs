@@ -9,6 +9,7 @@ mod audit;
 mod auth;
 mod envs;
 pub mod error;
+mod events;
 mod files;
 mod nodes;
 pub mod openapi;
@@ -306,6 +307,22 @@ pub const ROUTES: &[RouteSpec] = &[
         || get(nodes::health),
     )
     .json::<HealthResponse>(),
+    RouteSpec::at(
+        "GET",
+        "/api/events",
+        VIEWER,
+        "Live events (Server-Sent Events; ?topics=task,vps,node,approval&task_id=&owner=&node=&since=, or Last-Event-ID)",
+        || get(events::sse),
+    )
+    .text("text/event-stream"),
+    RouteSpec::at(
+        "GET",
+        "/ws/events",
+        VIEWER,
+        "Live events (WebSocket; one JSON text frame per event; the query of /api/events)",
+        || get(events::ws),
+    )
+    .text("websocket"),
     RouteSpec::at(
         "GET",
         "/api/tasks",

@@ -13,7 +13,7 @@ use crate::store::nodes::{self, NodeRow};
 use crate::store::tasks;
 use crate::store::{Db, StoreError};
 use crate::tasks::model::Change;
-use ferry_common::api::Preparing;
+use ferry_common::api::{ClusterEvent, EventTopic, Preparing};
 use ferry_common::runner_proto::{
     Heartbeat, HeartbeatResponse, RegisterRequest, TaskAttempt, TaskPreparing,
 };
@@ -256,6 +256,11 @@ impl Cluster {
             self.up_event(&row)
         };
         self.scheduler.send(Event::Node(event)).await;
+        if created {
+            self.announce("registered", &row.hostname, None);
+        } else if !previous.as_ref().is_some_and(|p| p.online) {
+            self.announce("online", &row.hostname, None);
+        }
         tracing::info!(node = %row.hostname, url = %row.url, cores = row.total_cores, created, issued = issued.is_some(), "runner registered");
         Ok(Registered {
             created,
@@ -310,6 +315,7 @@ impl Cluster {
             reason: format!("Node {hostname} was removed by an operator."),
         };
         self.scheduler.send(Event::Node(event)).await;
+        self.announce("removed", hostname, None);
         tracing::warn!(node = %hostname, "node removed by an operator");
         Ok(())
     }
@@ -355,6 +361,7 @@ impl Cluster {
             let changed = capacity(&entry.row) != before;
             if was_offline {
                 tracing::info!(node = %hostname, "node is back online");
+                self.announce("online", hostname, None);
             } else if changed {
                 tracing::info!(node = %hostname, "node capacity changed");
             }
@@ -375,6 +382,14 @@ impl Cluster {
             kill_tasks,
             kill_attempts,
         })
+    }
+
+    /// Publishes a node event (`node.<what>`).
+    fn announce(&self, what: &str, hostname: &str, reason: Option<String>) {
+        let mut e = ClusterEvent::new(EventTopic::Node, what);
+        e.node = Some(hostname.to_string());
+        e.reason = reason;
+        self.scheduler.bus().publish(e);
     }
 
     /// Replaces what `hostname`'s tasks were waiting for with what its runner says now.
@@ -524,6 +539,7 @@ impl Cluster {
                     "Node {host} went offline (no heartbeat for {}).",
                     ferry_common::units::format_duration(self.node_timeout)
                 );
+                self.announce("offline", &host, Some(reason.clone()));
                 self.scheduler
                     .send(Event::Node(NodeEvent::Offline {
                         hostname: host,

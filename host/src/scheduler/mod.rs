@@ -17,6 +17,7 @@ pub mod placement;
 #[cfg(test)]
 mod tests;
 
+use crate::events::EventBus;
 use crate::runner_client::{Control, RunnerApi};
 use crate::store::tasks::{self, Applied, Transition};
 use crate::store::{Db, StoreError};
@@ -135,6 +136,8 @@ pub struct View {
 pub struct SchedulerHandle {
     tx: mpsc::Sender<Event>,
     view: watch::Receiver<Arc<View>>,
+    /// Where the scheduler (and the cluster registry) publish what changed.
+    bus: Arc<EventBus>,
 }
 
 impl SchedulerHandle {
@@ -179,6 +182,10 @@ impl SchedulerHandle {
 
     pub fn view(&self) -> Arc<View> {
         self.view.borrow().clone()
+    }
+
+    pub fn bus(&self) -> &Arc<EventBus> {
+        &self.bus
     }
 
     pub fn is_running(&self) -> bool {
@@ -226,6 +233,7 @@ struct Scheduler {
     /// Queued tasks, kept in queue order.
     queue: Vec<Task>,
     view: watch::Sender<Arc<View>>,
+    bus: Arc<EventBus>,
     passes: u64,
     /// The one dispatch loop of each task being sent to a runner; replaced (the old one
     /// aborted) when the task is placed again, dropped when it leaves `assigning`.
@@ -240,6 +248,7 @@ pub struct Channel {
     tx: mpsc::Sender<Event>,
     rx: mpsc::Receiver<Event>,
     view: watch::Sender<Arc<View>>,
+    bus: Arc<EventBus>,
 }
 
 impl Channel {
@@ -253,14 +262,17 @@ impl Channel {
 pub fn channel() -> Channel {
     let (tx, rx) = mpsc::channel(4096);
     let (view, view_rx) = watch::channel(Arc::new(View::default()));
+    let bus = Arc::new(EventBus::default());
     Channel {
         handle: SchedulerHandle {
             tx: tx.clone(),
             view: view_rx,
+            bus: bus.clone(),
         },
         tx,
         rx,
         view,
+        bus,
     }
 }
 
@@ -273,7 +285,9 @@ pub async fn start(
     nodes: Vec<NodeEvent>,
     channel: Channel,
 ) -> Result<(), StoreError> {
-    let Channel { tx, rx, view, .. } = channel;
+    let Channel {
+        tx, rx, view, bus, ..
+    } = channel;
     let active = db.read(tasks::active).await?;
     let mut s = Scheduler {
         db,
@@ -284,6 +298,7 @@ pub async fn start(
         holding: HashMap::new(),
         queue: Vec::new(),
         view,
+        bus,
         passes: 0,
         dispatching: HashMap::new(),
         killing: HashMap::new(),
@@ -586,6 +601,11 @@ impl Scheduler {
         for ((rows, reply), outcome) in submits.drain(..).zip(inserted) {
             match outcome {
                 Ok(()) => {
+                    for t in &rows {
+                        for e in crate::events::tasks::submitted(t) {
+                            self.bus.publish(e);
+                        }
+                    }
                     self.queue.extend(
                         rows.iter()
                             .filter(|t| t.status == TaskStatus::Pending)
@@ -613,6 +633,9 @@ impl Scheduler {
 
     /// Keeps the ledger, the queue and the background loops in step with a change written.
     fn mirror(&mut self, tr: &Transition, change: &Change) {
+        for e in crate::events::tasks::changed(tr, change) {
+            self.bus.publish(e);
+        }
         let (before, after) = (&tr.before, &tr.after);
         let id = after.id;
         if before.status == TaskStatus::Assigning && after.status != TaskStatus::Assigning {
@@ -689,6 +712,11 @@ impl Scheduler {
                     let r = request_of(&tr.after);
                     self.usage.entry(node.clone()).or_default().book(&r);
                     self.holding.insert(id, (node.clone(), r));
+                    self.bus.publish(crate::events::tasks::placed(&tr.after));
+                    let place = Change::Place { node: node.clone() };
+                    for e in crate::events::tasks::changed(&tr, &place) {
+                        self.bus.publish(e);
+                    }
                     tracing::info!(task_id = %id, node = %node, "task placed");
                     self.dispatch(&tr.after, node);
                 }
@@ -701,12 +729,21 @@ impl Scheduler {
     }
 
     fn publish(&self) {
-        let queue = self
+        let queue: HashMap<TaskId, u64> = self
             .queue
             .iter()
             .enumerate()
             .map(|(i, t)| (t.id, i as u64 + 1))
             .collect();
+        {
+            let before = self.view.borrow();
+            for t in &self.queue {
+                let now = queue.get(&t.id).copied().unwrap_or(0);
+                if before.queue.get(&t.id) != Some(&now) {
+                    self.bus.publish(crate::events::tasks::queue_moved(t, now));
+                }
+            }
+        }
         let nodes = self
             .nodes
             .iter()
