@@ -256,3 +256,90 @@ async fn bad_filters_name_the_field() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
 }
+
+#[tokio::test]
+async fn a_timeline_shows_a_task_queued_placed_lost_recovered_and_killed() {
+    use nix::sys::signal::Signal;
+    let mut c = TestCluster::new(Opts {
+        node_timeout: "2s",
+        ..Opts::default()
+    });
+    c.start_host().await;
+    c.start_runner("node-1", &["--cores", "2"]);
+    c.wait_node_online("node-1").await;
+    let long = json!({"command": "sleep 60", "required_cores": 2});
+    let first = c.submit(long.clone()).await.remove(0);
+    c.wait_status(&first, &["running"], Duration::from_secs(30))
+        .await;
+    let id = c.submit(long).await.remove(0);
+    assert_eq!(c.task(&id).await["status"], "pending");
+    let (status, _) = c.post_json(&format!("/api/kill/{first}"), &json!({})).await;
+    assert_eq!(status, 202);
+    c.wait_status(&id, &["running"], Duration::from_secs(30))
+        .await;
+    c.runners[0].signal(Signal::SIGSTOP);
+    c.wait_status(&id, &["lost"], Duration::from_secs(15)).await;
+    c.runners[0].signal(Signal::SIGCONT);
+    c.wait_status(&id, &["running"], Duration::from_secs(15))
+        .await;
+    let (status, _) = c.post_json(&format!("/api/kill/{id}"), &json!({})).await;
+    assert_eq!(status, 202);
+    c.wait_final(&id).await;
+
+    // Its cores are freed once the runner confirms the container is gone: the last step.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let v = loop {
+        let (status, v) = c.get_json(&format!("/api/tasks/{id}/events")).await;
+        assert_eq!(status, 200, "{v}");
+        let last = v["events"].as_array().and_then(|e| e.last()).cloned();
+        if last.is_some_and(|l| l["event"] == "released") {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "never released: {v:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let steps = v["events"].as_array().cloned().unwrap_or_default();
+    let names: Vec<&str> = steps.iter().filter_map(|s| s["event"].as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "submitted",
+            "placed",
+            "dispatched",
+            "started",
+            "lost",
+            "recovered",
+            "kill_requested",
+            "finished",
+            "released"
+        ],
+        "{v:#}"
+    );
+    let step = |name: &str| steps.iter().find(|s| s["event"] == name).cloned().unwrap();
+    assert_eq!(step("submitted")["detail"], "queued");
+    assert_eq!(step("placed")["node"], "node-1");
+    assert_eq!(step("placed")["attempt"], 1);
+    assert!(
+        step("lost")["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("offline"),
+        "{v:#}"
+    );
+    assert_eq!(step("finished")["status"], "killed");
+    let times: Vec<&str> = steps.iter().filter_map(|s| s["time"].as_str()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+
+    // Someone who may not read the task may not read its timeline either.
+    let (_, bob) = c.user_account("bob", "user").await;
+    let r = c
+        .http
+        .get(format!("{}/api/tasks/{id}/events", c.url()))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let (status, _) = c.get_json("/api/tasks/123/events").await;
+    assert_eq!(status, 404);
+}

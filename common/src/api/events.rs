@@ -107,3 +107,30 @@ impl ClusterEvent {
         }
     }
 }
+
+/// One step of a task's life, as `GET /api/tasks/{id}/events` lists them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TimelineEntry {
+    /// RFC 3339.
+    pub time: String,
+    /// `submitted`, `approved`, `rejected`, `placed`, `dispatched`, `started`, `paused`,
+    /// `resumed`, `kill_requested`, `stop_requested`, `lost`, `recovered`, `requeued`,
+    /// `restarted`, `finished`, `released`.
+    pub event: String,
+    /// The task's status after the step.
+    pub status: String,
+    pub node: Option<String>,
+    /// The placement attempt (0: never placed).
+    pub attempt: u32,
+    pub detail: Option<String>,
+}
+
+/// Reply of `GET /api/tasks/{id}/events`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskTimeline {
+    pub task_id: TaskId,
+    /// Oldest first.
+    pub events: Vec<TimelineEntry>,
+}

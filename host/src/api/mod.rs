@@ -335,6 +335,14 @@ pub const ROUTES: &[RouteSpec] = &[
         get(tasks::status)
     })
     .json::<TaskResponse>(),
+    RouteSpec::at(
+        "GET",
+        "/api/tasks/{task_id}/events",
+        VIEWER,
+        "A task's timeline: every step of its life, oldest first",
+        || get(tasks::timeline),
+    )
+    .json::<TaskTimeline>(),
     RouteSpec::at("GET", "/api/tasks/my", USER, "The caller's tasks", || {
         get(tasks::list_mine)
     })

@@ -13,7 +13,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use ferry_common::api::{MessageResponse, SubmitRequest, SubmitResponse, TaskResponse};
+use ferry_common::api::{
+    MessageResponse, SubmitRequest, SubmitResponse, TaskResponse, TaskTimeline,
+};
 use ferry_common::{TaskKind, TaskStatus};
 use serde::Deserialize;
 
@@ -53,6 +55,18 @@ pub async fn status(
     TaskIdPath(id): TaskIdPath,
 ) -> Result<Json<TaskResponse>, ApiError> {
     views::status(&state, &caller, id)
+        .await
+        .map(Json)
+        .map_err(query_error)
+}
+
+/// `GET /api/tasks/{task_id}/events`.
+pub async fn timeline(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    TaskIdPath(id): TaskIdPath,
+) -> Result<Json<TaskTimeline>, ApiError> {
+    views::timeline(&state, &caller, id)
         .await
         .map(Json)
         .map_err(query_error)

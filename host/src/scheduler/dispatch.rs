@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 pub(super) struct LoopContext {
+    pub db: crate::store::Db,
     pub runner: Arc<dyn RunnerApi>,
     pub view: watch::Receiver<Arc<View>>,
     pub events: mpsc::Sender<Event>,
@@ -49,6 +50,28 @@ impl LoopContext {
 /// fails the task, if it is still in the attempt this loop delivers.
 pub(super) async fn deliver_task(cx: LoopContext, req: ExecuteRequest, node: String) {
     let id = req.task_id;
+    // On the timeline before the runner can answer, so it comes before "started".
+    let sent = {
+        let (node, attempt) = (node.clone(), req.attempt.unwrap_or(0));
+        let step = crate::tasks::timeline::Step {
+            event: "dispatched",
+            detail: Some(format!("sent to {node}")),
+        };
+        cx.db
+            .write(move |c| {
+                crate::store::timeline::append(
+                    c,
+                    id,
+                    ferry_common::time::now_ms(),
+                    &step,
+                    (ferry_common::TaskStatus::Assigning, &node, attempt),
+                )
+            })
+            .await
+    };
+    if let Err(e) = sent {
+        tracing::warn!(task_id = %id, error = %e, "cannot record the dispatch on the timeline");
+    }
     let mut delay = FIRST_RETRY;
     let failure = loop {
         let Some((url, _)) = cx.node(&node) else {

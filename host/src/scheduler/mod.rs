@@ -785,6 +785,7 @@ impl Scheduler {
 
     fn loop_context(&self) -> dispatch::LoopContext {
         dispatch::LoopContext {
+            db: self.db.clone(),
             runner: self.runner.clone(),
             view: self.view.subscribe(),
             events: self.events.clone(),

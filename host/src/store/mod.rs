@@ -10,6 +10,7 @@ pub mod auth;
 pub mod nodes;
 pub mod schema;
 pub mod tasks;
+pub mod timeline;
 pub mod vps;
 
 use rusqlite::{Connection, OpenFlags};

@@ -176,6 +176,20 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX vps_assignments_by_user ON vps_assignments(user_id);
     "#,
+    // 7: each task's timeline: every step of its life, written with the change that made it.
+    r#"
+    CREATE TABLE task_events (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id  INTEGER NOT NULL REFERENCES tasks(task_id) ON DELETE CASCADE,
+        at       INTEGER NOT NULL,
+        event    TEXT NOT NULL,
+        status   TEXT NOT NULL,
+        node     TEXT,
+        attempt  INTEGER NOT NULL,
+        detail   TEXT
+    );
+    CREATE INDEX task_events_by_task ON task_events(task_id, id);
+    "#,
 ];
 
 /// Migrations up to `version` only (tests of an upgrade from an older schema).

@@ -6,6 +6,7 @@
 
 use super::StoreError;
 use crate::tasks::model::{self, Approval, Change, Task, TransitionError};
+use crate::tasks::timeline;
 use ferry_common::task::{ApprovalStatus, TaskDefinition, TaskKind};
 use ferry_common::{TaskId, TaskStatus};
 use rusqlite::{named_params, Connection, OptionalExtension, Row};
@@ -126,6 +127,7 @@ pub fn insert(conn: &Connection, t: &Task) -> Result<(), StoreError> {
         }
         other => other.into(),
     })?;
+    super::timeline::record(conn, t, t.submitted_at, &timeline::submitted(t))?;
     Ok(())
 }
 
@@ -320,6 +322,12 @@ pub fn apply(
     match model::apply(&before, change, now_ms) {
         Ok(after) => {
             save(conn, &after)?;
+            let approver = match change {
+                Change::Approve { by } => super::timeline::username(conn, *by)?,
+                _ => None,
+            };
+            let steps = timeline::changed(&before, &after, change, approver.as_deref());
+            super::timeline::record(conn, &after, now_ms, &steps)?;
             Ok(Applied::Changed(Box::new(Transition { before, after })))
         }
         Err(e) => {

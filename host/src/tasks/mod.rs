@@ -10,6 +10,7 @@ pub mod control;
 pub mod logs;
 pub mod model;
 pub mod submit;
+pub mod timeline;
 pub mod views;
 pub mod vps;
 

@@ -135,6 +135,24 @@ pub async fn status(
     Ok(shown_to(state, caller, &t))
 }
 
+/// A task's timeline, if the caller may read the task.
+pub async fn timeline(
+    state: &AppState,
+    caller: &Caller,
+    id: TaskId,
+) -> Result<ferry_common::api::TaskTimeline, QueryError> {
+    // The task's own read check first: a timeline says no more than the task does.
+    status(state, caller, id).await?;
+    let events = state
+        .db
+        .read(move |c| crate::store::timeline::list(c, id))
+        .await?;
+    Ok(ferry_common::api::TaskTimeline {
+        task_id: id,
+        events,
+    })
+}
+
 /// A page of tasks, newest first; a `user` sees only their own whatever the filter says.
 pub async fn list(
     state: &AppState,
