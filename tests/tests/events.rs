@@ -272,7 +272,12 @@ async fn a_timeline_shows_a_task_queued_placed_lost_recovered_and_killed() {
     c.wait_status(&first, &["running"], Duration::from_secs(30))
         .await;
     let id = c.submit(long).await.remove(0);
-    assert_eq!(c.task(&id).await["status"], "pending");
+    let waiting = c.task(&id).await;
+    assert_eq!(waiting["status"], "pending");
+    assert_eq!(
+        waiting["waiting_reason"], "needs 2 cores; largest free 0 on node-1",
+        "{waiting}"
+    );
     let (status, _) = c.post_json(&format!("/api/kill/{first}"), &json!({})).await;
     assert_eq!(status, 202);
     c.wait_status(&id, &["running"], Duration::from_secs(30))
@@ -284,7 +289,8 @@ async fn a_timeline_shows_a_task_queued_placed_lost_recovered_and_killed() {
         .await;
     let (status, _) = c.post_json(&format!("/api/kill/{id}"), &json!({})).await;
     assert_eq!(status, 202);
-    c.wait_final(&id).await;
+    let t = c.wait_final(&id).await;
+    assert!(t.get("waiting_reason").is_none(), "only while pending: {t}");
 
     // Its cores are freed once the runner confirms the container is gone: the last step.
     let deadline = Instant::now() + Duration::from_secs(30);

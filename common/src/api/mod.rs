@@ -125,6 +125,10 @@ pub struct TaskResponse {
     /// fetched or loaded), what it waits for and how far along that is; else absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preparing: Option<Preparing>,
+    /// Ferry: while the task is `pending`, why it is not running yet ("needs 4 cores;
+    /// largest free 2 on node-a"); else absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_reason: Option<String>,
 }
 
 /// What a task accepted by its runner but not started yet is waiting for.

@@ -259,6 +259,7 @@ mod tests {
             bytes_done: 1,
             bytes_total: Some(2),
         });
+        shown.waiting_reason = Some("needs 4 cores; largest free 2 on node-a".into());
         shown
     }
 }

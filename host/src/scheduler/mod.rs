@@ -128,6 +128,8 @@ pub struct View {
     /// 1-based queue positions of `pending` tasks.
     pub queue: HashMap<TaskId, u64>,
     pub nodes: BTreeMap<String, NodeView>,
+    /// What each node offers, to say why a queued task waits.
+    pub capacities: BTreeMap<String, NodeCapacity>,
     /// Placement passes run so far (a burst of events makes one).
     pub passes: u64,
 }
@@ -761,6 +763,7 @@ impl Scheduler {
             usage: self.usage.clone(),
             queue,
             nodes,
+            capacities: self.capacities(),
             passes: self.passes,
         }));
     }

@@ -188,6 +188,58 @@ pub fn why_not_now(r: &Request, n: &NodeCapacity, used: &Usage) -> String {
     format!("node '{name}' is held for tasks queued ahead")
 }
 
+/// Why a queued task is not running yet, across the nodes it could run on: the node that
+/// comes closest is named.
+pub fn why_waiting(
+    r: &Request,
+    nodes: &BTreeMap<String, NodeCapacity>,
+    usage: &BTreeMap<String, Usage>,
+) -> String {
+    let empty = Usage::default();
+    let used = |n: &NodeCapacity| usage.get(&n.hostname).unwrap_or(&empty);
+    let candidates: Vec<&NodeCapacity> = match &r.target {
+        Some(t) => match nodes.get(t) {
+            Some(n) => vec![n],
+            None => return format!("node '{t}' is not registered"),
+        },
+        None => nodes.values().collect(),
+    };
+    if candidates.is_empty() {
+        return "no node is registered".into();
+    }
+    let up: Vec<&NodeCapacity> = candidates.iter().copied().filter(|n| n.online).collect();
+    let Some(first_up) = up.first() else {
+        return match candidates.as_slice() {
+            [only] => why_not_now(r, only, used(only)),
+            _ => "every node is offline".into(),
+        };
+    };
+    let eligible: Vec<&NodeCapacity> = up
+        .iter()
+        .copied()
+        .filter(|n| never_fits_on(r, n).is_none())
+        .collect();
+    if eligible.is_empty() {
+        return why_not_now(r, first_up, used(first_up));
+    }
+    if eligible.iter().any(|n| fits_now(r, n, used(n))) {
+        return "waiting for tasks queued ahead of it".into();
+    }
+    let free = |n: &NodeCapacity| n.total_cores.saturating_sub(used(n).cores);
+    let Some(roomiest) = eligible.iter().copied().max_by_key(|n| free(n)) else {
+        return "waiting for room".into();
+    };
+    if r.cores > free(roomiest) {
+        return format!(
+            "needs {} cores; largest free {} on {}",
+            r.cores,
+            free(roomiest),
+            roomiest.hostname
+        );
+    }
+    why_not_now(r, roomiest, used(roomiest))
+}
+
 /// Orders a queue: priority first, then submission (task ids grow with time).
 pub fn queue_order(a: &Request, b: &Request) -> std::cmp::Ordering {
     b.priority.cmp(&a.priority).then(a.id.cmp(&b.id))
@@ -270,6 +322,44 @@ mod tests {
         list.iter()
             .map(|n| (n.hostname.clone(), n.clone()))
             .collect()
+    }
+
+    #[test]
+    fn a_waiting_task_is_told_what_comes_closest() {
+        let ns = nodes(&[node("node-a", 4), node("node-b", 4)]);
+        let mut usage = BTreeMap::new();
+        usage
+            .entry("node-a".to_string())
+            .or_insert_with(Usage::default)
+            .book(&req(1, 2));
+        usage
+            .entry("node-b".to_string())
+            .or_insert_with(Usage::default)
+            .book(&req(2, 3));
+        assert_eq!(
+            why_waiting(&req(9, 4), &ns, &usage),
+            "needs 4 cores; largest free 2 on node-a"
+        );
+        assert_eq!(
+            why_waiting(&req(9, 1), &ns, &usage),
+            "waiting for tasks queued ahead of it"
+        );
+        let mut targeted = req(9, 1);
+        targeted.target = Some("node-z".into());
+        assert_eq!(
+            why_waiting(&targeted, &ns, &usage),
+            "node 'node-z' is not registered"
+        );
+        let mut down = node("node-a", 4);
+        down.online = false;
+        assert_eq!(
+            why_waiting(&req(9, 1), &nodes(&[down]), &usage),
+            "node 'node-a' is offline"
+        );
+        assert_eq!(
+            why_waiting(&req(9, 1), &BTreeMap::new(), &usage),
+            "no node is registered"
+        );
     }
 
     #[test]

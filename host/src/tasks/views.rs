@@ -88,6 +88,13 @@ pub fn task(t: &Task, view: &View, shared_dir: Option<&Path>) -> TaskResponse {
         queue_position: view.queue.get(&t.id).copied(),
         attempt: t.attempt,
         preparing: None,
+        waiting_reason: (t.status == TaskStatus::Pending).then(|| {
+            crate::scheduler::placement::why_waiting(
+                &crate::scheduler::request_of(t),
+                &view.capacities,
+                &view.usage,
+            )
+        }),
     }
 }
 
