@@ -25,10 +25,12 @@ pub enum TaskStatus {
     KilledOom,
     Lost,
     Stopped,
+    /// Ferry: killed by its runner at its `timeout_seconds` deadline.
+    TimedOut,
 }
 
 impl TaskStatus {
-    pub const ALL: [TaskStatus; 12] = [
+    pub const ALL: [TaskStatus; 13] = [
         TaskStatus::PendingApproval,
         TaskStatus::Rejected,
         TaskStatus::Pending,
@@ -41,6 +43,7 @@ impl TaskStatus {
         TaskStatus::KilledOom,
         TaskStatus::Lost,
         TaskStatus::Stopped,
+        TaskStatus::TimedOut,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +60,7 @@ impl TaskStatus {
             TaskStatus::KilledOom => "killed_oom",
             TaskStatus::Lost => "lost",
             TaskStatus::Stopped => "stopped",
+            TaskStatus::TimedOut => "timed_out",
         }
     }
 
@@ -70,6 +74,7 @@ impl TaskStatus {
                 | TaskStatus::KilledOom
                 | TaskStatus::Stopped
                 | TaskStatus::Rejected
+                | TaskStatus::TimedOut
         )
     }
 
@@ -88,26 +93,18 @@ impl TaskStatus {
         if self.is_final() || self == next {
             return false;
         }
+        // The ends a started (or placed) task may come to.
+        let ends = matches!(
+            next,
+            Completed | Failed | Killed | KilledOom | Stopped | TimedOut
+        );
         match self {
             PendingApproval => matches!(next, Pending | Rejected | Killed),
             Pending => matches!(next, Assigning | Killed | Failed),
-            Assigning => matches!(
-                next,
-                Running | Completed | Failed | Killed | KilledOom | Lost | Stopped | Pending
-            ),
-            Running => matches!(
-                next,
-                Paused | Completed | Failed | Killed | KilledOom | Lost | Stopped
-            ),
-            Paused => matches!(
-                next,
-                Running | Completed | Failed | Killed | KilledOom | Lost | Stopped
-            ),
-            Lost => matches!(
-                next,
-                Running | Paused | Completed | Failed | Killed | KilledOom | Stopped | Pending
-            ),
-            Rejected | Completed | Failed | Killed | KilledOom | Stopped => false,
+            Assigning => ends || matches!(next, Running | Lost | Pending),
+            Running | Paused => ends || matches!(next, Running | Paused | Lost),
+            Lost => ends || matches!(next, Running | Paused | Pending),
+            Rejected | Completed | Failed | Killed | KilledOom | Stopped | TimedOut => false,
         }
     }
 }

@@ -180,6 +180,10 @@ pub struct CommandSpec {
     pub arguments: Vec<String>,
     #[serde(default)]
     pub working_dir: Option<String>,
+    /// Ferry: the runner kills the task this many seconds after it started; it ends
+    /// `timed_out`. `None`: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
 }
 
 /// A persistent session: a container or a VM that lives until it is stopped.

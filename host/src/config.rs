@@ -4,7 +4,7 @@
 
 use crate::auth::origin::{valid_origin, OriginPolicy};
 use clap::Parser;
-use ferry_common::daemon::{de_duration, load_file, read_secret, ser_duration};
+use ferry_common::daemon::{de_duration, load_file, read_secret, ser_duration, ser_opt_duration};
 pub use ferry_common::daemon::{ConfigError, LogFormat};
 use ferry_common::units::parse_duration;
 use serde::{Deserialize, Serialize};
@@ -115,6 +115,14 @@ pub struct HostArgs {
     #[arg(long, env = "FERRY_AUDIT_RETENTION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
     pub audit_retention: Option<Duration>,
+    /// Time limit of a command task that names no `timeout_seconds` [default: none]
+    #[arg(long, env = "FERRY_DEFAULT_TASK_TIMEOUT", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub default_task_timeout: Option<Duration>,
+    /// Longest `timeout_seconds` a task may ask for [default: 30days]
+    #[arg(long, env = "FERRY_MAX_TASK_TIMEOUT", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub max_task_timeout: Option<Duration>,
     /// Highest priority a `user` may give a task; operators and admins may give any [default: 0]
     #[arg(long, env = "FERRY_MAX_USER_PRIORITY", allow_hyphen_values = true)]
     pub max_user_priority: Option<i64>,
@@ -181,6 +189,11 @@ pub struct HostConfig {
     pub max_log_reads: usize,
     #[serde(serialize_with = "ser_duration")]
     pub audit_retention: Duration,
+    /// `None`: tasks without `timeout_seconds` run as long as they like.
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub default_task_timeout: Option<Duration>,
+    #[serde(serialize_with = "ser_duration")]
+    pub max_task_timeout: Duration,
     pub max_user_priority: i64,
     /// `None`: no SSH relay.
     pub ssh_relay_listen: Option<SocketAddr>,
@@ -350,6 +363,23 @@ impl HostArgs {
                 message: "must be at least 1s".into(),
             });
         }
+        let max_task_timeout = m
+            .pick(|a| a.max_task_timeout)
+            .unwrap_or(Duration::from_secs(30 * 24 * 3600));
+        let default_task_timeout = m.pick(|a| a.default_task_timeout);
+        if max_task_timeout < Duration::from_secs(1) {
+            return Err(ConfigError::Value {
+                key: "max_task_timeout",
+                message: "must be at least 1s".into(),
+            });
+        }
+        if default_task_timeout.is_some_and(|d| d < Duration::from_secs(1) || d > max_task_timeout)
+        {
+            return Err(ConfigError::Value {
+                key: "default_task_timeout",
+                message: "must be at least 1s and at most max_task_timeout".into(),
+            });
+        }
         let ssh_relay_listen = match m.pick(|a| a.ssh_relay_listen.clone()) {
             None => Some(SocketAddr::new(listen.ip(), 8002)),
             Some(v) if v == "off" => None,
@@ -404,6 +434,8 @@ impl HostArgs {
             max_targets,
             max_log_reads,
             audit_retention,
+            default_task_timeout,
+            max_task_timeout,
             max_user_priority: m.pick(|a| a.max_user_priority).unwrap_or(0),
             runner_listen,
             header_timeout,

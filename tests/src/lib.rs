@@ -17,6 +17,7 @@ pub const ENDED: &[&str] = &[
     "killed_oom",
     "lost",
     "stopped",
+    "timed_out",
 ];
 
 pub fn bin(name: &str) -> PathBuf {

@@ -42,6 +42,9 @@ pub struct SubmitRequest {
     pub ip_reservation_token: Option<String>,
     /// Ferry extension: higher runs first; FIFO within one priority. Default 0.
     pub priority: Option<i64>,
+    /// Ferry extension: the task is killed this many seconds after it starts and ends
+    /// `timed_out` (1 up to the host's `max_task_timeout`; default `default_task_timeout`).
+    pub timeout_seconds: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -117,6 +120,9 @@ pub struct TaskResponse {
     pub working_dir: Option<String>,
     /// 1-based place in the queue while the task is `pending`, else null.
     pub queue_position: Option<u64>,
+    /// Its time limit (seconds after it started), if it has one.
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
     /// How many times the task was placed on a node (0: never; more than 1: placed again
     /// after its runner never received it).
     #[serde(default)]

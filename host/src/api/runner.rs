@@ -132,5 +132,6 @@ fn runner_may_report(status: TaskStatus) -> bool {
             | TaskStatus::Killed
             | TaskStatus::KilledOom
             | TaskStatus::Stopped
+            | TaskStatus::TimedOut
     )
 }

@@ -23,6 +23,10 @@ pub struct Policy {
     pub max_targets: usize,
     /// Highest priority this caller may ask for; `None`: any (operators and admins).
     pub max_priority: Option<i64>,
+    /// `timeout_seconds` when the request names none.
+    pub default_timeout: Option<u64>,
+    /// The longest `timeout_seconds` allowed.
+    pub max_timeout: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +197,21 @@ pub fn build(
         ));
     }
     let container_name = check_image(&req.registry_image, &req.container_name, default_env)?;
+    let timeout_seconds = match req.timeout_seconds {
+        None => policy.default_timeout,
+        Some(t) if t < 1 => {
+            return Err(invalid(format!(
+                "timeout_seconds: must be at least 1, got {t}"
+            )))
+        }
+        Some(t) if t as u64 > policy.max_timeout => {
+            return Err(invalid(format!(
+                "timeout_seconds: at most {} (the host's max_task_timeout), got {t}",
+                policy.max_timeout
+            )))
+        }
+        Some(t) => Some(t as u64),
+    };
 
     if let Some(list) = &req.targets {
         if list.len() > policy.max_targets {
@@ -273,6 +292,7 @@ pub fn build(
                 command: req.command.clone(),
                 arguments: req.arguments.clone(),
                 working_dir: req.working_dir.clone(),
+                timeout_seconds,
             }),
             resources: Resources {
                 required_cores: cores,
@@ -356,6 +376,8 @@ pub async fn submit(
         allow_unlimited_cores: state.config.allow_unlimited_cores,
         max_targets: state.config.max_targets,
         max_priority: (!caller.at_least(Role::Operator)).then_some(state.config.max_user_priority),
+        default_timeout: state.config.default_task_timeout.map(|d| d.as_secs()),
+        max_timeout: state.config.max_task_timeout.as_secs(),
     };
     let now = ferry_common::time::now_ms();
     let mut rows = build(req, &policy, now, || state.ids.next())?;
@@ -439,6 +461,8 @@ mod tests {
             allow_unlimited_cores: true,
             max_targets: 4,
             max_priority: Some(0),
+            default_timeout: None,
+            max_timeout: 3600,
         }
     }
 

@@ -36,13 +36,14 @@ pub fn task(t: &Task, view: &View, shared_dir: Option<&Path>) -> TaskResponse {
             .unwrap_or_default()
     };
     let d = &t.definition;
-    let (command, arguments, working_dir) = match &d.spec {
+    let (command, arguments, working_dir, timeout_seconds) = match &d.spec {
         TaskSpec::Command(c) => (
             c.command.clone(),
             c.arguments.clone(),
             c.working_dir.clone(),
+            c.timeout_seconds,
         ),
-        TaskSpec::Vps(_) => ("vps".to_string(), Vec::new(), None),
+        TaskSpec::Vps(_) => ("vps".to_string(), Vec::new(), None, None),
     };
     let vps = d.spec.as_vps();
     TaskResponse {
@@ -86,6 +87,7 @@ pub fn task(t: &Task, view: &View, shared_dir: Option<&Path>) -> TaskResponse {
         priority: t.priority,
         working_dir,
         queue_position: view.queue.get(&t.id).copied(),
+        timeout_seconds,
         attempt: t.attempt,
         preparing: None,
         waiting_reason: (t.status == TaskStatus::Pending).then(|| {

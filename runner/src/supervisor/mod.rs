@@ -58,6 +58,13 @@ struct TaskRecord {
     started: bool,
     /// Its final report has been made.
     finished: bool,
+    /// When its container started (Unix ms): where its `timeout_seconds` counts from, kept
+    /// so a restarted runner holds the same deadline.
+    #[serde(default)]
+    started_at_ms: Option<i64>,
+    /// Killed at its deadline: it ends `timed_out`.
+    #[serde(default)]
+    timed_out: bool,
 }
 
 struct Entry {
@@ -482,6 +489,8 @@ impl Supervisor {
             stop_requested: false,
             started: false,
             finished: false,
+            started_at_ms: None,
+            timed_out: false,
         };
         let held = {
             let mut table = self.table();
@@ -577,6 +586,38 @@ impl Supervisor {
     }
 
     /// For a VPS, whether it was asked to stop; `None` for a command task.
+    /// When the task must end (Unix ms), if it has a time limit and has started.
+    fn deadline(&self, id: TaskId) -> Option<(i64, u64)> {
+        let table = self.table();
+        let r = &table.get(&id)?.record;
+        let limit = match &r.request.definition.spec {
+            TaskSpec::Command(c) => c.timeout_seconds?,
+            TaskSpec::Vps(_) => return None,
+        };
+        let started = r.started_at_ms?;
+        Some((
+            started.saturating_add(limit.saturating_mul(1000) as i64),
+            limit,
+        ))
+    }
+
+    fn timed_out(&self, id: TaskId) -> bool {
+        self.table().get(&id).is_some_and(|e| e.record.timed_out)
+    }
+
+    /// Kills a task whose time is up; it will end `timed_out`.
+    async fn time_out(&self, id: TaskId, name: &str, limit: u64) {
+        tracing::warn!(task_id = %id, timeout_seconds = limit, "time limit reached: killing the task");
+        if let Err(e) = self.update_record(id, |r| r.timed_out = true).await {
+            tracing::warn!(task_id = %id, error = %e, "cannot record the time-out");
+        }
+        // A paused container only dies once thawed.
+        let _ = self.engine.resume(name).await;
+        if let Err(e) = self.engine.kill(name).await {
+            tracing::warn!(task_id = %id, error = %e, "cannot kill a task past its time limit");
+        }
+    }
+
     fn stop_requested(&self, id: TaskId) -> Option<bool> {
         let table = self.table();
         let e = table.get(&id)?;
@@ -863,6 +904,15 @@ impl Supervisor {
             }
         }
         self.set_phase(id, Phase::Running);
+        let now = ferry_common::time::now_ms();
+        if let Err(e) = self
+            .update_record(id, |r| {
+                r.started_at_ms.get_or_insert(now);
+            })
+            .await
+        {
+            tracing::warn!(task_id = %id, error = %e, "cannot record the start time");
+        }
         if self.kill_requested(id) {
             // The kill arrived between create and start.
             let _ = self.engine.kill(name).await;
@@ -925,8 +975,29 @@ impl Supervisor {
                 })
             }
         };
+        // A container adopted from a runner that kept no start time counts from now.
+        let now = ferry_common::time::now_ms();
+        let _ = self
+            .update_record(id, |r| {
+                r.started_at_ms.get_or_insert(now);
+            })
+            .await;
         let exit = loop {
-            match self.engine.wait(&name).await {
+            let deadline = self.deadline(id).filter(|_| !self.timed_out(id));
+            let waited = match deadline {
+                None => self.engine.wait(&name).await,
+                Some((at, limit)) => {
+                    let left = (at - ferry_common::time::now_ms()).max(0) as u64;
+                    tokio::select! {
+                        w = self.engine.wait(&name) => w,
+                        _ = tokio::time::sleep(Duration::from_millis(left)) => {
+                            self.time_out(id, &name, limit).await;
+                            continue;
+                        }
+                    }
+                }
+            };
+            match waited {
                 Ok(exit) => break exit,
                 Err(WorkloadError::NotFound(_)) => {
                     break Exit {
@@ -945,9 +1016,15 @@ impl Supervisor {
             Ok(Err(e)) => tracing::warn!(task_id = %id, error = %e, "could not write all logs"),
             Err(e) => tracing::warn!(task_id = %id, error = %e, "log task failed"),
         }
-        let (status, message) = match self.stop_requested(id) {
-            Some(stopped) => vps_final_status(exit, self.kill_requested(id), stopped),
-            None => final_status(exit, self.kill_requested(id)),
+        let (status, message) = match (self.stop_requested(id), self.deadline(id)) {
+            (Some(stopped), _) => vps_final_status(exit, self.kill_requested(id), stopped),
+            (None, Some((_, limit))) if self.timed_out(id) && !exit.oom_killed => (
+                TaskStatus::TimedOut,
+                Some(format!(
+                    "Timed out: killed {limit} s after it started (timeout_seconds={limit})."
+                )),
+            ),
+            (None, _) => final_status(exit, self.kill_requested(id)),
         };
         self.report(id, status, Some(exit.code), message).await;
         tracing::info!(task_id = %id, %status, exit_code = exit.code, "task ended");
@@ -991,6 +1068,8 @@ impl Supervisor {
                 stop_requested: false,
                 started: true,
                 finished: false,
+                started_at_ms: None,
+                timed_out: false,
             });
             self.adopt(*id, name.clone(), record).await;
         }

@@ -119,6 +119,8 @@ impl Harness {
             stop_requested: false,
             started,
             finished: false,
+            started_at_ms: None,
+            timed_out: false,
         };
         let bytes = serde_json::to_vec(&record).unwrap();
         durable::write_atomic(&self.sup.record_path(TaskId(id)), &bytes).unwrap();

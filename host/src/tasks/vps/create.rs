@@ -178,6 +178,9 @@ pub async fn create(
             allow_unlimited_cores: cfg.allow_unlimited_cores,
             max_targets: 1,
             max_priority: None,
+            // A VPS lives until it is stopped.
+            default_timeout: None,
+            max_timeout: 0,
         },
         allow_passwordless: cfg.allow_passwordless_vps,
     };
@@ -359,6 +362,8 @@ mod tests {
                 allow_unlimited_cores: true,
                 max_targets: 1,
                 max_priority: None,
+                default_timeout: None,
+                max_timeout: 0,
             },
             allow_passwordless: false,
         }
