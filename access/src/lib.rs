@@ -9,10 +9,12 @@
 //! [`docker`] opens one through Docker's exec API). [`fs`]: file operations on the
 //! container's root, never leaving it. [`watch`]: inotify on the container's directories, as
 //! JSON frames. [`forward`]: TCP and UDP streams to the container's ports, opened from inside
-//! its network namespace. [`utf8`]: output cut on character boundaries.
+//! its network namespace. [`follow`]: a task's log as it is written. [`utf8`]: output cut on
+//! character boundaries.
 
 pub mod docker;
 pub mod files;
+pub mod follow;
 pub mod forward;
 pub mod fs;
 pub mod terminal;

@@ -12,16 +12,25 @@ pub fn tail<R: Read + Seek>(
     lines: Option<usize>,
     max_bytes: u64,
 ) -> io::Result<Vec<u8>> {
+    tail_to_end(r, lines, max_bytes).map(|(bytes, _)| bytes)
+}
+
+/// [`tail`], with the offset its bytes end at: where a reader following the log goes on.
+pub fn tail_to_end<R: Read + Seek>(
+    r: &mut R,
+    lines: Option<usize>,
+    max_bytes: u64,
+) -> io::Result<(Vec<u8>, u64)> {
     let len = r.seek(SeekFrom::End(0))?;
     let floor = len.saturating_sub(max_bytes);
     let Some(want) = lines else {
         r.seek(SeekFrom::Start(floor))?;
         let mut out = Vec::with_capacity((len - floor) as usize);
         r.take(len - floor).read_to_end(&mut out)?;
-        return Ok(out);
+        return Ok((out, len));
     };
     if want == 0 || len == 0 {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), len));
     }
     // Walk back block by block, looking at each byte once, until `want` line starts are seen.
     // A trailing newline ends the last line; it does not start a new one.
@@ -55,7 +64,7 @@ pub fn tail<R: Read + Seek>(
     r.seek(SeekFrom::Start(cut))?;
     let mut out = Vec::with_capacity((len - cut) as usize);
     r.take(len - cut).read_to_end(&mut out)?;
-    Ok(out)
+    Ok((out, len))
 }
 
 #[cfg(test)]

@@ -202,4 +202,12 @@ pub const FS_MAX_WRITE_BODY: usize = FS_MAX_WRITE / 3 * 4 + 64 * 1024 + 8;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogQuery {
     pub lines: Option<usize>,
+    /// Ferry: keep the response open and send output as it is written, until the task has
+    /// ended and all of it is sent.
+    #[serde(default)]
+    pub follow: Option<bool>,
+    /// Ferry (runner, with `follow`): start at this byte instead of the last `lines` lines
+    /// (the host resuming a follow it lost).
+    #[serde(default)]
+    pub offset: Option<u64>,
 }

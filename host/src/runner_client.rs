@@ -94,6 +94,25 @@ pub trait RunnerApi: Send + Sync + 'static {
         stream: &'a str,
         lines: Option<usize>,
     ) -> BoxFuture<'a, Result<Option<String>, RunnerError>>;
+
+    /// Follows a task's `stream` as it is written: the open response, whose body ends when
+    /// the runner has sent all of the task's output. Starts at the last `lines` lines, or at
+    /// byte `offset` (resuming).
+    fn follow_logs<'a>(
+        &'a self,
+        base: &'a str,
+        id: TaskId,
+        stream: &'a str,
+        lines: Option<usize>,
+        offset: Option<u64>,
+    ) -> BoxFuture<'a, Result<reqwest::Response, RunnerError>> {
+        let _ = (base, id, lines, offset);
+        Box::pin(async move {
+            Err(RunnerError::Unreachable(format!(
+                "following {stream}: not offered by this runner client"
+            )))
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -340,5 +359,39 @@ impl RunnerApi for RunnerClient {
         lines: Option<usize>,
     ) -> BoxFuture<'a, Result<Option<String>, RunnerError>> {
         Box::pin(self.get_logs(base, id, stream, lines))
+    }
+
+    fn follow_logs<'a>(
+        &'a self,
+        base: &'a str,
+        id: TaskId,
+        stream: &'a str,
+        lines: Option<usize>,
+        offset: Option<u64>,
+    ) -> BoxFuture<'a, Result<reqwest::Response, RunnerError>> {
+        Box::pin(async move {
+            // No overall timeout: the response lasts as long as the task.
+            let mut req = self
+                .http
+                .get(format!("{base}/api/tasks/{id}/{stream}"))
+                .bearer_auth(&self.secret)
+                .query(&[("follow", "true")]);
+            if let Some(n) = lines {
+                req = req.query(&[("lines", n)]);
+            }
+            if let Some(o) = offset {
+                req = req.query(&[("offset", o)]);
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| RunnerError::Unreachable(e.to_string()))?;
+            if !resp.status().is_success() {
+                return Self::json_or_error(resp)
+                    .await
+                    .and_then(|_| Err(RunnerError::Unreachable("no log".into())));
+            }
+            Ok(resp)
+        })
     }
 }

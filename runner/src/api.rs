@@ -503,6 +503,35 @@ async fn resume(
     ))
 }
 
+/// A log followed until the task's output is complete.
+fn follow_log(state: &RunnerState, id: TaskId, path: std::path::PathBuf, q: &LogQuery) -> Response {
+    let sup = state.supervisor.clone();
+    let ended: ferry_access::follow::Ended = Box::new(move || {
+        let done = sup.output_complete(id);
+        Box::pin(async move { done })
+    });
+    let body = match q.offset {
+        // Resuming: everything from that byte on.
+        Some(offset) => {
+            axum::body::Body::from_stream(ferry_access::follow::follow_from(path, offset, ended))
+        }
+        None => axum::body::Body::from_stream(ferry_access::follow::follow(
+            path,
+            q.lines,
+            16 * 1024 * 1024,
+            ended,
+        )),
+    };
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
 async fn logs(
     State(state): State<RunnerState>,
     Path((task_id, stream)): Path<(String, String)>,
@@ -525,6 +554,9 @@ async fn logs(
         .log_dir()
         .join(id.to_string())
         .join(format!("{stream}.log"));
+    if q.follow == Some(true) {
+        return Ok(follow_log(&state, id, path, &q));
+    }
     let text = tokio::task::spawn_blocking(move || -> Result<Option<Vec<u8>>, String> {
         match std::fs::File::open(&path) {
             Ok(mut f) => ferry_common::logtail::tail(&mut f, q.lines, 16 * 1024 * 1024)

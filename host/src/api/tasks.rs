@@ -181,6 +181,7 @@ pub async fn list_mine(
 #[derive(Deserialize)]
 pub struct LogParams {
     lines: Option<i64>,
+    follow: Option<bool>,
 }
 
 async fn log_stream(
@@ -188,9 +189,9 @@ async fn log_stream(
     caller: Caller,
     id: ferry_common::TaskId,
     stream: &'static str,
-    lines: Option<i64>,
-) -> Result<impl IntoResponse, ApiError> {
-    let lines = match lines {
+    q: LogParams,
+) -> Result<Response, ApiError> {
+    let lines = match q.lines {
         None => None,
         Some(n) if n < 0 => {
             return Err(ApiError::unprocessable(format!(
@@ -199,27 +200,32 @@ async fn log_stream(
         }
         Some(n) => Some(n as usize),
     };
+    let log_error = |e: LogError| match e {
+        LogError::NotFound => ApiError::not_found(e.to_string()),
+        LogError::Forbidden => ApiError::forbidden(e.to_string()),
+        LogError::Vps => ApiError::bad_request(e.to_string()),
+        LogError::Unavailable(m) => ApiError::unavailable(m),
+        LogError::Busy => {
+            let mut err = ApiError::unavailable(e.to_string());
+            err.retry_after = Some(1);
+            err
+        }
+        LogError::Store(e) => e.into(),
+    };
+    let kind = [(
+        axum::http::header::CONTENT_TYPE,
+        "text/plain; charset=utf-8",
+    )];
+    if q.follow == Some(true) {
+        let body = logs::follow(&state, &caller, id, stream, lines)
+            .await
+            .map_err(log_error)?;
+        return Ok((kind, body).into_response());
+    }
     let text = logs::read(&state, &caller, id, stream, lines)
         .await
-        .map_err(|e| match e {
-            LogError::NotFound => ApiError::not_found(e.to_string()),
-            LogError::Forbidden => ApiError::forbidden(e.to_string()),
-            LogError::Vps => ApiError::bad_request(e.to_string()),
-            LogError::Unavailable(m) => ApiError::unavailable(m),
-            LogError::Busy => {
-                let mut err = ApiError::unavailable(e.to_string());
-                err.retry_after = Some(1);
-                err
-            }
-            LogError::Store(e) => e.into(),
-        })?;
-    Ok((
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; charset=utf-8",
-        )],
-        text,
-    ))
+        .map_err(log_error)?;
+    Ok((kind, text).into_response())
 }
 
 pub async fn stdout(
@@ -228,7 +234,7 @@ pub async fn stdout(
     TaskIdPath(id): TaskIdPath,
     ApiQuery(q): ApiQuery<LogParams>,
 ) -> Result<impl IntoResponse, ApiError> {
-    log_stream(state, caller, id, "stdout", q.lines).await
+    log_stream(state, caller, id, "stdout", q).await
 }
 
 pub async fn stderr(
@@ -237,7 +243,7 @@ pub async fn stderr(
     TaskIdPath(id): TaskIdPath,
     ApiQuery(q): ApiQuery<LogParams>,
 ) -> Result<impl IntoResponse, ApiError> {
-    log_stream(state, caller, id, "stderr", q.lines).await
+    log_stream(state, caller, id, "stderr", q).await
 }
 
 fn control_error(e: ControlError) -> ApiError {

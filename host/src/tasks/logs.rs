@@ -25,13 +25,12 @@ pub enum LogError {
     Store(#[from] crate::store::StoreError),
 }
 
-pub async fn read(
+/// The task, if it exists, has output and the caller may read it.
+async fn readable(
     state: &AppState,
     caller: &Caller,
     id: TaskId,
-    stream: &'static str,
-    lines: Option<usize>,
-) -> Result<String, LogError> {
+) -> Result<crate::tasks::model::Task, LogError> {
     let t = state
         .db
         .read(move |c| tasks::get(c, id))
@@ -43,6 +42,17 @@ pub async fn read(
     if t.definition.kind() == ferry_common::TaskKind::Vps {
         return Err(LogError::Vps);
     }
+    Ok(t)
+}
+
+pub async fn read(
+    state: &AppState,
+    caller: &Caller,
+    id: TaskId,
+    stream: &'static str,
+    lines: Option<usize>,
+) -> Result<String, LogError> {
+    let t = readable(state, caller, id).await?;
     // Each read may hold up to 16 MiB: bound how many run at once (`max_log_reads`).
     let _slot = state
         .log_slots
@@ -85,4 +95,174 @@ pub async fn read(
             "cannot fetch logs from node '{node}': {e}"
         ))),
     }
+}
+
+/// Followers served at once; more are refused (each holds a connection for a task's life).
+pub const MAX_FOLLOWERS: usize = 1024;
+/// How long a follow whose runner stream broke waits before asking again.
+const RECONNECT: std::time::Duration = std::time::Duration::from_millis(500);
+
+static FOLLOWERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts one follower for as long as it lives.
+struct Follower;
+
+impl Follower {
+    fn join() -> Result<Follower, LogError> {
+        use std::sync::atomic::Ordering;
+        if FOLLOWERS.fetch_add(1, Ordering::SeqCst) >= MAX_FOLLOWERS {
+            FOLLOWERS.fetch_sub(1, Ordering::SeqCst);
+            return Err(LogError::Busy);
+        }
+        Ok(Follower)
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        FOLLOWERS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Whether task `id` has ended (or is gone), as the host records it.
+async fn task_over(db: &crate::store::Db, id: TaskId) -> bool {
+    match db.read(move |c| tasks::get(c, id)).await {
+        Ok(Some(t)) => t.status.is_final(),
+        Ok(None) => true,
+        // A store that cannot answer ends nothing; the follower asks again.
+        Err(_) => false,
+    }
+}
+
+/// `stdout?follow=true`: the task's output as it is written, ending after its last byte
+/// once the task has ended. Read from the shared dir when the host has one, else relayed
+/// from the task's runner (resumed at the byte it broke off if that connection breaks).
+pub async fn follow(
+    state: &AppState,
+    caller: &Caller,
+    id: TaskId,
+    stream: &'static str,
+    lines: Option<usize>,
+) -> Result<axum::body::Body, LogError> {
+    readable(state, caller, id).await?;
+    let follower = Follower::join()?;
+    if let Some(dir) = &state.config.shared_dir {
+        let path = dir
+            .join("logs")
+            .join(id.to_string())
+            .join(format!("{stream}.log"));
+        let db = state.db.clone();
+        let ended: ferry_access::follow::Ended = Box::new(move || {
+            let db = db.clone();
+            Box::pin(async move { task_over(&db, id).await })
+        });
+        let body = ferry_access::follow::follow(path, lines, MAX_LOG_BYTES, ended);
+        let body = futures_util::StreamExt::map(body, move |piece| {
+            let _held = &follower;
+            piece
+        });
+        return Ok(axum::body::Body::from_stream(body));
+    }
+    Ok(axum::body::Body::from_stream(relay(
+        state.clone(),
+        id,
+        stream,
+        lines,
+        follower,
+    )))
+}
+
+struct Relay {
+    state: AppState,
+    id: TaskId,
+    stream: &'static str,
+    lines: Option<usize>,
+    /// Bytes sent so far: where a new runner connection starts.
+    sent: u64,
+    resp: Option<reqwest::Response>,
+    _follower: Follower,
+}
+
+fn relay(
+    state: AppState,
+    id: TaskId,
+    stream: &'static str,
+    lines: Option<usize>,
+    follower: Follower,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send {
+    let r = Relay {
+        state,
+        id,
+        stream,
+        lines,
+        sent: 0,
+        resp: None,
+        _follower: follower,
+    };
+    futures_util::stream::unfold(r, |mut r| async move {
+        loop {
+            if let Some(resp) = r.resp.as_mut() {
+                match resp.chunk().await {
+                    Ok(Some(piece)) => {
+                        r.sent += piece.len() as u64;
+                        return Some((Ok(piece), r));
+                    }
+                    // The runner sent all of the task's output.
+                    Ok(None) => {
+                        r.resp = None;
+                        if task_over(&r.state.db, r.id).await {
+                            return None;
+                        }
+                        // The runner is done (or does not hold the task yet) before the host
+                        // has its final report: ask again shortly.
+                        tokio::time::sleep(RECONNECT).await;
+                    }
+                    // Broken off: resume from the byte it stopped at.
+                    Err(e) => {
+                        tracing::debug!(task_id = %r.id, error = %e, "log follow broke off; resuming");
+                        r.resp = None;
+                    }
+                }
+            } else {
+                let id = r.id;
+                let node = match r.state.db.read(move |c| tasks::get(c, id)).await {
+                    Ok(Some(t)) => t.assigned_node,
+                    Ok(None) => return None,
+                    Err(_) => None,
+                };
+                let url = node.as_deref().and_then(|n| {
+                    r.state
+                        .cluster
+                        .is_online(n)
+                        .then(|| r.state.cluster.url_of(n))
+                        .flatten()
+                });
+                if let Some(url) = url {
+                    // Nothing sent yet: start from the tail asked for; else where it stopped.
+                    let (lines, offset) = match r.sent {
+                        0 => (r.lines, None),
+                        sent => (None, Some(sent)),
+                    };
+                    match r
+                        .state
+                        .runner
+                        .follow_logs(&url, r.id, r.stream, lines, offset)
+                        .await
+                    {
+                        Ok(resp) => {
+                            r.resp = Some(resp);
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::debug!(task_id = %r.id, error = %e, "cannot follow the log on its runner yet")
+                        }
+                    }
+                } else if task_over(&r.state.db, r.id).await {
+                    // Ended, and its node is gone or it never ran: nothing more will come.
+                    return None;
+                }
+                tokio::time::sleep(RECONNECT).await;
+            }
+        }
+    })
 }

@@ -578,6 +578,14 @@ impl Supervisor {
         }
     }
 
+    /// Whether the task's output is all written: it ended (its final report is made only
+    /// after its log copy finished), or this runner does not hold it.
+    pub fn output_complete(&self, id: TaskId) -> bool {
+        self.table()
+            .get(&id)
+            .is_none_or(|e| e.phase == Phase::Finished)
+    }
+
     fn kill_requested(&self, id: TaskId) -> bool {
         self.table()
             .get(&id)

@@ -824,7 +824,18 @@ async fn copy_output(
     let file = |f| logcap::Capped::new(tokio::io::BufWriter::new(f), max_bytes);
     let mut out = file(tokio::fs::File::create(&stdout).await?);
     let mut err = file(tokio::fs::File::create(&stderr).await?);
-    while let Some(chunk) = stream.next().await {
+    loop {
+        // Written through as soon as the container pauses its output, so a follower sees
+        // each line when it is printed; a burst still goes out in big writes.
+        let next = match futures_util::FutureExt::now_or_never(stream.next()) {
+            Some(next) => next,
+            None => {
+                out.flush().await?;
+                err.flush().await?;
+                stream.next().await
+            }
+        };
+        let Some(chunk) = next else { break };
         match chunk {
             Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
                 out.write(&message).await?
