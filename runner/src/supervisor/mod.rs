@@ -983,13 +983,20 @@ impl Supervisor {
                 })
             }
         };
-        // A container adopted from a runner that kept no start time counts from now.
-        let now = ferry_common::time::now_ms();
-        let _ = self
-            .update_record(id, |r| {
-                r.started_at_ms.get_or_insert(now);
-            })
-            .await;
+        // A container adopted from a runner that kept no start time counts from now (only
+        // then is the record written again).
+        let unknown_start = self
+            .table()
+            .get(&id)
+            .is_some_and(|e| e.record.started_at_ms.is_none());
+        if unknown_start {
+            let now = ferry_common::time::now_ms();
+            let _ = self
+                .update_record(id, |r| {
+                    r.started_at_ms.get_or_insert(now);
+                })
+                .await;
+        }
         let exit = loop {
             let deadline = self.deadline(id).filter(|_| !self.timed_out(id));
             let waited = match deadline {
