@@ -42,6 +42,8 @@ pub struct AppState {
     pub user_slots: Arc<tokio::sync::Semaphore>,
     /// Task output reads in progress (`max_log_reads`).
     pub log_slots: Arc<tokio::sync::Semaphore>,
+    /// Log follows open at once (`tasks::logs::MAX_FOLLOWERS`).
+    pub follow_slots: Arc<tokio::sync::Semaphore>,
     /// The host's Docker engine, for environment containers.
     pub envs: envs::Envs,
 }
@@ -135,6 +137,7 @@ pub async fn run(
     let state = AppState {
         user_slots: Arc::new(tokio::sync::Semaphore::new(config.max_user_requests)),
         log_slots: Arc::new(tokio::sync::Semaphore::new(config.max_log_reads)),
+        follow_slots: Arc::new(tokio::sync::Semaphore::new(tasks::logs::MAX_FOLLOWERS)),
         envs: envs::Envs::connect(
             envs::store::Store::new(config.env_dir.clone(), config.env_keep),
             config.max_env_store_bytes,

@@ -14,23 +14,14 @@ impl Drop for EnvGuard {
     }
 }
 
-/// Waits until the environment's packaging job has ended; its view then.
+/// Waits until the environment's packaging job is done (a failure fails the test); its view.
 async fn packaged(c: &TestCluster, env: &str) -> Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        let (status, view) = c.get_json(&format!("/api/docker/env/{env}")).await;
-        assert_eq!(status, 200, "{view}");
-        match view["packaging"]["state"].as_str() {
-            Some("done") => return view,
-            Some("failed") => panic!("packaging failed: {view}"),
-            _ => {}
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still packaging: {view}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    let view = packaging_ended(c, env).await;
+    assert_eq!(
+        view["packaging"]["state"], "done",
+        "packaging failed: {view}"
+    );
+    view
 }
 
 fn sha256_of(path: &str) -> String {

@@ -43,10 +43,7 @@ pub fn placed(t: &Task) -> ClusterEvent {
 pub fn changed(tr: &Transition, change: &Change) -> Vec<ClusterEvent> {
     let (before, after) = (&tr.before, &tr.after);
     let mut out = Vec::new();
-    let mut inner = change;
-    while let Change::ForAttempt { change, .. } = inner {
-        inner = change;
-    }
+    let inner = change.innermost();
     match inner {
         Change::Approve { .. } => out.push(about(after, EventTopic::Approval, "approved")),
         Change::Reject { reason, .. } => {

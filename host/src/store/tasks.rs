@@ -322,7 +322,7 @@ pub fn apply(
     match model::apply(&before, change, now_ms) {
         Ok(after) => {
             save(conn, &after)?;
-            let approver = match change {
+            let approver = match change.innermost() {
                 Change::Approve { by } => super::timeline::username(conn, *by)?,
                 _ => None,
             };

@@ -102,27 +102,8 @@ pub const MAX_FOLLOWERS: usize = 1024;
 /// How long a follow whose runner stream broke waits before asking again.
 const RECONNECT: std::time::Duration = std::time::Duration::from_millis(500);
 
-static FOLLOWERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// Counts one follower for as long as it lives.
-struct Follower;
-
-impl Follower {
-    fn join() -> Result<Follower, LogError> {
-        use std::sync::atomic::Ordering;
-        if FOLLOWERS.fetch_add(1, Ordering::SeqCst) >= MAX_FOLLOWERS {
-            FOLLOWERS.fetch_sub(1, Ordering::SeqCst);
-            return Err(LogError::Busy);
-        }
-        Ok(Follower)
-    }
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        FOLLOWERS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
+/// Held by a follow for as long as its response lives.
+type Follower = tokio::sync::OwnedSemaphorePermit;
 
 /// Whether task `id` has ended (or is gone), as the host records it.
 async fn task_over(db: &crate::store::Db, id: TaskId) -> bool {
@@ -145,7 +126,11 @@ pub async fn follow(
     lines: Option<usize>,
 ) -> Result<axum::body::Body, LogError> {
     readable(state, caller, id).await?;
-    let follower = Follower::join()?;
+    let follower = state
+        .follow_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| LogError::Busy)?;
     if let Some(dir) = &state.config.shared_dir {
         let path = dir
             .join("logs")

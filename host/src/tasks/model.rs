@@ -159,6 +159,15 @@ pub enum Change {
 }
 
 impl Change {
+    /// The change itself, without the attempt it is fenced to.
+    pub fn innermost(&self) -> &Change {
+        let mut inner = self;
+        while let Change::ForAttempt { change, .. } = inner {
+            inner = change;
+        }
+        inner
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Change::Place { .. } => "place",

@@ -28,10 +28,7 @@ pub fn submitted(t: &Task) -> Vec<Step> {
 
 /// The steps `change` made of `before`, now `after`. `approver` names who approved.
 pub fn changed(before: &Task, after: &Task, change: &Change, approver: Option<&str>) -> Vec<Step> {
-    let mut inner = change;
-    while let Change::ForAttempt { change, .. } = inner {
-        inner = change;
-    }
+    let inner = change.innermost();
     let moved = before.status != after.status;
     let mut out = Vec::new();
     match inner {
