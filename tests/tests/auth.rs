@@ -618,13 +618,24 @@ async fn first_start_writes_a_private_admin_password() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = child.kill();
-    let _ = child.wait();
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let password = std::fs::read_to_string(&file).unwrap().trim().to_string();
     assert!(password.len() >= 16);
+    // The file is written before the line is logged: give the host until it logs (it was
+    // killed in between once, under load).
+    for _ in 0..100 {
+        if std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(&password)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
     assert!(
         std::fs::read_to_string(&log).unwrap().contains(&password),
         "printed once at first start"
