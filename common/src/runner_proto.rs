@@ -152,6 +152,11 @@ pub struct ExecuteRequest {
     /// elsewhere is recognised and killed instead of running twice. `None`: not fenced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
+    /// Ferry: which run of the task this is (1 for the first, one more for each retry). Each
+    /// run writes its own logs ([`crate::task::log_dir`]); a runner never lets a copy of an
+    /// earlier run stand in for a new one. `None`: 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<u32>,
 }
 
 /// `POST <runner>/api/kill|pause|resume`.
@@ -210,4 +215,8 @@ pub struct LogQuery {
     /// (the host resuming a follow it lost).
     #[serde(default)]
     pub offset: Option<u64>,
+    /// Ferry: the output of this attempt (run) of the task, 1 for the first; default: the
+    /// latest.
+    #[serde(default)]
+    pub attempt: Option<u32>,
 }

@@ -116,8 +116,12 @@ impl fmt::Display for TaskStatus {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("unknown task status {0:?} (expected one of: pending_approval, rejected, pending, assigning, running, paused, completed, failed, killed, killed_oom, lost, stopped)")]
+#[error("unknown task status {0:?} (expected one of: {names})", names = status_names())]
 pub struct BadStatus(pub String);
+
+fn status_names() -> String {
+    TaskStatus::ALL.map(|s| s.as_str()).join(", ")
+}
 
 impl FromStr for TaskStatus {
     type Err = BadStatus;

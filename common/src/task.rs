@@ -184,7 +184,55 @@ pub struct CommandSpec {
     /// `timed_out`. `None`: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+    /// Ferry: how many times the host runs the task again after an attempt ends in one of
+    /// `retry_on` (0: never).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_retries: u32,
+    /// Ferry: which endings of an attempt are retried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retry_on: Vec<RetryOn>,
+    /// Ferry: the wait before the first retry; each further retry waits twice as long as the
+    /// one before, up to [`MAX_RETRY_BACKOFF_SECS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_backoff_seconds: Option<u64>,
 }
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The longest wait between two attempts of a task, however many retries came before.
+pub const MAX_RETRY_BACKOFF_SECS: u64 = 3600;
+
+impl CommandSpec {
+    /// Seconds to wait before attempt `next` (2 for the first retry): the backoff doubled for
+    /// each retry before it, capped at [`MAX_RETRY_BACKOFF_SECS`] (or the base, if larger).
+    pub fn backoff_before(&self, next: u32) -> u64 {
+        let base = self.retry_backoff_seconds.unwrap_or(0);
+        let doublings = next.saturating_sub(2).min(32);
+        base.saturating_mul(1u64 << doublings)
+            .min(MAX_RETRY_BACKOFF_SECS.max(base))
+    }
+}
+
+/// Where a task's logs of attempt `run` live, under a log directory: `<id>/` for the first
+/// (the layout of tasks never retried), `<id>/attempt-<run>/` for each retry.
+pub fn log_dir(id: crate::TaskId, run: u32) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(id.to_string());
+    match run {
+        0 | 1 => dir,
+        n => dir.join(format!("attempt-{n}")),
+    }
+}
+
+wire_enum!(
+    /// An ending of an attempt that `retry_on` may name.
+    RetryOn, "retry_on value" {
+        Failed => "failed",
+        Lost => "lost",
+        TimedOut => "timed_out",
+    }
+);
 
 /// A persistent session: a container or a VM that lives until it is stopped.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -317,6 +365,23 @@ mod tests {
         assert!(err.to_string().contains("viewer, user"), "{err}");
         assert_eq!("vps".parse::<TaskKind>().unwrap(), TaskKind::Vps);
         assert!("Vps".parse::<TaskKind>().is_err());
+    }
+
+    #[test]
+    fn retries_wait_twice_as_long_each_time_up_to_the_cap() {
+        let spec = CommandSpec {
+            retry_backoff_seconds: Some(10),
+            ..Default::default()
+        };
+        let waits: Vec<u64> = (2..=6).map(|n| spec.backoff_before(n)).collect();
+        assert_eq!(waits, vec![10, 20, 40, 80, 160]);
+        assert_eq!(spec.backoff_before(40), MAX_RETRY_BACKOFF_SECS);
+        assert_eq!(CommandSpec::default().backoff_before(3), 0);
+        assert_eq!(log_dir(crate::TaskId(7), 1), std::path::PathBuf::from("7"));
+        assert_eq!(
+            log_dir(crate::TaskId(7), 3),
+            std::path::PathBuf::from("7/attempt-3")
+        );
     }
 
     #[test]

@@ -123,6 +123,14 @@ pub struct HostArgs {
     #[arg(long, env = "FERRY_MAX_TASK_TIMEOUT", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
     pub max_task_timeout: Option<Duration>,
+    /// Most `max_retries` a task may ask for (at most 99) [default: 10]
+    #[arg(long, env = "FERRY_MAX_TASK_RETRIES")]
+    pub max_task_retries: Option<u32>,
+    /// Wait before a task's first retry when it names no `retry_backoff_seconds`; each
+    /// further retry waits twice as long, up to 1h [default: 10s]
+    #[arg(long, env = "FERRY_RETRY_BACKOFF", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub retry_backoff: Option<Duration>,
     /// Highest priority a `user` may give a task; operators and admins may give any [default: 0]
     #[arg(long, env = "FERRY_MAX_USER_PRIORITY", allow_hyphen_values = true)]
     pub max_user_priority: Option<i64>,
@@ -194,6 +202,9 @@ pub struct HostConfig {
     pub default_task_timeout: Option<Duration>,
     #[serde(serialize_with = "ser_duration")]
     pub max_task_timeout: Duration,
+    pub max_task_retries: u32,
+    #[serde(serialize_with = "ser_duration")]
+    pub retry_backoff: Duration,
     pub max_user_priority: i64,
     /// `None`: no SSH relay.
     pub ssh_relay_listen: Option<SocketAddr>,
@@ -380,6 +391,23 @@ impl HostArgs {
                 message: "must be at least 1s and at most max_task_timeout".into(),
             });
         }
+        let max_task_retries = m.pick(|a| a.max_task_retries).unwrap_or(10);
+        // A task has at most 100 attempts (`tasks::model::MAX_ATTEMPTS`).
+        if max_task_retries > 99 {
+            return Err(ConfigError::Value {
+                key: "max_task_retries",
+                message: format!("at most 99, got {max_task_retries}"),
+            });
+        }
+        let retry_backoff = m
+            .pick(|a| a.retry_backoff)
+            .unwrap_or(Duration::from_secs(10));
+        if retry_backoff > Duration::from_secs(ferry_common::task::MAX_RETRY_BACKOFF_SECS) {
+            return Err(ConfigError::Value {
+                key: "retry_backoff",
+                message: "at most 1h".into(),
+            });
+        }
         let ssh_relay_listen = match m.pick(|a| a.ssh_relay_listen.clone()) {
             None => Some(SocketAddr::new(listen.ip(), 8002)),
             Some(v) if v == "off" => None,
@@ -436,6 +464,8 @@ impl HostArgs {
             audit_retention,
             default_task_timeout,
             max_task_timeout,
+            max_task_retries,
+            retry_backoff,
             max_user_priority: m.pick(|a| a.max_user_priority).unwrap_or(0),
             runner_listen,
             header_timeout,

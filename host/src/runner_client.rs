@@ -85,12 +85,13 @@ pub trait RunnerApi: Send + Sync + 'static {
         })
     }
 
-    /// The last `lines` lines of a task's `stream` (`stdout`/`stderr`); `Ok(None)` when the
-    /// runner has no such log.
+    /// The last `lines` lines of a task's `stream` (`stdout`/`stderr`) in attempt `run`;
+    /// `Ok(None)` when the runner has no such log.
     fn logs<'a>(
         &'a self,
         base: &'a str,
         id: TaskId,
+        run: u32,
         stream: &'a str,
         lines: Option<usize>,
     ) -> BoxFuture<'a, Result<Option<String>, RunnerError>>;
@@ -102,11 +103,12 @@ pub trait RunnerApi: Send + Sync + 'static {
         &'a self,
         base: &'a str,
         id: TaskId,
+        run: u32,
         stream: &'a str,
         lines: Option<usize>,
         offset: Option<u64>,
     ) -> BoxFuture<'a, Result<reqwest::Response, RunnerError>> {
-        let _ = (base, id, lines, offset);
+        let _ = (base, id, run, lines, offset);
         Box::pin(async move {
             Err(RunnerError::Unreachable(format!(
                 "following {stream}: not offered by this runner client"
@@ -255,6 +257,7 @@ impl RunnerClient {
         &self,
         base: &str,
         id: TaskId,
+        run: u32,
         stream: &str,
         lines: Option<usize>,
     ) -> Result<Option<String>, RunnerError> {
@@ -262,7 +265,8 @@ impl RunnerClient {
             .http
             .get(format!("{base}/api/tasks/{id}/{stream}"))
             .bearer_auth(&self.secret)
-            .timeout(self.timeout);
+            .timeout(self.timeout)
+            .query(&[("attempt", run)]);
         if let Some(n) = lines {
             req = req.query(&[("lines", n)]);
         }
@@ -355,16 +359,18 @@ impl RunnerApi for RunnerClient {
         &'a self,
         base: &'a str,
         id: TaskId,
+        run: u32,
         stream: &'a str,
         lines: Option<usize>,
     ) -> BoxFuture<'a, Result<Option<String>, RunnerError>> {
-        Box::pin(self.get_logs(base, id, stream, lines))
+        Box::pin(self.get_logs(base, id, run, stream, lines))
     }
 
     fn follow_logs<'a>(
         &'a self,
         base: &'a str,
         id: TaskId,
+        run: u32,
         stream: &'a str,
         lines: Option<usize>,
         offset: Option<u64>,
@@ -375,7 +381,8 @@ impl RunnerApi for RunnerClient {
                 .http
                 .get(format!("{base}/api/tasks/{id}/{stream}"))
                 .bearer_auth(&self.secret)
-                .query(&[("follow", "true")]);
+                .query(&[("follow", "true")])
+                .query(&[("attempt", run)]);
             if let Some(n) = lines {
                 req = req.query(&[("lines", n)]);
             }

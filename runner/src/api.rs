@@ -506,8 +506,9 @@ async fn resume(
 /// A log followed until the task's output is complete.
 fn follow_log(state: &RunnerState, id: TaskId, path: std::path::PathBuf, q: &LogQuery) -> Response {
     let sup = state.supervisor.clone();
+    let run = q.attempt.unwrap_or(1);
     let ended: ferry_access::follow::Ended = Box::new(move || {
-        let done = sup.output_complete(id);
+        let done = sup.output_complete(id, run);
         Box::pin(async move { done })
     });
     let body = match q.offset {
@@ -549,11 +550,25 @@ async fn logs(
     if stream != "stdout" && stream != "stderr" {
         return Err(ApiError(StatusCode::NOT_FOUND, "Not Found".into()));
     }
+    let run = match q.attempt {
+        Some(0) => {
+            return Err(ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "attempt: must be at least 1".into(),
+            ))
+        }
+        Some(n) => n,
+        None => state.supervisor.latest_run(id),
+    };
     let path = state
         .config
         .log_dir()
-        .join(id.to_string())
+        .join(ferry_common::task::log_dir(id, run))
         .join(format!("{stream}.log"));
+    let q = LogQuery {
+        attempt: Some(run),
+        ..q
+    };
     if q.follow == Some(true) {
         return Ok(follow_log(&state, id, path, &q));
     }

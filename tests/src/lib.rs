@@ -916,6 +916,26 @@ impl TestCluster {
     }
 }
 
+impl TestCluster {
+    /// A host and one runner, `node-1`, online; with `shared`, both use the directory
+    /// `<dir>/shared` as their shared dir.
+    pub async fn one_node(shared: bool) -> TestCluster {
+        let mut c = TestCluster::new(Opts::default());
+        let dir = c.dir.path().join("shared");
+        let mut runner_args: Vec<String> = Vec::new();
+        if shared {
+            std::fs::create_dir_all(&dir).expect("shared dir");
+            c.opts.host_args = vec!["--shared-dir".into(), dir.display().to_string()];
+            runner_args = vec!["--shared-dir".into(), dir.display().to_string()];
+        }
+        c.start_host().await;
+        let args: Vec<&str> = runner_args.iter().map(String::as_str).collect();
+        c.start_runner("node-1", &args);
+        c.wait_node_online("node-1").await;
+        c
+    }
+}
+
 /// Percent-encodes a query value (slashes kept, as paths read better).
 pub fn urlencode(s: &str) -> String {
     s.bytes()

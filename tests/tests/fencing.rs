@@ -224,7 +224,7 @@ async fn a_dispatch_delivered_after_the_host_gave_it_up_does_not_run_a_second_co
     let queued = c
         .wait_status(&t, &["pending"], Duration::from_secs(5))
         .await;
-    assert_eq!(queued["attempt"], 1, "{queued}");
+    assert_eq!(queued["placements"], 1, "{queued}");
 
     // The held delivery of T's first attempt now reaches the runner, which starts it...
     proxy.release.send(true).expect("release");
@@ -244,13 +244,13 @@ async fn a_dispatch_delivered_after_the_host_gave_it_up_does_not_run_a_second_co
     );
     assert_eq!(c.task(&f).await["status"], "running");
 
-    // Once F is killed, T is placed again and runs as attempt 2, its only copy.
+    // Once F is killed, T is placed a second time (still its first run) and runs, its only copy.
     let (status, v) = c.post_json(&format!("/api/kill/{f}"), &json!({})).await;
     assert_eq!(status, 202, "{v}");
     let running = c
         .wait_status(&t, &["running"], Duration::from_secs(30))
         .await;
-    assert_eq!(running["attempt"], 2, "{running}");
+    assert_eq!(running["placements"], 2, "{running}");
     assert_eq!(running["assigned_node"], "node-1");
     assert_eq!(containers_of(&t).len(), 1, "one copy of T");
     let (status, v) = c.post_json(&format!("/api/kill/{t}"), &json!({})).await;

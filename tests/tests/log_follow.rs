@@ -5,23 +5,6 @@ use ferry_e2e::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-/// A cluster whose host and runner share a directory (`shared`) or not.
-async fn cluster(shared: bool) -> TestCluster {
-    let mut c = TestCluster::new(Opts::default());
-    let dir = c.dir.path().join("shared");
-    let mut runner_args: Vec<String> = Vec::new();
-    if shared {
-        std::fs::create_dir_all(&dir).unwrap();
-        c.opts.host_args = vec!["--shared-dir".into(), dir.display().to_string()];
-        runner_args = vec!["--shared-dir".into(), dir.display().to_string()];
-    }
-    c.start_host().await;
-    let args: Vec<&str> = runner_args.iter().map(String::as_str).collect();
-    c.start_runner("node-1", &args);
-    c.wait_node_online("node-1").await;
-    c
-}
-
 /// Opens a follow of the task's stdout.
 async fn open(c: &TestCluster, id: &str, query: &str) -> reqwest::Response {
     let resp = reqwest::Client::new()
@@ -50,7 +33,7 @@ async fn read_until(resp: &mut reqwest::Response, got: &mut String, needle: &str
 }
 
 async fn each_line_arrives_as_printed_and_the_stream_ends_with_the_task(shared: bool) {
-    let c = cluster(shared).await;
+    let c = TestCluster::one_node(shared).await;
     let id = c
         .submit(json!({"command": "for i in 1 2 3 4; do echo line $i; sleep 1; done"}))
         .await
@@ -107,7 +90,7 @@ async fn a_follow_from_the_shared_dir_streams_lines_as_printed_and_ends_with_the
 
 #[tokio::test]
 async fn a_follow_of_a_finished_task_sends_its_output_and_ends() {
-    let c = cluster(false).await;
+    let c = TestCluster::one_node(false).await;
     let id = c.submit(echo_task("done already")).await.remove(0);
     c.wait_final(&id).await;
     let all = tokio::time::timeout(Duration::from_secs(30), open(&c, &id, "").await.text())

@@ -74,7 +74,7 @@ pub struct ClusterEvent {
     pub status: Option<TaskStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_status: Option<TaskStatus>,
-    /// The task's placement attempt.
+    /// The task's attempt (1 for the first run, one more for each retry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,13 +116,16 @@ pub struct TimelineEntry {
     pub time: String,
     /// `submitted`, `approved`, `rejected`, `placed`, `dispatched`, `started`, `paused`,
     /// `resumed`, `kill_requested`, `stop_requested`, `lost`, `recovered`, `requeued`,
-    /// `restarted`, `finished`, `released`.
+    /// `restarted`, `finished`, `attempt_ended`, `retried`, `released`.
     pub event: String,
     /// The task's status after the step.
     pub status: String,
     pub node: Option<String>,
-    /// The placement attempt (0: never placed).
+    /// The attempt (run) the step belongs to: 1 for the first, one more for each retry.
     pub attempt: u32,
+    /// The placement (0: never placed; one more each time the task is put on a node).
+    #[serde(default)]
+    pub placement: u32,
     pub detail: Option<String>,
 }
 

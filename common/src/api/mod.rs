@@ -15,7 +15,7 @@ pub use envs::*;
 pub use events::*;
 pub use vps::*;
 
-use crate::task::{ApprovalStatus, TaskKind, VpsBackend};
+use crate::task::{ApprovalStatus, RetryOn, TaskKind, VpsBackend};
 use crate::{TaskId, TaskStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -45,6 +45,15 @@ pub struct SubmitRequest {
     /// Ferry extension: the task is killed this many seconds after it starts and ends
     /// `timed_out` (1 up to the host's `max_task_timeout`; default `default_task_timeout`).
     pub timeout_seconds: Option<i64>,
+    /// Ferry extension: run the task again up to this many times when an attempt ends in
+    /// one of `retry_on` (0 up to the host's `max_task_retries`; default 0).
+    pub max_retries: Option<i64>,
+    /// Ferry extension: which endings are retried: `failed`, `lost`, `timed_out` (default
+    /// `["failed", "lost"]`).
+    pub retry_on: Option<Vec<String>>,
+    /// Ferry extension: seconds before the first retry, doubled for each one after (default
+    /// the host's `retry_backoff`; 0 up to 3600).
+    pub retry_backoff_seconds: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -123,10 +132,22 @@ pub struct TaskResponse {
     /// Its time limit (seconds after it started), if it has one.
     #[serde(default)]
     pub timeout_seconds: Option<u64>,
-    /// How many times the task was placed on a node (0: never; more than 1: placed again
-    /// after its runner never received it).
+    /// Which attempt (run) of the task this is: 1 for the first, one more for each retry.
     #[serde(default)]
     pub attempt: u32,
+    /// How many retries the task may have in all (see `retry_on`).
+    #[serde(default)]
+    pub max_retries: u32,
+    /// Which endings of an attempt are retried (empty without retries).
+    #[serde(default)]
+    pub retry_on: Vec<RetryOn>,
+    /// While the task waits out the backoff before its next attempt: when that may start.
+    #[serde(default)]
+    pub retry_at: Option<String>,
+    /// How many times the task was placed on a node (0: never; more than one attempt or a
+    /// node that never received it place it again).
+    #[serde(default)]
+    pub placements: u32,
     /// Ferry: while the task is `assigning` and its runner prepares it (an environment being
     /// fetched or loaded), what it waits for and how far along that is; else absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,6 +156,37 @@ pub struct TaskResponse {
     /// largest free 2 on node-a"); else absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_reason: Option<String>,
+}
+
+/// One attempt of a task, as `GET /api/tasks/{id}/attempts` lists them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AttemptSummary {
+    /// 1 for the first.
+    pub attempt: u32,
+    /// How it ended (`failed`, `lost`, `timed_out`, ...), or the task's status for the
+    /// attempt under way.
+    pub status: TaskStatus,
+    pub node: Option<String>,
+    pub exit_code: Option<i64>,
+    pub error_message: Option<String>,
+    pub started_at: Option<String>,
+    pub completed_at: Option<String>,
+    /// The attempt's output: `/api/tasks/{id}/stdout?attempt=N`.
+    pub stdout_url: String,
+    pub stderr_url: String,
+}
+
+/// Reply of `GET /api/tasks/{id}/attempts`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskAttempts {
+    pub task_id: TaskId,
+    /// The current attempt.
+    pub attempt: u32,
+    pub max_retries: u32,
+    /// Oldest first; the last is the current attempt.
+    pub attempts: Vec<AttemptSummary>,
 }
 
 /// What a task accepted by its runner but not started yet is waiting for.

@@ -374,6 +374,22 @@ pub const ROUTES: &[RouteSpec] = &[
     .accepted::<MessageResponse>(),
     RouteSpec::at(
         "POST",
+        "/api/tasks/{task_id}/retry",
+        USER,
+        "Run an ended task again as its next attempt",
+        || post(tasks::retry),
+    )
+    .accepted::<TaskResponse>(),
+    RouteSpec::at(
+        "GET",
+        "/api/tasks/{task_id}/attempts",
+        VIEWER,
+        "Every attempt of a task with its exit code and where its output is",
+        || get(tasks::attempts),
+    )
+    .json::<TaskAttempts>(),
+    RouteSpec::at(
+        "POST",
         "/api/command/{task_id}/{command}",
         USER,
         "Pause or resume a task",

@@ -14,7 +14,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use ferry_common::api::{
-    MessageResponse, SubmitRequest, SubmitResponse, TaskResponse, TaskTimeline,
+    MessageResponse, SubmitRequest, SubmitResponse, TaskAttempts, TaskResponse, TaskTimeline,
 };
 use ferry_common::{TaskKind, TaskStatus};
 use serde::Deserialize;
@@ -182,6 +182,8 @@ pub async fn list_mine(
 pub struct LogParams {
     lines: Option<i64>,
     follow: Option<bool>,
+    /// Which attempt's output (1 for the first run); default the current one.
+    attempt: Option<i64>,
 }
 
 async fn log_stream(
@@ -200,8 +202,17 @@ async fn log_stream(
         }
         Some(n) => Some(n as usize),
     };
+    let attempt = match q.attempt {
+        None => None,
+        Some(n) if !(1..=i64::from(u32::MAX)).contains(&n) => {
+            return Err(ApiError::unprocessable(format!(
+                "attempt: must be at least 1, got {n}"
+            )))
+        }
+        Some(n) => Some(n as u32),
+    };
     let log_error = |e: LogError| match e {
-        LogError::NotFound => ApiError::not_found(e.to_string()),
+        LogError::NotFound | LogError::NoAttempt { .. } => ApiError::not_found(e.to_string()),
         LogError::Forbidden => ApiError::forbidden(e.to_string()),
         LogError::Vps => ApiError::bad_request(e.to_string()),
         LogError::Unavailable(m) => ApiError::unavailable(m),
@@ -217,12 +228,12 @@ async fn log_stream(
         "text/plain; charset=utf-8",
     )];
     if q.follow == Some(true) {
-        let body = logs::follow(&state, &caller, id, stream, lines)
+        let body = logs::follow(&state, &caller, id, (stream, attempt), lines)
             .await
             .map_err(log_error)?;
         return Ok((kind, body).into_response());
     }
-    let text = logs::read(&state, &caller, id, stream, lines)
+    let text = logs::read(&state, &caller, id, (stream, attempt), lines)
         .await
         .map_err(log_error)?;
     Ok((kind, text).into_response())
@@ -270,6 +281,33 @@ pub async fn kill(
             message: format!("Kill requested for task {id}. Task marked as killed."),
         }),
     ))
+}
+
+/// `POST /api/tasks/{task_id}/retry`: an ended task runs again as its next attempt.
+pub async fn retry(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    TaskIdPath(id): TaskIdPath,
+) -> Result<(StatusCode, Json<TaskResponse>), ApiError> {
+    let t = control::retry(&state, &caller, id)
+        .await
+        .map_err(control_error)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(views::shown_to(&state, &caller, &t)),
+    ))
+}
+
+/// `GET /api/tasks/{task_id}/attempts`.
+pub async fn attempts(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    TaskIdPath(id): TaskIdPath,
+) -> Result<Json<TaskAttempts>, ApiError> {
+    views::attempts(&state, &caller, id)
+        .await
+        .map(Json)
+        .map_err(query_error)
 }
 
 pub async fn command(

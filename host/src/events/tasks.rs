@@ -12,7 +12,7 @@ fn topic_of(t: &Task) -> EventTopic {
     }
 }
 
-/// An event about `t` of `topic`, with the task's owner, node, status and attempt.
+/// An event about `t` of `topic`, with the task's owner, node, status and attempt (run).
 fn about(t: &Task, topic: EventTopic, what: &str) -> ClusterEvent {
     let mut e = ClusterEvent::new(topic, what);
     e.task_id = Some(t.id);
@@ -20,7 +20,7 @@ fn about(t: &Task, topic: EventTopic, what: &str) -> ClusterEvent {
     e.owner_username = t.owner_username.clone();
     e.node = t.assigned_node.clone().or_else(|| t.target_node.clone());
     e.status = Some(t.status);
-    e.attempt = (t.attempt > 0).then_some(t.attempt);
+    e.attempt = Some(t.run);
     e
 }
 
@@ -52,6 +52,15 @@ pub fn changed(tr: &Transition, change: &Change) -> Vec<ClusterEvent> {
             out.push(e);
         }
         _ => {}
+    }
+    if let Some(ended) = &tr.ended_attempt {
+        // Retried at once: the attempt's end (how, where, its exit code), then the task's
+        // move back to the queue below.
+        let mut e = about(ended, topic_of(ended), "attempt_ended");
+        e.previous_status = Some(before.status);
+        e.reason = ended.error_message.clone();
+        e.exit_code = ended.exit_code;
+        out.push(e);
     }
     if before.status != after.status {
         let mut e = about(after, topic_of(after), "status");

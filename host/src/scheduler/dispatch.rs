@@ -52,7 +52,7 @@ pub(super) async fn deliver_task(cx: LoopContext, req: ExecuteRequest, node: Str
     let id = req.task_id;
     // On the timeline before the runner can answer, so it comes before "started".
     let sent = {
-        let (node, attempt) = (node.clone(), req.attempt.unwrap_or(0));
+        let (node, attempt, run) = (node.clone(), req.attempt.unwrap_or(0), req.run.unwrap_or(1));
         let step = crate::tasks::timeline::Step {
             event: "dispatched",
             detail: Some(format!("sent to {node}")),
@@ -64,7 +64,7 @@ pub(super) async fn deliver_task(cx: LoopContext, req: ExecuteRequest, node: Str
                     id,
                     ferry_common::time::now_ms(),
                     &step,
-                    (ferry_common::TaskStatus::Assigning, &node, attempt),
+                    (ferry_common::TaskStatus::Assigning, &node, attempt, run),
                 )
             })
             .await

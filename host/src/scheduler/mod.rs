@@ -28,6 +28,7 @@ use ferry_common::{TaskId, TaskStatus};
 use placement::{NodeCapacity, Request, Usage};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Most events handled in one pass.
@@ -216,6 +217,7 @@ pub fn execute_request(t: &Task) -> ExecuteRequest {
         reserved_ip: None,
         owner: t.owner_username.clone(),
         attempt: Some(t.attempt),
+        run: Some(t.run),
     }
 }
 
@@ -347,7 +349,24 @@ pub async fn start(
 
 impl Scheduler {
     async fn run(mut self, mut rx: mpsc::Receiver<Event>) {
-        while let Some(first) = rx.recv().await {
+        loop {
+            // A retry waiting out its backoff is placed when it is due, event or not.
+            let first = match self.next_retry_due() {
+                None => rx.recv().await,
+                Some(at) => {
+                    // One millisecond late, so the task is past its time when placement looks.
+                    let wait =
+                        Duration::from_millis((at + 1).saturating_sub(now_ms()).max(1) as u64);
+                    match tokio::time::timeout(wait, rx.recv()).await {
+                        Ok(e) => e,
+                        Err(_) => {
+                            self.place().await;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let Some(first) = first else { break };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -357,6 +376,17 @@ impl Scheduler {
             }
             self.handle(batch).await;
         }
+    }
+
+    /// When the earliest queued retry still in its backoff may start (those past it wait
+    /// for room like any queued task).
+    fn next_retry_due(&self) -> Option<i64> {
+        let now = now_ms();
+        self.queue
+            .iter()
+            .filter_map(|t| t.retry_at)
+            .filter(|at| *at > now)
+            .min()
     }
 
     fn sort_queue(&mut self) {
@@ -682,7 +712,14 @@ impl Scheduler {
     /// One placement pass: commit what starts, then dispatch it.
     async fn place(&mut self) {
         self.passes += 1;
-        let queue: Vec<Request> = self.queue.iter().map(request_of).collect();
+        let now = now_ms();
+        // Retries still in their backoff wait; they keep their place in the queue order.
+        let queue: Vec<Request> = self
+            .queue
+            .iter()
+            .filter(|t| t.retry_at.is_none_or(|at| at <= now))
+            .map(request_of)
+            .collect();
         let capacities = self.capacities();
         let plan = placement::plan(&capacities, &self.usage, &queue);
         if plan.is_empty() {

@@ -92,6 +92,7 @@ impl RunnerApi for FakeRunner {
         &'a self,
         _base: &'a str,
         _id: TaskId,
+        _run: u32,
         _stream: &'a str,
         _lines: Option<usize>,
     ) -> BoxFuture<'a, Result<Option<String>, RunnerError>> {

@@ -6,6 +6,7 @@
 //! disk. Reads run on a small pool of read-only connections in blocking threads, never on the
 //! async runtime. WAL mode lets reads proceed while the writer commits.
 
+pub mod attempts;
 pub mod auth;
 pub mod nodes;
 pub mod schema;

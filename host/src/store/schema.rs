@@ -190,6 +190,24 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX task_events_by_task ON task_events(task_id, id);
     "#,
+    // 8: retries. A task's run (attempt) number and the end of its backoff; each ended attempt
+    // kept with how it ended; each timeline step says which attempt it belongs to.
+    r#"
+    ALTER TABLE tasks ADD COLUMN run INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE tasks ADD COLUMN retry_at INTEGER;
+    ALTER TABLE task_events ADD COLUMN run INTEGER NOT NULL DEFAULT 1;
+    CREATE TABLE task_attempts (
+        task_id       INTEGER NOT NULL REFERENCES tasks(task_id) ON DELETE CASCADE,
+        run           INTEGER NOT NULL,
+        status        TEXT NOT NULL,
+        node          TEXT,
+        exit_code     INTEGER,
+        error_message TEXT,
+        started_at    INTEGER,
+        completed_at  INTEGER,
+        PRIMARY KEY (task_id, run)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Migrations up to `version` only (tests of an upgrade from an older schema).

@@ -71,6 +71,8 @@ fn from_row(r: &Row) -> rusqlite::Result<Task> {
         completed_at: r.get("completed_at")?,
         last_seq: r.get::<_, i64>("last_seq")? as u64,
         attempt: r.get("attempt")?,
+        run: r.get("run")?,
+        retry_at: r.get("retry_at")?,
         ssh_port: r.get("ssh_port")?,
         vm_ip: r.get("vm_ip")?,
         owner_username: r.get("owner_username")?,
@@ -87,11 +89,11 @@ pub fn insert(conn: &Connection, t: &Task) -> Result<(), StoreError> {
         "INSERT INTO tasks (task_id, task_type, batch_id, name, owner_id, approval_status,
             approved_by_id, approved_at, rejection_reason, definition, target_node, priority,
             status, assigned_node, booked, exit_code, error_message, submitted_at, started_at,
-            completed_at, last_seq, attempt, ssh_port, vm_ip)
+            completed_at, last_seq, attempt, run, retry_at, ssh_port, vm_ip)
          VALUES (:task_id, :task_type, :batch_id, :name, :owner_id, :approval_status,
             :approved_by_id, :approved_at, :rejection_reason, :definition, :target_node, :priority,
             :status, :assigned_node, :booked, :exit_code, :error_message, :submitted_at,
-            :started_at, :completed_at, :last_seq, :attempt, :ssh_port, :vm_ip)",
+            :started_at, :completed_at, :last_seq, :attempt, :run, :retry_at, :ssh_port, :vm_ip)",
     )?;
     stmt.execute(named_params! {
         ":task_id": t.id.0 as i64,
@@ -116,6 +118,8 @@ pub fn insert(conn: &Connection, t: &Task) -> Result<(), StoreError> {
         ":completed_at": t.completed_at,
         ":last_seq": t.last_seq as i64,
         ":attempt": t.attempt,
+        ":run": t.run,
+        ":retry_at": t.retry_at,
         ":ssh_port": t.ssh_port,
         ":vm_ip": t.vm_ip,
     })
@@ -139,7 +143,7 @@ fn save(conn: &Connection, t: &Task) -> Result<(), StoreError> {
             assigned_node = :assigned_node, booked = :booked, exit_code = :exit_code,
             error_message = :error_message, started_at = :started_at,
             completed_at = :completed_at, last_seq = :last_seq, attempt = :attempt,
-            ssh_port = :ssh_port,
+            run = :run, retry_at = :retry_at, ssh_port = :ssh_port,
             vm_ip = :vm_ip
          WHERE task_id = :task_id",
     )?;
@@ -158,6 +162,8 @@ fn save(conn: &Connection, t: &Task) -> Result<(), StoreError> {
         ":completed_at": t.completed_at,
         ":last_seq": t.last_seq as i64,
         ":attempt": t.attempt,
+        ":run": t.run,
+        ":retry_at": t.retry_at,
         ":ssh_port": t.ssh_port,
         ":vm_ip": t.vm_ip,
     })?;
@@ -300,6 +306,8 @@ pub fn placements(conn: &Connection, ids: &[TaskId]) -> Result<Vec<Placed>, Stor
 pub struct Transition {
     pub before: Task,
     pub after: Task,
+    /// The attempt that ended on the way, as it ended, when the task was retried at once.
+    pub ended_attempt: Option<Task>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -319,16 +327,36 @@ pub fn apply(
     let Some(before) = get(conn, id)? else {
         return Ok(Applied::NotFound);
     };
-    match model::apply(&before, change, now_ms) {
-        Ok(after) => {
+    match model::apply_outcome(&before, change, now_ms) {
+        Ok(model::Outcome {
+            task: after,
+            ended_attempt,
+        }) => {
             save(conn, &after)?;
             let approver = match change.innermost() {
                 Change::Approve { by } => super::timeline::username(conn, *by)?,
                 _ => None,
             };
-            let steps = timeline::changed(&before, &after, change, approver.as_deref());
-            super::timeline::record(conn, &after, now_ms, &steps)?;
-            Ok(Applied::Changed(Box::new(Transition { before, after })))
+            match &ended_attempt {
+                Some(ended) => {
+                    super::attempts::record(conn, ended)?;
+                    let steps = timeline::attempt_ended(&before, ended, change);
+                    super::timeline::record(conn, ended, now_ms, &steps)?;
+                    super::timeline::record(conn, &after, now_ms, &timeline::retried(&after))?;
+                }
+                None => {
+                    if let Change::Retry { .. } = change.innermost() {
+                        super::attempts::record(conn, &before)?;
+                    }
+                    let steps = timeline::changed(&before, &after, change, approver.as_deref());
+                    super::timeline::record(conn, &after, now_ms, &steps)?;
+                }
+            }
+            Ok(Applied::Changed(Box::new(Transition {
+                before,
+                after,
+                ended_attempt,
+            })))
         }
         Err(e) => {
             // A refused report still counts, so a stale duplicate is recognised next time.

@@ -26,23 +26,23 @@ pub fn record(conn: &Connection, t: &Task, at_ms: i64, steps: &[Step]) -> Result
             t.id,
             at_ms,
             s,
-            (t.status, t.assigned_node.as_deref(), t.attempt),
+            (t.status, t.assigned_node.as_deref(), t.attempt, t.run),
         )?;
     }
     Ok(())
 }
 
-/// Appends one step of task `id` (in `status`, on `node`, in `attempt`) written outside a
-/// change: the host sending a placed task to its runner.
+/// Appends one step of task `id` (in `status`, on `node`, in placement `attempt` of run
+/// `run`) written outside a change: the host sending a placed task to its runner.
 pub fn append(
     conn: &Connection,
     id: TaskId,
     at_ms: i64,
     step: &Step,
-    (status, node, attempt): (TaskStatus, &str, u32),
+    (status, node, attempt, run): (TaskStatus, &str, u32, u32),
 ) -> Result<(), StoreError> {
     if held(conn, id)? < MAX_STEPS {
-        insert(conn, id, at_ms, step, (status, Some(node), attempt))?;
+        insert(conn, id, at_ms, step, (status, Some(node), attempt, run))?;
     }
     Ok(())
 }
@@ -59,11 +59,11 @@ fn insert(
     id: TaskId,
     at_ms: i64,
     step: &Step,
-    (status, node, attempt): (TaskStatus, Option<&str>, u32),
+    (status, node, attempt, run): (TaskStatus, Option<&str>, u32, u32),
 ) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO task_events (task_id, at, event, status, node, attempt, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO task_events (task_id, at, event, status, node, attempt, detail, run)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         id.0 as i64,
@@ -72,7 +72,8 @@ fn insert(
         status.as_str(),
         node,
         attempt,
-        step.detail
+        step.detail,
+        run
     ])?;
     Ok(())
 }
@@ -90,7 +91,7 @@ pub fn username(conn: &Connection, id: Option<i64>) -> Result<Option<String>, St
 /// A task's timeline, oldest first.
 pub fn list(conn: &Connection, id: TaskId) -> Result<Vec<TimelineEntry>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT at, event, status, node, attempt, detail FROM task_events
+        "SELECT at, event, status, node, attempt, detail, run FROM task_events
          WHERE task_id = ?1 ORDER BY id",
     )?;
     let rows = stmt.query_map([id.0 as i64], |r| {
@@ -99,8 +100,9 @@ pub fn list(conn: &Connection, id: TaskId) -> Result<Vec<TimelineEntry>, StoreEr
             event: r.get(1)?,
             status: r.get(2)?,
             node: r.get(3)?,
-            attempt: r.get(4)?,
+            placement: r.get(4)?,
             detail: r.get(5)?,
+            attempt: r.get(6)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

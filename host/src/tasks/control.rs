@@ -88,6 +88,53 @@ pub async fn kill(state: &AppState, caller: &Caller, id: TaskId) -> Result<(), C
     Ok(())
 }
 
+/// Runs an ended command task again as its next attempt (the owner or an operator). Its
+/// previous attempts keep their exit codes and logs. A task whose kill its runner has not
+/// confirmed yet waits: nothing of the old attempt may still run when the new one starts.
+pub async fn retry(state: &AppState, caller: &Caller, id: TaskId) -> Result<Task, ControlError> {
+    let t = load_owned(state, caller, id).await?;
+    let refused = |why: String| Err(ControlError::Conflict(why));
+    if t.definition.spec.as_vps().is_some() {
+        return refused(
+            "A VPS is started again with POST /api/vps/restart/{task_id}, not retried".into(),
+        );
+    }
+    if t.status.is_final() && t.booked {
+        return refused(format!(
+            "Task {id} is still ending on node '{}'; retry once its end is confirmed",
+            t.assigned_node.as_deref().unwrap_or("?")
+        ));
+    }
+    let reason = format!(
+        "Retry requested by {}: attempt {} starts.",
+        if caller.username.is_empty() {
+            "a user"
+        } else {
+            caller.username.as_str()
+        },
+        t.run + 1
+    );
+    let after = match state.scheduler.change(id, Change::Retry { reason }).await? {
+        Applied::Changed(tr) => tr.after,
+        Applied::NotFound => return Err(ControlError::NotFound),
+        Applied::Refused(TransitionError::NotAllowed { from, .. }) => {
+            return refused(format!(
+                "Task cannot be retried (state: {from}): only an ended task (completed, failed, killed, timed_out) or a lost one can"
+            ))
+        }
+        Applied::Refused(other) => return refused(other.to_string()),
+    };
+    crate::auth::service::audit(
+        state,
+        Some(caller),
+        "task.retry",
+        Some(format!("task {id}")),
+        Some(format!("attempt {}", after.run)),
+    )
+    .await;
+    Ok(after)
+}
+
 /// `pause` (from running) or `resume` (from paused), applied only when the runner succeeds.
 pub async fn pause_or_resume(
     state: &AppState,

@@ -17,6 +17,8 @@ pub enum LogError {
     Forbidden,
     #[error("VPS tasks do not have stdout.")]
     Vps,
+    #[error("attempt: the task has no attempt {asked} (its attempts are 1 to {latest})")]
+    NoAttempt { asked: u32, latest: u32 },
     #[error("{0}")]
     Unavailable(String),
     #[error("Too many output reads in progress; try again shortly")]
@@ -45,14 +47,47 @@ async fn readable(
     Ok(t)
 }
 
+/// Which attempt's output is read (the current one unless `asked`), and the node it ran on
+/// (the current attempt's may change until it starts; an ended one's is recorded).
+async fn attempt_of(
+    state: &AppState,
+    t: &crate::tasks::model::Task,
+    asked: Option<u32>,
+) -> Result<(u32, Option<String>), LogError> {
+    let run = asked.unwrap_or(t.run);
+    if run == 0 || run > t.run {
+        return Err(LogError::NoAttempt {
+            asked: run,
+            latest: t.run,
+        });
+    }
+    if run == t.run {
+        return Ok((run, t.assigned_node.clone()));
+    }
+    let id = t.id;
+    let node = state
+        .db
+        .read(move |c| crate::store::attempts::node_of(c, id, run))
+        .await?;
+    Ok((run, node))
+}
+
+/// Where the host's shared directory keeps a task's `stream` of attempt `run`.
+fn shared_path(dir: &std::path::Path, id: TaskId, run: u32, stream: &str) -> std::path::PathBuf {
+    dir.join("logs")
+        .join(ferry_common::task::log_dir(id, run))
+        .join(format!("{stream}.log"))
+}
+
 pub async fn read(
     state: &AppState,
     caller: &Caller,
     id: TaskId,
-    stream: &'static str,
+    (stream, attempt): (&'static str, Option<u32>),
     lines: Option<usize>,
 ) -> Result<String, LogError> {
     let t = readable(state, caller, id).await?;
+    let (run, node) = attempt_of(state, &t, attempt).await?;
     // Each read may hold up to 16 MiB: bound how many run at once (`max_log_reads`).
     let _slot = state
         .log_slots
@@ -60,10 +95,7 @@ pub async fn read(
         .try_acquire_owned()
         .map_err(|_| LogError::Busy)?;
     if let Some(dir) = &state.config.shared_dir {
-        let path = dir
-            .join("logs")
-            .join(id.to_string())
-            .join(format!("{stream}.log"));
+        let path = shared_path(dir, id, run, stream);
         return tokio::task::spawn_blocking(move || match std::fs::File::open(&path) {
             Ok(mut f) => ferry_common::logtail::tail(&mut f, lines, MAX_LOG_BYTES)
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -78,7 +110,7 @@ pub async fn read(
         .map_err(|e| LogError::Unavailable(e.to_string()))?;
     }
     // Not placed yet: nothing has been written.
-    let Some(node) = t.assigned_node else {
+    let Some(node) = node else {
         return Ok(String::new());
     };
     let Some(url) = state.cluster.url_of(&node) else {
@@ -89,7 +121,7 @@ pub async fn read(
             "node '{node}' is offline; its logs are kept on that node"
         )));
     }
-    match state.runner.logs(&url, id, stream, lines).await {
+    match state.runner.logs(&url, id, run, stream, lines).await {
         Ok(text) => Ok(text.unwrap_or_default()),
         Err(e) => Err(LogError::Unavailable(format!(
             "cannot fetch logs from node '{node}': {e}"
@@ -105,10 +137,11 @@ const RECONNECT: std::time::Duration = std::time::Duration::from_millis(500);
 /// Held by a follow for as long as its response lives.
 type Follower = tokio::sync::OwnedSemaphorePermit;
 
-/// Whether task `id` has ended (or is gone), as the host records it.
-async fn task_over(db: &crate::store::Db, id: TaskId) -> bool {
+/// Whether attempt `run` of task `id` has ended (the task ended or went on to its next
+/// attempt) or the task is gone, as the host records it.
+async fn attempt_over(db: &crate::store::Db, id: TaskId, run: u32) -> bool {
     match db.read(move |c| tasks::get(c, id)).await {
-        Ok(Some(t)) => t.status.is_final(),
+        Ok(Some(t)) => t.status.is_final() || t.run != run,
         Ok(None) => true,
         // A store that cannot answer ends nothing; the follower asks again.
         Err(_) => false,
@@ -122,24 +155,22 @@ pub async fn follow(
     state: &AppState,
     caller: &Caller,
     id: TaskId,
-    stream: &'static str,
+    (stream, attempt): (&'static str, Option<u32>),
     lines: Option<usize>,
 ) -> Result<axum::body::Body, LogError> {
-    readable(state, caller, id).await?;
+    let t = readable(state, caller, id).await?;
+    let (run, _) = attempt_of(state, &t, attempt).await?;
     let follower = state
         .follow_slots
         .clone()
         .try_acquire_owned()
         .map_err(|_| LogError::Busy)?;
     if let Some(dir) = &state.config.shared_dir {
-        let path = dir
-            .join("logs")
-            .join(id.to_string())
-            .join(format!("{stream}.log"));
+        let path = shared_path(dir, id, run, stream);
         let db = state.db.clone();
         let ended: ferry_access::follow::Ended = Box::new(move || {
             let db = db.clone();
-            Box::pin(async move { task_over(&db, id).await })
+            Box::pin(async move { attempt_over(&db, id, run).await })
         });
         let body = ferry_access::follow::follow(path, lines, MAX_LOG_BYTES, ended);
         let body = futures_util::StreamExt::map(body, move |piece| {
@@ -150,7 +181,7 @@ pub async fn follow(
     }
     Ok(axum::body::Body::from_stream(relay(
         state.clone(),
-        id,
+        (id, run),
         stream,
         lines,
         follower,
@@ -160,6 +191,7 @@ pub async fn follow(
 struct Relay {
     state: AppState,
     id: TaskId,
+    run: u32,
     stream: &'static str,
     lines: Option<usize>,
     /// Bytes sent so far: where a new runner connection starts.
@@ -170,7 +202,7 @@ struct Relay {
 
 fn relay(
     state: AppState,
-    id: TaskId,
+    (id, run): (TaskId, u32),
     stream: &'static str,
     lines: Option<usize>,
     follower: Follower,
@@ -178,6 +210,7 @@ fn relay(
     let r = Relay {
         state,
         id,
+        run,
         stream,
         lines,
         sent: 0,
@@ -195,7 +228,7 @@ fn relay(
                     // The runner sent all of the task's output.
                     Ok(None) => {
                         r.resp = None;
-                        if task_over(&r.state.db, r.id).await {
+                        if attempt_over(&r.state.db, r.id, r.run).await {
                             return None;
                         }
                         // The runner is done (or does not hold the task yet) before the host
@@ -209,9 +242,15 @@ fn relay(
                     }
                 }
             } else {
-                let id = r.id;
+                let (id, run) = (r.id, r.run);
                 let node = match r.state.db.read(move |c| tasks::get(c, id)).await {
-                    Ok(Some(t)) => t.assigned_node,
+                    Ok(Some(t)) if t.run == run => t.assigned_node,
+                    Ok(Some(_)) => {
+                        let read = move |c: &rusqlite::Connection| {
+                            crate::store::attempts::node_of(c, id, run)
+                        };
+                        r.state.db.read(read).await.ok().flatten()
+                    }
                     Ok(None) => return None,
                     Err(_) => None,
                 };
@@ -231,7 +270,7 @@ fn relay(
                     match r
                         .state
                         .runner
-                        .follow_logs(&url, r.id, r.stream, lines, offset)
+                        .follow_logs(&url, r.id, r.run, r.stream, lines, offset)
                         .await
                     {
                         Ok(resp) => {
@@ -242,7 +281,7 @@ fn relay(
                             tracing::debug!(task_id = %r.id, error = %e, "cannot follow the log on its runner yet")
                         }
                     }
-                } else if task_over(&r.state.db, r.id).await {
+                } else if attempt_over(&r.state.db, r.id, r.run).await {
                     // Ended, and its node is gone or it never ran: nothing more will come.
                     return None;
                 }

@@ -8,7 +8,7 @@
 //! gone or its node is declared lost — not merely until the host decides the task ended, so a
 //! kill that has not reached the runner yet never frees cores a container still uses.
 
-use ferry_common::task::{ApprovalStatus, TaskDefinition};
+use ferry_common::task::{ApprovalStatus, RetryOn, TaskDefinition};
 use ferry_common::{TaskId, TaskStatus};
 
 /// Who decided about a task submitted by the `user` role, and when.
@@ -47,6 +47,11 @@ pub struct Task {
     /// How many times it was placed: the fencing number of its current placement (0: never
     /// placed). Reports and heartbeats about another attempt are not believed.
     pub attempt: u32,
+    /// Which run of the task this is: 1 for the first, one more for each retry (what the API
+    /// calls its attempt). Each run has its own logs and, once ended, its own record.
+    pub run: u32,
+    /// A retry waits in the queue until this time (Unix ms), its backoff.
+    pub retry_at: Option<i64>,
     pub ssh_port: Option<u16>,
     pub vm_ip: Option<String>,
     /// Read-only, joined from `users` (never written).
@@ -76,6 +81,8 @@ impl Task {
             completed_at: None,
             last_seq: 0,
             attempt: 0,
+            run: 1,
+            retry_at: None,
             ssh_port: None,
             vm_ip: None,
             owner_username: None,
@@ -127,6 +134,11 @@ pub enum Change {
     /// A stopped or failed VPS is started again: back to the queue (pinned to its node,
     /// where its snapshots are) as a new placement.
     Restart,
+    /// An ended command task is run again as its next attempt (a user asked; automatic
+    /// retries happen inside [`apply`], see [`retry_due`]).
+    Retry {
+        reason: String,
+    },
     Approve {
         by: Option<i64>,
     },
@@ -176,6 +188,7 @@ impl Change {
             Change::Kill { .. } => "kill",
             Change::Stop { .. } => "stop",
             Change::Restart => "restart",
+            Change::Retry { .. } => "retry",
             Change::Approve { .. } => "approve",
             Change::Reject { .. } => "reject",
             Change::Requeue { .. } => "requeue",
@@ -203,11 +216,115 @@ pub enum TransitionError {
     OtherAttempt { got: u32, current: u32 },
     #[error("only a VPS can be stopped or restarted")]
     NotAVps,
+    #[error("a VPS is started again with restart, not retried")]
+    IsAVps,
+    #[error("the task has had {0} attempts, the most one task may have")]
+    TooManyAttempts(u32),
 }
+
+/// Most attempts one task may have (its first run and every retry, automatic or asked for).
+pub const MAX_ATTEMPTS: u32 = 100;
 
 /// What `task` becomes under `change` at time `now_ms`, or why the change is refused.
 /// Timestamps: `started_at` is kept once set; a final state gets `completed_at`.
+/// An attempt that ends in a way its task retries is not final: the task goes back to the
+/// queue as its next attempt (see [`retry_due`] and [`Outcome`]).
 pub fn apply(task: &Task, change: &Change, now_ms: i64) -> Result<Task, TransitionError> {
+    apply_outcome(task, change, now_ms).map(|o| o.task)
+}
+
+/// What a change made of a task: the task now, and the attempt it ended on the way when that
+/// attempt was retried at once (its status, exit and node as it ended).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub task: Task,
+    pub ended_attempt: Option<Task>,
+}
+
+/// [`apply`], saying also which attempt ended when the task was retried.
+pub fn apply_outcome(
+    task: &Task,
+    change: &Change,
+    now_ms: i64,
+) -> Result<Outcome, TransitionError> {
+    let after = transition(task, change, now_ms)?;
+    Ok(match retry_due(task, &after) {
+        Some(why) => Outcome {
+            task: next_attempt(&after, now_ms, why, true),
+            ended_attempt: Some(after),
+        },
+        None => Outcome {
+            task: after,
+            ended_attempt: None,
+        },
+    })
+}
+
+/// If `after` (once `before`) is an attempt that ended in a way its task retries, with a
+/// retry left: how it ended.
+pub fn retry_due(before: &Task, after: &Task) -> Option<RetryOn> {
+    let spec = after.definition.spec.as_command()?;
+    if after.run > spec.max_retries || after.run >= MAX_ATTEMPTS {
+        return None;
+    }
+    // Only an attempt that was on a node ends; a queued task that fails never ran.
+    if !matches!(
+        before.status,
+        TaskStatus::Assigning | TaskStatus::Running | TaskStatus::Paused
+    ) {
+        return None;
+    }
+    let how = match after.status {
+        TaskStatus::Failed => RetryOn::Failed,
+        TaskStatus::TimedOut => RetryOn::TimedOut,
+        TaskStatus::Lost => RetryOn::Lost,
+        _ => return None,
+    };
+    spec.retry_on.contains(&how).then_some(how)
+}
+
+/// `ended` as its next attempt, back in the queue. `automatic`: a retry of the task's
+/// policy, which waits out its backoff first.
+fn next_attempt(ended: &Task, now_ms: i64, how: RetryOn, automatic: bool) -> Task {
+    let mut t = ended.clone();
+    let next = ended.run + 1;
+    let (wait, of) = match ended.definition.spec.as_command() {
+        Some(c) if automatic => (c.backoff_before(next), Some(c.max_retries + 1)),
+        _ => (0, None),
+    };
+    let ending = match (how, ended.exit_code) {
+        (RetryOn::Failed, Some(code)) => format!("failed (exit code {code})"),
+        (RetryOn::Failed, None) => "failed".to_string(),
+        (RetryOn::TimedOut, _) => "timed out".to_string(),
+        (RetryOn::Lost, _) => "was lost with its node".to_string(),
+    };
+    let of = of.map(|n| format!(" of {n}")).unwrap_or_default();
+    let when = match wait {
+        0 => String::new(),
+        w => format!(
+            " in {}",
+            ferry_common::units::format_duration(std::time::Duration::from_secs(w))
+        ),
+    };
+    t.error_message = Some(format!(
+        "Attempt {} {ending}; attempt {next}{of} starts{when}.",
+        ended.run
+    ));
+    t.status = TaskStatus::Pending;
+    t.run = next;
+    t.retry_at = (wait > 0).then(|| now_ms.saturating_add((wait * 1000) as i64));
+    // A lost attempt's node is declared lost: nothing there to wait for. Any copy still
+    // running there is killed when the node is heard from again.
+    t.booked = false;
+    t.assigned_node = None;
+    t.exit_code = None;
+    t.started_at = None;
+    t.completed_at = None;
+    t.ssh_port = None;
+    t
+}
+
+fn transition(task: &Task, change: &Change, now_ms: i64) -> Result<Task, TransitionError> {
     let mut t = task.clone();
     match change {
         Change::Place { node } => {
@@ -215,6 +332,7 @@ pub fn apply(task: &Task, change: &Change, now_ms: i64) -> Result<Task, Transiti
             t.assigned_node = Some(node.clone());
             t.booked = true;
             t.attempt += 1;
+            t.retry_at = None;
         }
         Change::ForAttempt { attempt, change } => {
             if *attempt != t.attempt {
@@ -223,7 +341,7 @@ pub fn apply(task: &Task, change: &Change, now_ms: i64) -> Result<Task, Transiti
                     current: t.attempt,
                 });
             }
-            return apply(task, change, now_ms);
+            return transition(task, change, now_ms);
         }
         Change::Report(r) => t.report(r, now_ms)?,
         Change::Running { paused } => {
@@ -273,6 +391,26 @@ pub fn apply(task: &Task, change: &Change, now_ms: i64) -> Result<Task, Transiti
             t.started_at = None;
             t.completed_at = None;
             t.ssh_port = None;
+        }
+        Change::Retry { reason } => {
+            if t.definition.spec.as_vps().is_some() {
+                return Err(TransitionError::IsAVps);
+            }
+            // Ended (and its end confirmed, so nothing of it still runs), or lost with a node
+            // that is declared lost.
+            let ended = t.status.is_final() && !t.booked && t.status != TaskStatus::Rejected;
+            if !(ended || t.status == TaskStatus::Lost) {
+                return Err(TransitionError::NotAllowed {
+                    from: t.status,
+                    to: TaskStatus::Pending,
+                });
+            }
+            if t.run >= MAX_ATTEMPTS {
+                return Err(TransitionError::TooManyAttempts(t.run));
+            }
+            let mut next = next_attempt(&t, now_ms, RetryOn::Failed, false);
+            next.error_message = Some(reason.clone());
+            return Ok(next);
         }
         Change::Approve { by } => {
             t.enter_from(TaskStatus::PendingApproval, TaskStatus::Pending, now_ms)?;
@@ -812,5 +950,152 @@ pub(crate) mod tests {
         assert_eq!(no.status, Rejected);
         assert_eq!(no.approval.rejection_reason.as_deref(), Some("too big"));
         assert_eq!(no.error_message.as_deref(), Some("Rejected: too big"));
+    }
+
+    fn retrying(status: TaskStatus, retries: u32, on: &[RetryOn]) -> Task {
+        let mut t = at(status);
+        if let ferry_common::task::TaskSpec::Command(c) = &mut t.definition.spec {
+            c.max_retries = retries;
+            c.retry_on = on.to_vec();
+            c.retry_backoff_seconds = Some(2);
+        }
+        t
+    }
+
+    fn failed_with(code: i64) -> Change {
+        Change::Report(Report {
+            status: Some(Failed),
+            exit_code: Some(code),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_failed_attempt_with_retries_left_goes_back_to_the_queue_after_its_backoff() {
+        let running = retrying(Running, 2, &[RetryOn::Failed]);
+        let o = apply_outcome(&running, &failed_with(1), 1_000).unwrap();
+        let ended = o.ended_attempt.expect("the attempt ended");
+        assert_eq!(
+            (ended.status, ended.exit_code, ended.run),
+            (Failed, Some(1), 1)
+        );
+        let next = o.task;
+        assert_eq!((next.status, next.run, next.booked), (Pending, 2, false));
+        assert_eq!(
+            next.retry_at,
+            Some(3_000),
+            "first retry waits the base backoff"
+        );
+        assert_eq!(next.exit_code, None);
+        assert!(
+            next.error_message
+                .as_deref()
+                .unwrap()
+                .contains("attempt 2 of 3"),
+            "{:?}",
+            next.error_message
+        );
+        // Its second retry waits twice as long; the third failure is final.
+        let mut second = apply(&next, &Change::Place { node: "n1".into() }, 3_000).unwrap();
+        assert_eq!(second.retry_at, None);
+        second = apply(&second, &Change::Running { paused: false }, 3_100).unwrap();
+        let third = apply(&second, &failed_with(1), 4_000).unwrap();
+        assert_eq!((third.run, third.retry_at), (3, Some(8_000)));
+        let mut last = apply(&third, &Change::Place { node: "n1".into() }, 8_000).unwrap();
+        last = apply(&last, &Change::Running { paused: false }, 8_100).unwrap();
+        let o = apply_outcome(&last, &failed_with(1), 9_000).unwrap();
+        assert!(o.ended_attempt.is_none());
+        assert_eq!(
+            (o.task.status, o.task.run, o.task.exit_code),
+            (Failed, 3, Some(1))
+        );
+    }
+
+    #[test]
+    fn only_the_endings_named_in_retry_on_are_retried() {
+        let lost = Change::Lost {
+            reason: "node n1 went offline".into(),
+        };
+        let on_lost = retrying(Running, 1, &[RetryOn::Lost]);
+        let next = apply(&on_lost, &lost, 10).unwrap();
+        assert_eq!((next.status, next.run, next.booked), (Pending, 2, false));
+        assert_eq!(next.assigned_node, None);
+        // Not named: the ending stands.
+        let on_failed = retrying(Running, 1, &[RetryOn::Failed]);
+        assert_eq!(apply(&on_failed, &lost, 10).unwrap().status, Lost);
+        let timed_out = Change::Report(Report {
+            status: Some(TimedOut),
+            ..Default::default()
+        });
+        assert_eq!(apply(&on_failed, &timed_out, 10).unwrap().status, TimedOut);
+        let on_time = retrying(Running, 1, &[RetryOn::TimedOut]);
+        assert_eq!(apply(&on_time, &timed_out, 10).unwrap().status, Pending);
+        // A kill, a success or no retries at all: never retried.
+        let all = [RetryOn::Failed, RetryOn::Lost, RetryOn::TimedOut];
+        let kill = Change::Kill {
+            reason: "by user".into(),
+        };
+        assert_eq!(
+            apply(&retrying(Running, 3, &all), &kill, 10)
+                .unwrap()
+                .status,
+            Killed
+        );
+        assert_eq!(
+            apply(&retrying(Running, 0, &all), &failed_with(1), 10)
+                .unwrap()
+                .status,
+            Failed
+        );
+        // A queued task that can no longer run never ran: not an attempt to retry.
+        let fail = Change::Fail {
+            reason: "Can no longer run".into(),
+            exit_code: None,
+        };
+        assert_eq!(
+            apply(&retrying(Pending, 3, &all), &fail, 10)
+                .unwrap()
+                .status,
+            Failed
+        );
+    }
+
+    #[test]
+    fn a_user_retries_an_ended_task_but_not_one_still_ending_or_running() {
+        let retry = Change::Retry {
+            reason: "asked".into(),
+        };
+        let mut done = at(Completed);
+        done.exit_code = Some(0);
+        done.run = 4;
+        let next = apply(&done, &retry, 50).unwrap();
+        assert_eq!((next.status, next.run, next.retry_at), (Pending, 5, None));
+        assert_eq!(next.error_message.as_deref(), Some("asked"));
+        assert_eq!((next.exit_code, next.completed_at), (None, None));
+        for status in [Running, Pending, Assigning, Rejected] {
+            assert!(
+                matches!(
+                    apply(&at(status), &retry, 50),
+                    Err(TransitionError::NotAllowed { .. })
+                ),
+                "{status}"
+            );
+        }
+        let mut ending = at(Killed);
+        ending.booked = true;
+        assert!(
+            apply(&ending, &retry, 50).is_err(),
+            "its kill is not confirmed"
+        );
+        let lost = at(Lost);
+        assert!(!apply(&lost, &retry, 50).unwrap().booked);
+        let mut vps = at(Failed);
+        vps.definition.spec = ferry_common::task::TaskSpec::Vps(Default::default());
+        assert_eq!(apply(&vps, &retry, 50), Err(TransitionError::IsAVps));
+        done.run = MAX_ATTEMPTS;
+        assert_eq!(
+            apply(&done, &retry, 50),
+            Err(TransitionError::TooManyAttempts(MAX_ATTEMPTS))
+        );
     }
 }

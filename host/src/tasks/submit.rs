@@ -9,7 +9,9 @@ use crate::tasks::model::{Approval, Task};
 use crate::AppState;
 use ferry_common::api::{NodeRef, QueuedTask, SubmitRequest, SubmitResponse};
 use ferry_common::target::Target;
-use ferry_common::task::{ApprovalStatus, CommandSpec, Image, Resources, TaskDefinition, TaskSpec};
+use ferry_common::task::{
+    ApprovalStatus, CommandSpec, Image, Resources, RetryOn, TaskDefinition, TaskSpec,
+};
 use ferry_common::{Role, TaskId, TaskStatus};
 
 /// What the host's configuration says about submissions.
@@ -27,6 +29,76 @@ pub struct Policy {
     pub default_timeout: Option<u64>,
     /// The longest `timeout_seconds` allowed.
     pub max_timeout: u64,
+    /// The most `max_retries` allowed.
+    pub max_retries: u32,
+    /// `retry_backoff_seconds` when the request names none.
+    pub default_retry_backoff: u64,
+}
+
+/// The longest `retry_backoff_seconds` a task may ask for.
+const MAX_RETRY_BACKOFF: i64 = ferry_common::task::MAX_RETRY_BACKOFF_SECS as i64;
+
+/// What is retried when `max_retries` is set and `retry_on` is not: a failure or a lost
+/// node, not a time limit (the next attempt would most likely hit it again).
+const DEFAULT_RETRY_ON: [RetryOn; 2] = [RetryOn::Failed, RetryOn::Lost];
+
+/// How often a task is retried, on what, and after which first wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RetryPolicy {
+    max_retries: u32,
+    retry_on: Vec<RetryOn>,
+    backoff: Option<u64>,
+}
+
+fn check_retries(req: &SubmitRequest, policy: &Policy) -> Result<RetryPolicy, Invalid> {
+    let max_retries = match req.max_retries {
+        None => 0,
+        Some(n) if n < 0 => {
+            return Err(invalid(format!("max_retries: must be 0 or more, got {n}")))
+        }
+        Some(n) if n > i64::from(policy.max_retries) => {
+            return Err(invalid(format!(
+                "max_retries: at most {} (the host's max_task_retries), got {n}",
+                policy.max_retries
+            )))
+        }
+        Some(n) => n as u32,
+    };
+    let mut retry_on = match &req.retry_on {
+        None => DEFAULT_RETRY_ON.to_vec(),
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.parse::<RetryOn>()
+                    .map_err(|e| invalid(format!("retry_on[{i}]: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    retry_on.sort_unstable();
+    retry_on.dedup();
+    let backoff = match req.retry_backoff_seconds {
+        None => policy.default_retry_backoff,
+        Some(b) if !(0..=MAX_RETRY_BACKOFF).contains(&b) => {
+            return Err(invalid(format!(
+                "retry_backoff_seconds: must be between 0 and {MAX_RETRY_BACKOFF}, got {b}"
+            )))
+        }
+        Some(b) => b as u64,
+    };
+    if max_retries == 0 {
+        // Nothing is retried: keep the stored definition free of a policy that never acts.
+        return Ok(RetryPolicy {
+            max_retries: 0,
+            retry_on: Vec::new(),
+            backoff: None,
+        });
+    }
+    Ok(RetryPolicy {
+        max_retries,
+        retry_on,
+        backoff: Some(backoff),
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -212,6 +284,7 @@ pub fn build(
         }
         Some(t) => Some(t as u64),
     };
+    let retries = check_retries(&req, policy)?;
 
     if let Some(list) = &req.targets {
         if list.len() > policy.max_targets {
@@ -293,6 +366,9 @@ pub fn build(
                 arguments: req.arguments.clone(),
                 working_dir: req.working_dir.clone(),
                 timeout_seconds,
+                max_retries: retries.max_retries,
+                retry_on: retries.retry_on.clone(),
+                retry_backoff_seconds: retries.backoff,
             }),
             resources: Resources {
                 required_cores: cores,
@@ -378,6 +454,8 @@ pub async fn submit(
         max_priority: (!caller.at_least(Role::Operator)).then_some(state.config.max_user_priority),
         default_timeout: state.config.default_task_timeout.map(|d| d.as_secs()),
         max_timeout: state.config.max_task_timeout.as_secs(),
+        max_retries: state.config.max_task_retries,
+        default_retry_backoff: state.config.retry_backoff.as_secs(),
     };
     let now = ferry_common::time::now_ms();
     let mut rows = build(req, &policy, now, || state.ids.next())?;
@@ -463,6 +541,8 @@ mod tests {
             max_priority: Some(0),
             default_timeout: None,
             max_timeout: 3600,
+            max_retries: 10,
+            default_retry_backoff: 10,
         }
     }
 
@@ -552,6 +632,36 @@ mod tests {
     }
 
     #[test]
+    fn retries_default_to_failures_and_lost_nodes_with_the_host_backoff() {
+        let rows = build(
+            req(serde_json::json!({"command": "x", "max_retries": 2})),
+            &policy(),
+            0,
+            ids(),
+        )
+        .unwrap();
+        let spec = rows[0].definition.spec.as_command().unwrap();
+        assert_eq!(spec.max_retries, 2);
+        assert_eq!(spec.retry_on, vec![RetryOn::Failed, RetryOn::Lost]);
+        assert_eq!(spec.retry_backoff_seconds, Some(10));
+        let body = serde_json::json!({"command": "x", "max_retries": 1,
+            "retry_on": ["timed_out", "timed_out"], "retry_backoff_seconds": 0});
+        let rows = build(req(body), &policy(), 0, ids()).unwrap();
+        let spec = rows[0].definition.spec.as_command().unwrap();
+        assert_eq!(spec.retry_on, vec![RetryOn::TimedOut]);
+        assert_eq!(spec.retry_backoff_seconds, Some(0));
+        let rows = build(
+            req(serde_json::json!({"command": "x"})),
+            &policy(),
+            0,
+            ids(),
+        )
+        .unwrap();
+        let spec = rows[0].definition.spec.as_command().unwrap();
+        assert_eq!((spec.max_retries, spec.retry_on.len()), (0, 0));
+    }
+
+    #[test]
     fn bad_input_names_the_field() {
         let cases = [
             (serde_json::json!({"command": "  "}), "command"),
@@ -598,6 +708,22 @@ mod tests {
             (
                 serde_json::json!({"command": "x", "privileged": true}),
                 "privileged",
+            ),
+            (
+                serde_json::json!({"command": "x", "max_retries": -1}),
+                "max_retries",
+            ),
+            (
+                serde_json::json!({"command": "x", "max_retries": 11}),
+                "max_retries",
+            ),
+            (
+                serde_json::json!({"command": "x", "max_retries": 1, "retry_on": ["failed", "oom"]}),
+                "retry_on[1]",
+            ),
+            (
+                serde_json::json!({"command": "x", "retry_backoff_seconds": 3601}),
+                "retry_backoff_seconds",
             ),
         ];
         for (body, field) in cases {

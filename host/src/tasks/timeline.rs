@@ -38,6 +38,7 @@ pub fn changed(before: &Task, after: &Task, change: &Change, approver: Option<&s
         Change::Kill { reason } => out.push(step("kill_requested", Some(reason.clone()))),
         Change::Stop { reason } => out.push(step("stop_requested", Some(reason.clone()))),
         Change::Restart => out.push(step("restarted", None)),
+        Change::Retry { reason } => out.push(step("retried", Some(reason.clone()))),
         Change::Requeue { reason } => out.push(step("requeued", Some(reason.clone()))),
         Change::Lost { reason } if moved => out.push(step("lost", Some(reason.clone()))),
         Change::Report(_) | Change::Running { .. } if moved => {
@@ -70,6 +71,23 @@ pub fn changed(before: &Task, after: &Task, change: &Change, approver: Option<&s
     out
 }
 
+/// The steps of an attempt that ended and is retried at once: what ended it (as
+/// [`changed`] says) with `finished` named `attempt_ended`, since the task goes on.
+pub fn attempt_ended(before: &Task, ended: &Task, change: &Change) -> Vec<Step> {
+    changed(before, ended, change, None)
+        .into_iter()
+        .map(|s| match s.event {
+            "finished" => step("attempt_ended", s.detail),
+            _ => s,
+        })
+        .collect()
+}
+
+/// The step of a task queued again as its next attempt by its retry policy.
+pub fn retried(next: &Task) -> Vec<Step> {
+    vec![step("retried", next.error_message.clone())]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +117,18 @@ mod tests {
         done.exit_code = Some(0);
         let steps = changed(&running, &done, &Change::Report(Default::default()), None);
         assert_eq!(steps, vec![step("finished", Some("exit code 0".into()))]);
+    }
+
+    #[test]
+    fn a_retried_attempt_ends_without_finishing_the_task() {
+        let running = with(TaskStatus::Running);
+        let mut failed = with(TaskStatus::Failed);
+        failed.exit_code = Some(1);
+        let steps = attempt_ended(&running, &failed, &Change::Report(Default::default()));
+        assert_eq!(
+            steps,
+            vec![step("attempt_ended", Some("exit code 1".into()))]
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::store::tasks::{self, ListFilter};
 use crate::store::StoreError;
 use crate::tasks::model::Task;
 use crate::AppState;
-use ferry_common::api::TaskResponse;
+use ferry_common::api::{AttemptSummary, TaskResponse};
 use ferry_common::task::{TaskSpec, VpsBackend};
 use ferry_common::time::format_ms;
 use ferry_common::{Role, TaskId, TaskStatus};
@@ -28,7 +28,7 @@ pub fn task(t: &Task, view: &View, shared_dir: Option<&Path>) -> TaskResponse {
         shared_dir
             .map(|d| {
                 d.join("logs")
-                    .join(t.id.to_string())
+                    .join(ferry_common::task::log_dir(t.id, t.run))
                     .join(format!("{stream}.log"))
                     .display()
                     .to_string()
@@ -44,6 +44,10 @@ pub fn task(t: &Task, view: &View, shared_dir: Option<&Path>) -> TaskResponse {
             c.timeout_seconds,
         ),
         TaskSpec::Vps(_) => ("vps".to_string(), Vec::new(), None, None),
+    };
+    let (max_retries, retry_on) = match d.spec.as_command() {
+        Some(c) => (c.max_retries, c.retry_on.clone()),
+        None => (0, Vec::new()),
     };
     let vps = d.spec.as_vps();
     TaskResponse {
@@ -88,15 +92,33 @@ pub fn task(t: &Task, view: &View, shared_dir: Option<&Path>) -> TaskResponse {
         working_dir,
         queue_position: view.queue.get(&t.id).copied(),
         timeout_seconds,
-        attempt: t.attempt,
+        attempt: t.run,
+        max_retries,
+        retry_on,
+        retry_at: t
+            .retry_at
+            .filter(|_| t.status == TaskStatus::Pending)
+            .map(format_ms),
+        placements: t.attempt,
         preparing: None,
-        waiting_reason: (t.status == TaskStatus::Pending).then(|| {
-            crate::scheduler::placement::why_waiting(
-                &crate::scheduler::request_of(t),
-                &view.capacities,
-                &view.usage,
-            )
-        }),
+        waiting_reason: (t.status == TaskStatus::Pending).then(|| waiting_reason(t, view)),
+    }
+}
+
+/// Why a queued task is not running: its retry's backoff, else what placement lacks.
+fn waiting_reason(t: &Task, view: &View) -> String {
+    let now = ferry_common::time::now_ms();
+    match t.retry_at.filter(|at| *at > now) {
+        Some(at) => format!(
+            "attempt {} waits for its retry backoff until {}",
+            t.run,
+            format_ms(at)
+        ),
+        None => crate::scheduler::placement::why_waiting(
+            &crate::scheduler::request_of(t),
+            &view.capacities,
+            &view.usage,
+        ),
     }
 }
 
@@ -159,6 +181,55 @@ pub async fn timeline(
     Ok(ferry_common::api::TaskTimeline {
         task_id: id,
         events,
+    })
+}
+
+/// Every attempt of a task, oldest first, the current one last.
+pub async fn attempts(
+    state: &AppState,
+    caller: &Caller,
+    id: TaskId,
+) -> Result<ferry_common::api::TaskAttempts, QueryError> {
+    status(state, caller, id).await?;
+    let (t, ended) = state
+        .db
+        .read(move |c| {
+            let t = tasks::get(c, id)?;
+            Ok((t, crate::store::attempts::list(c, id)?))
+        })
+        .await?;
+    let t = t.ok_or(QueryError::NotFound)?;
+    let summary = |run: u32, a: &crate::store::attempts::EndedAttempt| AttemptSummary {
+        attempt: run,
+        status: a.status,
+        node: a.node.clone(),
+        exit_code: a.exit_code,
+        error_message: a.error_message.clone(),
+        started_at: a.started_at.map(format_ms),
+        completed_at: a.completed_at.map(format_ms),
+        stdout_url: format!("/api/tasks/{id}/stdout?attempt={run}"),
+        stderr_url: format!("/api/tasks/{id}/stderr?attempt={run}"),
+    };
+    let mut list: Vec<AttemptSummary> = ended
+        .iter()
+        .filter(|a| a.run < t.run)
+        .map(|a| summary(a.run, a))
+        .collect();
+    let current = crate::store::attempts::EndedAttempt {
+        run: t.run,
+        status: t.status,
+        node: t.assigned_node.clone(),
+        exit_code: t.exit_code,
+        error_message: t.error_message.clone(),
+        started_at: t.started_at,
+        completed_at: t.completed_at,
+    };
+    list.push(summary(t.run, &current));
+    Ok(ferry_common::api::TaskAttempts {
+        task_id: id,
+        attempt: t.run,
+        max_retries: t.definition.spec.as_command().map_or(0, |c| c.max_retries),
+        attempts: list,
     })
 }
 

@@ -22,7 +22,7 @@ use ferry_common::{
     LABEL_RUNNER_ID, LABEL_TASK_ID,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -107,6 +107,10 @@ pub struct Supervisor {
     /// Tasks killed, with the newest attempt the kill was for (`None`: every attempt): a late
     /// or repeated execute of a killed attempt must not start it.
     killed: Mutex<HashMap<TaskId, Option<u32>>>,
+    /// Tasks whose ended run's container is still being removed. The final report goes first
+    /// (so users see the end at once), but a new run of the same task (a retry) must not start
+    /// until the name is free, or the old run's removal would take the new container with it.
+    removing: Mutex<HashSet<TaskId>>,
     /// Snapshots are taken one at a time (distinct tags, bounded engine load).
     snapshot_lock: tokio::sync::Mutex<()>,
     /// Environments: the newest packaged version loaded before a task uses it.
@@ -210,6 +214,7 @@ impl Supervisor {
             tasks: Mutex::new(HashMap::new()),
             save_lock: tokio::sync::Mutex::new(()),
             killed: Mutex::new(HashMap::new()),
+            removing: Mutex::new(HashSet::new()),
             snapshot_lock: tokio::sync::Mutex::new(()),
         }))
     }
@@ -481,6 +486,14 @@ impl Supervisor {
             }
             (None, _) => {}
         }
+        if self.removing_container(id) {
+            let got = req.attempt.unwrap_or(0);
+            return Err(SupervisorError::PreviousAttemptEnding {
+                id,
+                got,
+                held: got.saturating_sub(1),
+            });
+        }
         let record = TaskRecord {
             request: req.clone(),
             owner: owner.clone(),
@@ -499,6 +512,7 @@ impl Supervisor {
                     held.record.request.attempt,
                     held.phase,
                     held.record.kill_requested,
+                    held.record.request.run.unwrap_or(1),
                 )),
                 None => {
                     let (done, _) = watch::channel(None);
@@ -514,7 +528,17 @@ impl Supervisor {
                 }
             }
         };
-        if let Some((held, phase, killing)) = held {
+        if let Some((held, phase, killing, held_run)) = held {
+            let run = req.run.unwrap_or(1);
+            if run != held_run {
+                return Err(self.other_run(
+                    id,
+                    (req.attempt, run),
+                    (held, held_run),
+                    phase,
+                    killing,
+                ));
+            }
             return self
                 .newer_attempt(id, req.attempt, held, phase, killing)
                 .await;
@@ -525,6 +549,44 @@ impl Supervisor {
         }
         self.spawn_run(req, owner);
         Ok(())
+    }
+
+    /// An execute of a run of the task other than the one held (a retry placed here while a
+    /// copy of an earlier run is still held, say from before this node was lost). A copy never
+    /// stands in for another run, whose logs and exit are its own: an older run is refused;
+    /// for a newer one the copy held is killed and the host asked to send it again (503) until
+    /// the copy's end is acknowledged and the new run can start afresh.
+    fn other_run(
+        self: &Arc<Self>,
+        id: TaskId,
+        (got, run): (Option<u32>, u32),
+        (held, held_run): (Option<u32>, u32),
+        phase: Phase,
+        killing: bool,
+    ) -> SupervisorError {
+        let (got_n, held_n) = (got.unwrap_or(0), held.unwrap_or(0));
+        if run < held_run {
+            tracing::warn!(task_id = %id, run, held_run, "execute of an older run refused");
+            return SupervisorError::OlderAttempt {
+                id,
+                got: got_n,
+                held: held_n,
+            };
+        }
+        if phase != Phase::Finished && !killing {
+            tracing::info!(task_id = %id, run, held_run, "a newer run of a task held here: killing the copy of the old one first");
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.kill_stale(id, held).await {
+                    tracing::warn!(task_id = %id, error = %e, "cannot kill the copy of an older run");
+                }
+            });
+        }
+        SupervisorError::PreviousAttemptEnding {
+            id,
+            got: got_n,
+            held: held_n,
+        }
     }
 
     /// An execute for a task this runner already holds. The same attempt (or an unfenced one)
@@ -578,12 +640,12 @@ impl Supervisor {
         }
     }
 
-    /// Whether the task's output is all written: it ended (its final report is made only
-    /// after its log copy finished), or this runner does not hold it.
-    pub fn output_complete(&self, id: TaskId) -> bool {
+    /// Whether run `run` of the task's output is all written: it ended (its final report is
+    /// made only after its log copy finished), or this runner does not hold that run.
+    pub fn output_complete(&self, id: TaskId, run: u32) -> bool {
         self.table()
             .get(&id)
-            .is_none_or(|e| e.phase == Phase::Finished)
+            .is_none_or(|e| e.phase == Phase::Finished || e.record.request.run.unwrap_or(1) != run)
     }
 
     fn kill_requested(&self, id: TaskId) -> bool {
@@ -699,6 +761,8 @@ impl Supervisor {
         let mut env: Vec<String> = d.env_vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
         env.push(format!("FERRY_TASK_ID={}", req.task_id));
         env.push(format!("KOHAKURIVER_TASK_ID={}", req.task_id));
+        // Ferry: which attempt this run is (1 for the first), so a retried job can tell.
+        env.push(format!("FERRY_TASK_ATTEMPT={}", req.run.unwrap_or(1)));
         env.push("KOHAKURIVER_LOCAL_TEMP_DIR=/local_temp".into());
         let mut binds = vec![format!(
             "{}:/local_temp",
@@ -746,9 +810,27 @@ impl Supervisor {
         spec
     }
 
+    /// The log files of the run of task `id` this runner holds (each run has its own).
     fn log_paths(&self, id: TaskId) -> (PathBuf, PathBuf) {
-        let dir = self.config.log_dir().join(id.to_string());
+        let run = self.run_of(id).unwrap_or(1);
+        let dir = self
+            .config
+            .log_dir()
+            .join(ferry_common::task::log_dir(id, run));
         (dir.join("stdout.log"), dir.join("stderr.log"))
+    }
+
+    /// The run of task `id` whose logs are read when a caller names none: the one held, else
+    /// the first (the host names the run of any task retried).
+    pub fn latest_run(&self, id: TaskId) -> u32 {
+        self.run_of(id).unwrap_or(1)
+    }
+
+    /// Which run of task `id` this runner holds.
+    fn run_of(&self, id: TaskId) -> Option<u32> {
+        self.table()
+            .get(&id)
+            .map(|e| e.record.request.run.unwrap_or(1))
     }
 
     /// Image, container, start. Returns the container name (and the copy of its output, when
@@ -1041,12 +1123,30 @@ impl Supervisor {
             ),
             (None, _) => final_status(exit, self.kill_requested(id)),
         };
+        self.set_removing(id, true);
         self.report(id, status, Some(exit.code), message).await;
         tracing::info!(task_id = %id, %status, exit_code = exit.code, "task ended");
         if let Err(e) = self.engine.remove(&name).await {
             tracing::warn!(task_id = %id, error = %e, "could not remove container");
         }
+        self.set_removing(id, false);
         Some(exit.code)
+    }
+
+    fn removing_container(&self, id: TaskId) -> bool {
+        self.removing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&id)
+    }
+
+    fn set_removing(&self, id: TaskId, on: bool) {
+        let mut set = self.removing.lock().unwrap_or_else(|p| p.into_inner());
+        if on {
+            set.insert(id);
+        } else {
+            set.remove(&id);
+        }
     }
 
     /// Rebuilds the task table after a start: from the records on disk and the containers
@@ -1157,7 +1257,9 @@ impl Supervisor {
             if finished {
                 // Its final report was already made; only the container is left to remove.
                 me.set_phase(id, Phase::Finished);
+                me.set_removing(id, true);
                 let _ = me.engine.remove(&name).await;
+                me.set_removing(id, false);
                 return;
             }
             let started = match state {
@@ -1294,6 +1396,7 @@ fn adopted_request(id: TaskId) -> ExecuteRequest {
         reserved_ip: None,
         owner: None,
         attempt: None,
+        run: None,
     }
 }
 

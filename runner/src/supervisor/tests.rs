@@ -134,6 +134,7 @@ fn request(id: u64) -> ExecuteRequest {
         reserved_ip: None,
         owner: None,
         attempt: None,
+        run: None,
     }
 }
 
@@ -592,6 +593,44 @@ async fn a_stale_kill_spares_a_newer_attempt_and_a_killed_attempt_can_be_placed_
     assert_eq!(h.report_attempts(1)[2], Some(3));
 }
 
+fn run_of(id: u64, attempt: u32, run: u32) -> ExecuteRequest {
+    ExecuteRequest {
+        attempt: Some(attempt),
+        run: Some(run),
+        ..request(id)
+    }
+}
+
+#[tokio::test]
+async fn a_copy_of_an_earlier_run_is_killed_before_the_next_run_starts_with_its_own_logs() {
+    let h = Harness::new();
+    h.sup.execute(run_of(1, 1, 1), None).await.unwrap();
+    until("running", || h.reported(1).len() == 1).await;
+    let logs = h.sup.config.log_dir().join("1");
+    assert!(logs.join("stdout.log").exists());
+    // The host retried the task (its node was lost) and placed run 2 here: the old copy
+    // does not stand in for it.
+    assert!(matches!(
+        h.sup.execute(run_of(1, 2, 2), None).await,
+        Err(SupervisorError::PreviousAttemptEnding { .. })
+    ));
+    until("old run killed", || h.reported(1).len() == 2).await;
+    assert_eq!(h.reported(1)[1].0, TaskStatus::Killed);
+    // A late repeat of run 1's dispatch starts nothing.
+    h.sup.execute(run_of(1, 1, 1), None).await.unwrap();
+    assert_eq!(h.fake.count(&Call::Create(name(1))), 1);
+    let last = h.outbox.reports().pop().unwrap();
+    h.sup.acknowledged(&last);
+    until("container removed", || h.fake.state_of(&name(1)).is_none()).await;
+    h.sup.execute(run_of(1, 2, 2), None).await.unwrap();
+    until("run 2 running", || h.reported(1).len() == 3).await;
+    assert_eq!(h.fake.count(&Call::Create(name(1))), 2);
+    assert!(logs.join("attempt-2").join("stdout.log").exists());
+    assert!(!h.sup.output_complete(TaskId(1), 2));
+    assert!(h.sup.output_complete(TaskId(1), 1), "run 1 is over");
+    assert_eq!(h.sup.latest_run(TaskId(1)), 2);
+}
+
 fn vps_request(id: u64, mode: ferry_common::task::SshKeyMode, key: Option<&str>) -> ExecuteRequest {
     let mut definition = TaskDefinition::command("");
     definition.spec = TaskSpec::Vps(ferry_common::task::VpsSpec {
@@ -606,6 +645,7 @@ fn vps_request(id: u64, mode: ferry_common::task::SshKeyMode, key: Option<&str>)
         reserved_ip: None,
         owner: None,
         attempt: Some(1),
+        run: None,
     }
 }
 

@@ -181,6 +181,9 @@ pub async fn create(
             // A VPS lives until it is stopped.
             default_timeout: None,
             max_timeout: 0,
+            // A VPS is started again with restart, never retried.
+            max_retries: 0,
+            default_retry_backoff: 0,
         },
         allow_passwordless: cfg.allow_passwordless_vps,
     };
@@ -364,6 +367,8 @@ mod tests {
                 max_priority: None,
                 default_timeout: None,
                 max_timeout: 0,
+                max_retries: 0,
+                default_retry_backoff: 0,
             },
             allow_passwordless: false,
         }
