@@ -10,6 +10,7 @@
 //!
 //! Usage: `ferry-bench-access [terminal|forward]` (default both). Prints a Markdown table.
 
+use ferry_bench::pct;
 use ferry_e2e::{TestCluster, Ws};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
@@ -28,11 +29,6 @@ async fn runner_ws(c: &TestCluster, path: &str) -> anyhow::Result<Ws> {
         format!("Bearer {}", c.opts.secret).parse()?,
     );
     Ok(tokio_tungstenite::connect_async(req).await?.0)
-}
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// Echo latency of each of `n` keystrokes, in milliseconds.
@@ -150,10 +146,10 @@ async fn main() -> anyhow::Result<()> {
     println!("|---|---|");
     if part != "forward" {
         let term = format!("/ws/task/{id}/terminal");
-        let mut via_host = keystrokes(c.ws(&term).await, 1000).await?;
-        let mut via_runner = keystrokes(runner_ws(&c, &term).await?, 1000).await?;
-        let (h50, h99) = (pct(&mut via_host, 0.5), pct(&mut via_host, 0.99));
-        let (r50, r99) = (pct(&mut via_runner, 0.5), pct(&mut via_runner, 0.99));
+        let via_host = keystrokes(c.ws(&term).await, 1000).await?;
+        let via_runner = keystrokes(runner_ws(&c, &term).await?, 1000).await?;
+        let (h50, h99) = (pct(&via_host, 0.5), pct(&via_host, 0.99));
+        let (r50, r99) = (pct(&via_runner, 0.5), pct(&via_runner, 0.99));
         println!(
             "| terminal echo through host and runner, p50 (p99) | {h50:.2} ms ({h99:.2} ms) |"
         );

@@ -7,40 +7,10 @@
 //!
 //! Usage: `ferry-bench [rounds]` (default 30). Prints a Markdown table.
 
+use ferry_bench::{median, pct, rss_kib};
 use ferry_client::{SubmitRequest, TaskStatus};
 use ferry_e2e::{TestCluster, TEST_IMAGE};
 use std::time::{Duration, Instant};
-
-fn rss_kib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let m = v.len() / 2;
-    if v.len().is_multiple_of(2) {
-        (v[m - 1] + v[m]) / 2.0
-    } else {
-        v[m]
-    }
-}
-
-fn pct(v: &[f64], p: f64) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    s[((s.len() as f64 - 1.0) * p).round() as usize]
-}
 
 async fn ferry_echo(c: &TestCluster) -> anyhow::Result<f64> {
     let api = c.client();

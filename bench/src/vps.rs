@@ -8,6 +8,7 @@
 //!
 //! Usage: `ferry-bench-vps [rounds]` (default 10). Prints a Markdown table.
 
+use ferry_bench::median;
 use ferry_e2e::{relay_forward, ssh_keygen, ssh_run, TestCluster, SSHD_IMAGE};
 use serde_json::json;
 use std::path::Path;
@@ -16,11 +17,6 @@ use std::time::{Duration, Instant};
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// Logs in until it works (at most 30 s).
