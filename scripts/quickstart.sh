@@ -257,7 +257,13 @@ Ferry is running on this machine:
   host    $HOST_URL  (pid $(<"$STATE/host.pid"))
   runner  http://127.0.0.1:$RUNNER_PORT  (node $NODE, pid $(<"$STATE/runner.pid"))
 
-Submit a task:
+With the ferry CLI (built into target/release):
+  export PATH=\$PWD/target/release:\$PATH FERRY_HOST=$HOST_URL FERRY_TOKEN=\$(cat $TOKEN_FILE)
+  ferry task submit --follow -- echo hi
+  ferry task list
+  ferry node list
+
+Or over plain HTTP. Submit a task:
   curl -sS ${auth}-X POST $HOST_URL/api/submit -H 'content-type: application/json' \\
        -d '{"command":"echo","arguments":["hi"]}'
 Its status and output (<id> from "task_ids" in the reply):

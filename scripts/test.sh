@@ -20,6 +20,10 @@ step "docker"
 bash scripts/setup-docker.sh
 bash scripts/build-test-image.sh
 bash scripts/build-vps-test-image.sh
+# The CLI's forward test fetches through it with curl.
+if ! command -v curl >/dev/null 2>&1; then
+  apt-get install -y -qq --no-install-recommends curl >/dev/null || die "cannot install curl"
+fi
 # The forward tests run a UDP echo with the node's python3 inside a container's namespace.
 if ! command -v python3 >/dev/null 2>&1; then
   apt-get install -y -qq --no-install-recommends python3 >/dev/null || die "cannot install python3"
