@@ -52,6 +52,10 @@ impl Failure {
     /// A client error, said for a person: what happened and what to do.
     pub fn from_client(host: &str, e: ClientError) -> Failure {
         match &e {
+            ClientError::Transport { source, .. } if source.is_timeout() => Failure::Failed(format!(
+                "{host} did not answer in time ({}); it may still be doing it: check with a list or status command",
+                chain(source)
+            )),
             ClientError::Transport { source, .. } => Failure::Unreachable {
                 host: host.to_string(),
                 reason: chain(source),

@@ -106,7 +106,13 @@ async fn main() {
         Ok(()) => failure::OK,
         Err(f) => {
             if !matches!(&f, Failure::Task { message, .. } if message.is_empty()) {
-                eprintln!("error: {f}");
+                // Host text may hold control characters; they must not drive the terminal.
+                let text: String = f
+                    .to_string()
+                    .chars()
+                    .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
+                    .collect();
+                eprintln!("error: {text}");
             }
             f.exit_code()
         }
@@ -126,7 +132,7 @@ async fn run(cli: Cli) -> failure::CliResult {
             Ok(())
         }
         command => {
-            let s = session::Session::open(&cli.global)?;
+            let s = session::Session::open(&cli.global, matches!(command, Command::Login(_)))?;
             dispatch(s, command).await
         }
     }

@@ -61,19 +61,29 @@ pub struct Session {
 }
 
 /// A longest wait for streams (log follow, events, `--wait`): they last as long as the task.
+const LONG_TIMEOUT: Duration = Duration::from_secs(600);
 const STREAM_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl Session {
-    pub fn open(g: &GlobalArgs) -> CliResult<Session> {
+    /// `new_context`: a `--context` that does not exist yet is fine (`ferry login` makes it).
+    pub fn open(g: &GlobalArgs, new_context: bool) -> CliResult<Session> {
         let config_path = config::default_path().map_err(|e| Failure::Usage(e.to_string()))?;
         let config = Config::load(&config_path).map_err(|e| Failure::Usage(e.to_string()))?;
-        let target = config
-            .resolve(&Overrides {
-                host: g.host.clone().filter(|h| !h.is_empty()),
-                token: g.token.clone().filter(|t| !t.is_empty()),
-                context: g.context.clone().filter(|c| !c.is_empty()),
-            })
-            .map_err(|e| Failure::Usage(e.to_string()))?;
+        let mut o = Overrides {
+            host: g.host.clone().filter(|h| !h.is_empty()),
+            token: g.token.clone().filter(|t| !t.is_empty()),
+            context: g.context.clone().filter(|c| !c.is_empty()),
+        };
+        let target = match config.resolve(&o) {
+            Ok(t) => t,
+            Err(_) if new_context => {
+                o.context = None;
+                config
+                    .resolve(&o)
+                    .map_err(|e| Failure::Usage(e.to_string()))?
+            }
+            Err(e) => return Err(Failure::Usage(e.to_string())),
+        };
         let mut b = Client::builder(target.host.clone());
         if let Some(t) = &target.token {
             b = b.bearer_token(t.clone());
@@ -127,12 +137,20 @@ impl Session {
         self.call(Method::DELETE, path, None).await
     }
 
+    /// Requests that may take long on the host's side (VPS create and restart wait for the
+    /// VPS, snapshots commit, file copies carry up to 50 MiB) get a longer deadline than the
+    /// client's default.
     async fn send(
         &self,
         rb: reqwest::RequestBuilder,
         method: &Method,
         path: &str,
     ) -> CliResult<Value> {
+        let rb = if *method != Method::GET || path.starts_with("/api/fs/") {
+            rb.timeout(LONG_TIMEOUT)
+        } else {
+            rb
+        };
         let (status, value) = ferry_client::send_raw(rb).await.map_err(|e| self.fail(e))?;
         if (200..300).contains(&status) {
             return Ok(value);

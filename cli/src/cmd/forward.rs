@@ -92,6 +92,7 @@ pub async fn run(s: Session, a: ForwardArgs) -> CliResult {
         }
     });
     let streams: Streams = Arc::default();
+    let (closed_tx, closed_rx) = tokio::sync::watch::channel(false);
     let reader = {
         let streams = streams.clone();
         let out_tx = out_tx.clone();
@@ -138,6 +139,9 @@ pub async fn run(s: Session, a: ForwardArgs) -> CliResult {
                     let _ = tx.send(ev);
                 }
             }
+            // The socket is gone: every stream ends, and so does the forward.
+            streams.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            let _ = closed_tx.send(true);
         })
     };
     eprintln!(
@@ -145,16 +149,21 @@ pub async fn run(s: Session, a: ForwardArgs) -> CliResult {
         a.id, a.port
     );
     let served = if a.udp {
-        serve_udp(local, streams, out_tx).await
+        serve_udp(local, streams, out_tx, closed_rx).await
     } else {
-        serve_tcp(local, streams, out_tx).await
+        serve_tcp(local, streams, out_tx, closed_rx).await
     };
     reader.abort();
     writer.abort();
     served
 }
 
-async fn serve_tcp(local: SocketAddr, streams: Streams, out: mpsc::Sender<Message>) -> CliResult {
+async fn serve_tcp(
+    local: SocketAddr,
+    streams: Streams,
+    out: mpsc::Sender<Message>,
+    mut closed: tokio::sync::watch::Receiver<bool>,
+) -> CliResult {
     let listener = tokio::net::TcpListener::bind(local)
         .await
         .map_err(|e| Failure::Failed(format!("cannot listen on {local}: {e}")))?;
@@ -181,6 +190,7 @@ async fn serve_tcp(local: SocketAddr, streams: Streams, out: mpsc::Sender<Messag
                 });
             }
             _ = out.closed() => return Err(Failure::Failed("the forward socket closed".into())),
+            _ = closed.changed() => return Err(Failure::Failed("the host closed the forward socket (has the task ended?)".into())),
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }
@@ -196,8 +206,8 @@ async fn tcp_stream(
     if out.send(frame(CONNECT, 0, id, &[])).await.is_err() {
         return;
     }
-    let mut credit: u64 = match rx.recv().await {
-        Some(Event::Connected(w)) => u64::from(w),
+    let (mut credit, window): (u64, u64) = match rx.recv().await {
+        Some(Event::Connected(w)) => (u64::from(w), u64::from(w)),
         Some(Event::Closed(Some(why))) => {
             eprintln!("connection {id}: {why}");
             return;
@@ -218,7 +228,14 @@ async fn tcp_stream(
                     // Consumed: the runner may send that much more.
                     let _ = out.send(frame(WINDOW, 0, id, &(d.len() as u32).to_be_bytes())).await;
                 }
-                Some(Event::Window(n)) => credit += u64::from(n),
+                Some(Event::Window(n)) => {
+                    credit += u64::from(n);
+                    // Local side done and every byte it sent has reached the target.
+                    if !local_open && credit >= window {
+                        let _ = out.send(frame(CLOSE, 0, id, &[])).await;
+                        return;
+                    }
+                }
                 Some(Event::Connected(_)) => {}
                 Some(Event::Closed(why)) => {
                     if let Some(why) = why {
@@ -231,8 +248,13 @@ async fn tcp_stream(
             },
             n = r.read(&mut buf[..(credit.min(CHUNK as u64) as usize).max(1)]), if local_open && credit > 0 => match n {
                 Ok(0) | Err(_) => {
+                    // The runner forgets a stream on CLOSE (and drops what it has not yet
+                    // written to the target), so close once the data in flight has landed.
                     local_open = false;
-                    let _ = out.send(frame(CLOSE, 0, id, &[])).await;
+                    if credit >= window {
+                        let _ = out.send(frame(CLOSE, 0, id, &[])).await;
+                        return;
+                    }
                 }
                 Ok(n) => {
                     credit -= n as u64;
@@ -245,7 +267,12 @@ async fn tcp_stream(
     }
 }
 
-async fn serve_udp(local: SocketAddr, streams: Streams, out: mpsc::Sender<Message>) -> CliResult {
+async fn serve_udp(
+    local: SocketAddr,
+    streams: Streams,
+    out: mpsc::Sender<Message>,
+    mut closed: tokio::sync::watch::Receiver<bool>,
+) -> CliResult {
     let sock = Arc::new(
         tokio::net::UdpSocket::bind(local)
             .await
@@ -288,6 +315,7 @@ async fn serve_udp(local: SocketAddr, streams: Streams, out: mpsc::Sender<Messag
                 let _ = out.send(frame(DATA, 1, id, &buf[..n])).await;
             }
             _ = out.closed() => return Err(Failure::Failed("the forward socket closed".into())),
+            _ = closed.changed() => return Err(Failure::Failed("the host closed the forward socket (has the task ended?)".into())),
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }

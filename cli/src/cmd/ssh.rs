@@ -100,6 +100,10 @@ pub async fn ssh(s: Session, a: SshArgs) -> CliResult {
         return proxy(&relay, &a.id).await;
     }
     let mut cmd = std::process::Command::new("ssh");
+    // OpenSSH keeps the first value of an option: the user's come first.
+    for o in &a.options {
+        cmd.arg("-o").arg(o);
+    }
     cmd.arg("-o")
         .arg(format!("ProxyCommand={}", proxy_command(&relay, &a.id)))
         // A VPS's host key is its own, not the relay's: keep it under a name of its own.
@@ -109,9 +113,6 @@ pub async fn ssh(s: Session, a: SshArgs) -> CliResult {
         .arg("StrictHostKeyChecking=accept-new");
     if let Some(i) = &a.via.identity {
         cmd.arg("-i").arg(i);
-    }
-    for o in &a.options {
-        cmd.arg("-o").arg(o);
     }
     cmd.arg(format!("{}@vps-{}", a.via.user, a.id));
     if !a.command.is_empty() {

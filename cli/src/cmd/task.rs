@@ -510,12 +510,15 @@ async fn list(s: &Session, a: ListArgs) -> CliResult {
         match events.next().await {
             Ok(Some(e)) => {
                 if let Some(line) = watch_line(&e, &a) {
-                    if s.format == output::Format::Table {
-                        let _ = writeln!(out, "{line}");
+                    let text = if s.format == output::Format::Table {
+                        line
                     } else {
-                        let _ = writeln!(out, "{}", serde_json::to_string(&e).unwrap_or_default());
+                        serde_json::to_string(&e).unwrap_or_default()
+                    };
+                    // A closed pipe (`| grep -m1 ...`) ends the watch.
+                    if writeln!(out, "{text}").and_then(|_| out.flush()).is_err() {
+                        return Ok(());
                     }
-                    let _ = out.flush();
                 }
             }
             Ok(None) => return Err(Failure::Failed("the host closed the event stream".into())),
@@ -603,9 +606,12 @@ pub fn task_table(v: &Value) -> Table {
 
 /// `2026-12-03T17:41:03.179+00:00` as `12-03 17:41:03`.
 pub fn short_time(v: &Value) -> String {
-    match v.as_str() {
-        Some(s) if s.len() >= 19 => format!("{} {}", &s[5..10], &s[11..19]),
-        _ => output::show(v),
+    match v
+        .as_str()
+        .and_then(|s| Some((s.get(5..10)?, s.get(11..19)?)))
+    {
+        Some((date, time)) => format!("{date} {time}"),
+        None => output::show(v),
     }
 }
 

@@ -179,7 +179,7 @@ async fn restart(s: &Session, id: &str) -> CliResult {
     let v = v?;
     s.show(&v, |v| {
         println!("{}", output::cell(v, "message"));
-        if let Some(p) = v["ssh_port"].as_u64() {
+        if let Some(p) = v["ssh_port"].as_u64().filter(|p| *p > 0) {
             println!("SSH port {p}: ferry ssh {id}");
         }
     });
@@ -255,22 +255,45 @@ async fn create(s: &Session, a: CreateArgs) -> CliResult {
             )));
         }
     }
+    // The key file is made before the VPS: the host shows a generated key only once.
+    let mut key_file = match &a.key_file {
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(p)
+                .map_err(|e| Failure::Usage(format!("--key-file {}: {e}", p.display())))?,
+        ),
+        None => None,
+    };
     let bar = crate::progress::spinner(s.progress, "creating the VPS");
     let v = s.post("/api/vps/create", Some(&body)).await;
     bar.finish_and_clear();
-    let mut v = v?;
+    let mut v = match v {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some(p) = &a.key_file {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(e);
+        }
+    };
     let id = output::cell(&v, "task_id");
-    if let (Some(p), Some(key)) = (&a.key_file, v["ssh_private_key"].as_str()) {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(p)
-            .map_err(|e| Failure::Failed(format!("cannot save the key to {}: {e}", p.display())))?;
-        f.write_all(key.as_bytes())
-            .map_err(|e| Failure::Failed(format!("cannot save the key to {}: {e}", p.display())))?;
-        // The key is on disk now; scripts get its path, not the key.
-        v["ssh_private_key"] = json!(format!("saved to {}", p.display()));
+    if let (Some(p), Some(f), Some(key)) = (
+        &a.key_file,
+        key_file.as_mut(),
+        v["ssh_private_key"].as_str(),
+    ) {
+        match f.write_all(key.as_bytes()).and_then(|_| f.sync_all()) {
+            // The key is on disk now; scripts get its path, not the key.
+            Ok(()) => v["ssh_private_key"] = json!(format!("saved to {}", p.display())),
+            // Not lost: it is printed below instead.
+            Err(e) => eprintln!(
+                "cannot save the key to {}: {e}; here it is instead",
+                p.display()
+            ),
+        }
     }
     s.show(&v, |v| {
         println!(
@@ -278,14 +301,14 @@ async fn create(s: &Session, a: CreateArgs) -> CliResult {
             output::cell(v, "message"),
             output::cell(v, "status")
         );
-        if let Some(p) = v["ssh_port"].as_u64() {
+        if let Some(p) = v["ssh_port"].as_u64().filter(|p| *p > 0) {
             println!(
                 "SSH port {p} on {}: ferry ssh {id}",
                 output::cell(&v["assigned_node"], "hostname")
             );
         }
         if let Some(k) = v["ssh_private_key"].as_str() {
-            if a.key_file.is_some() {
+            if k.starts_with("saved to ") {
                 println!("Private key {k}.");
             } else {
                 println!("Private key (shown once; save it):\n{k}");
@@ -374,6 +397,18 @@ async fn snapshot(s: &Session, c: SnapshotCmd) -> CliResult {
             drop_newer,
         } => {
             if let Some(ts) = timestamp {
+                // A running VPS is snapshotted again when it stops for the restart, and that
+                // newest snapshot would win: going back needs it stopped first.
+                let t = s.get(&format!("/api/status/{id}")).await?;
+                if matches!(
+                    t["status"].as_str(),
+                    Some("running" | "paused" | "assigning" | "pending")
+                ) {
+                    return Err(Failure::Usage(format!(
+                        "VPS {id} is {}: stop it first (`ferry vps stop {id}`), then restore",
+                        output::cell(&t, "status")
+                    )));
+                }
                 let v = s.get(&format!("/api/vps/snapshots/{id}")).await?;
                 let stamps: Vec<i64> = v["snapshots"]
                     .as_array()
